@@ -27,6 +27,7 @@ __all__ = [
     "QUARANTINE_SCHEMA",
     "SCHEMA_NAME_KEY",
     "SCHEMA_VERSION_KEY",
+    "SNAPSHOT_SCHEMA",
     "TIMESTAMP_TYPE",
     "fingerprint",
     "schema_identity",
@@ -147,6 +148,9 @@ DUAL_SCHEMA = _with_identity(
     DUAL_VERSION,
 )
 """The ``DualMemoryNode`` (target) schema: typed node plus every carried legacy field."""
+
+SNAPSHOT_SCHEMA = LEGACY_SCHEMA.append(pa.field("checksum", pa.binary(32), nullable=False))
+"""The run's snapshot: the legacy schema plus each row's BLAKE3 checksum."""
 
 QUARANTINE_SCHEMA = pa.schema(
     [

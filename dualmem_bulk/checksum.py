@@ -1,0 +1,216 @@
+"""Canonical row encoding, per-row BLAKE3-256 checksums and the order-independent table digest.
+
+The encoding (all integers little-endian) is documented in the README so anyone can recompute
+it: ``u32 len + utf8(id)``; the 768 embedding floats as raw float32 bits; ``activation`` f32;
+``confidence`` f32; ``last_access`` i64 ns; ``access_count`` u64; ``created_at`` i64 ns;
+``decay_rate`` f32; content as ``u8 0`` or ``u8 1, u32 len, utf8``; embedding_provenance as
+``u8 0`` or ``u8 1`` + model_name, model_version (``u32 len, utf8`` each), dimension u64,
+language (``u8 0`` or ``u8 1, u32 len, utf8``), created_at u64, quality_score (``u8 0`` or
+``u8 1, f32``), metadata as ``u32 count`` then entries sorted by key bytes, each
+``u32 len, key, u32 len, value``.
+
+The table digest is the row count plus the sum of the row checksums read as unsigned 256-bit
+little-endian integers, modulo 2^256: order-independent and mergeable across batches, resumed
+runs and workers. The kernels here are pure: Arrow in, Arrow out, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from blake3 import blake3
+
+__all__ = ["TableDigest", "encode_rows", "row_checksums"]
+
+_MOD = 1 << 256
+_EMPTY = pa.scalar(b"", pa.large_binary())
+_ABSENT = pa.scalar(b"\x00", pa.large_binary())
+_PRESENT = pa.scalar(b"\x01", pa.large_binary())
+
+
+@dataclass(frozen=True)
+class TableDigest:
+    """Row count and the sum of row checksums modulo 2^256; ``+`` merges two digests."""
+
+    rows: int = 0
+    total: int = 0
+
+    def __add__(self, other: TableDigest) -> TableDigest:
+        return TableDigest(self.rows + other.rows, (self.total + other.total) % _MOD)
+
+    @property
+    def hex(self) -> str:
+        """The sum as 64 hex digits of its 32-byte little-endian form."""
+        return self.total.to_bytes(32, "little").hex()
+
+    @classmethod
+    def from_hex(cls, rows: int, value: str) -> TableDigest:
+        """Rebuild a digest from its row count and :attr:`hex` form."""
+        return cls(rows, int.from_bytes(bytes.fromhex(value), "little"))
+
+    @classmethod
+    def of(cls, checksums: pa.Array | pa.ChunkedArray) -> TableDigest:
+        """Digest of a fixed_size_binary(32) checksum column.
+
+        Example:
+            >>> TableDigest.of(pa.array([b"\\x01" + b"\\x00" * 31] * 3, pa.binary(32))).total
+            3
+        """
+        arr = _contiguous(checksums)
+        n = len(arr)
+        if n == 0:
+            return cls()
+        if arr.null_count:
+            raise ValueError("checksum column holds nulls")
+        data = arr.buffers()[1]
+        halves = np.frombuffer(data, dtype="<u4", count=n * 8, offset=arr.offset * 32)
+        sums = halves.reshape(n, 8).sum(axis=0, dtype=np.uint64)
+        total = sum(int(s) << (32 * i) for i, s in enumerate(sums))
+        return cls(n, total % _MOD)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form: ``{"rows": n, "digest": hex}``."""
+        return {"rows": self.rows, "digest": self.hex}
+
+
+def _contiguous(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _fixed(values: np.ndarray) -> pa.Array:
+    """Little-endian bytes of a 1-D numpy array (or rows of a 2-D uint8 array) as binary."""
+    width = values.dtype.itemsize if values.ndim == 1 else values.shape[1]
+    buf = pa.py_buffer(np.ascontiguousarray(values).tobytes())
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(values), [None, buf])
+    return fixed.cast(pa.large_binary())
+
+
+def _join(*parts: pa.Array) -> pa.Array:
+    return pc.binary_join_element_wise(*parts, _EMPTY)
+
+
+def _bytes(arr: pa.Array) -> pa.Array:
+    return arr.cast(pa.large_binary())
+
+
+def _prefixed(arr: pa.Array) -> pa.Array:
+    """``u32 len + bytes``; nulls stay null."""
+    lengths = pc.binary_length(arr).fill_null(0).to_numpy(zero_copy_only=False)
+    return _join(_fixed(lengths.astype("<u4")), _bytes(arr))
+
+
+def _optional(valid: pa.Array, encoded: pa.Array) -> pa.Array:
+    """``u8 1 + encoded`` where ``valid``, else ``u8 0``."""
+    present = _join(_PRESENT, encoded.fill_null(_EMPTY))
+    return pc.if_else(valid, present, _ABSENT)
+
+
+def _scalar_le(arr: pa.Array, dtype: str) -> pa.Array:
+    return _fixed(arr.fill_null(0).to_numpy(zero_copy_only=False).astype(dtype))
+
+
+def _metadata(maps: pa.Array) -> pa.Array:
+    """``u32 count`` then entries sorted by key bytes; a null map encodes as count 0."""
+    offsets = maps.offsets.to_numpy()
+    counts = np.diff(offsets)
+    owner = np.repeat(np.arange(len(maps), dtype=np.int64), counts)
+    keys = maps.keys.slice(offsets[0], offsets[-1] - offsets[0])
+    values = maps.items.slice(offsets[0], offsets[-1] - offsets[0])
+    if maps.null_count:  # a null slot may still span entries: leave them out
+        valid = maps.is_valid().to_numpy(zero_copy_only=False)
+        counts = np.where(valid, counts, 0)
+        keep = pa.array(valid[owner])
+        owner, keys, values = owner[valid[owner]], keys.filter(keep), values.filter(keep)
+    order = pc.sort_indices(
+        pa.table({"owner": owner, "key": keys.cast(pa.large_binary())}),
+        sort_keys=[("owner", "ascending"), ("key", "ascending")],
+    )
+    encoded = _join(_prefixed(keys.take(order)), _prefixed(values.take(order)))
+    grouped_offsets = np.zeros(len(maps) + 1, dtype=np.int64)
+    np.cumsum(counts, out=grouped_offsets[1:])
+    grouped = pa.LargeListArray.from_arrays(pa.array(grouped_offsets), encoded)
+    return _join(_fixed(counts.astype("<u4")), pc.binary_join(grouped, _EMPTY))
+
+
+def _provenance(prov: pa.Array) -> pa.Array:
+    def field(name: str) -> pa.Array:
+        return pc.struct_field(prov, name)
+
+    language = field("language")
+    quality = field("quality_score")
+    body = _join(
+        _prefixed(field("model_name").fill_null("")),
+        _prefixed(field("model_version").fill_null("")),
+        _scalar_le(field("dimension"), "<u8"),
+        _optional(pc.is_valid(language), _prefixed(language)),
+        _scalar_le(field("created_at"), "<u8"),
+        _optional(pc.is_valid(quality), _scalar_le(quality, "<f4")),
+        _metadata(field("metadata")),
+    )
+    return _optional(pc.is_valid(prov), body)
+
+
+def _embedding_bytes(emb: pa.Array) -> np.ndarray:
+    """The embedding's float32 bits as an (n, 3072) uint8 view, respecting slicing."""
+    width = emb.type.list_size
+    values = emb.values.slice(emb.offset * width, len(emb) * width)
+    floats = np.frombuffer(values.buffers()[1], dtype="<f4", count=len(values),
+                           offset=values.offset * 4)
+    return floats.view(np.uint8).reshape(len(emb), width * 4)
+
+
+_FIXED_DTYPE = np.dtype(
+    [
+        ("activation", "<f4"),
+        ("confidence", "<f4"),
+        ("last_access", "<i8"),
+        ("access_count", "<u8"),
+        ("created_at", "<i8"),
+        ("decay_rate", "<f4"),
+    ]
+)
+
+
+def encode_rows(batch: pa.RecordBatch | pa.Table) -> pa.LargeBinaryArray:
+    """The canonical encoding of every row of a legacy-schema batch (one binary value per row).
+
+    Only the legacy Memory fields are encoded, so a DualMemoryNode batch rebuilt to legacy form
+    encodes to the same bytes as its source row.
+    """
+    if isinstance(batch, pa.Table):
+        batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else None
+        if batch is None:
+            return pa.array([], pa.large_binary())
+    n = batch.num_rows
+    fixed = np.empty(n, dtype=_FIXED_DTYPE)
+    for name in _FIXED_DTYPE.names or ():
+        col = batch.column(name)
+        if pa.types.is_timestamp(col.type):
+            col = col.cast(pa.int64())
+        fixed[name] = col.to_numpy(zero_copy_only=False)
+    block = np.empty((n, 3072 + _FIXED_DTYPE.itemsize), dtype=np.uint8)
+    block[:, :3072] = _embedding_bytes(batch.column("embedding"))
+    block[:, 3072:] = fixed.view(np.uint8).reshape(n, _FIXED_DTYPE.itemsize)
+    content = batch.column("content")
+    return _join(
+        _prefixed(batch.column("id")),
+        _fixed(block),
+        _optional(pc.is_valid(content), _prefixed(content)),
+        _provenance(batch.column("embedding_provenance")),
+    )
+
+
+def row_checksums(batch: pa.RecordBatch | pa.Table) -> pa.FixedSizeBinaryArray:
+    """BLAKE3-256 of each row's canonical encoding, as fixed_size_binary(32)."""
+    encoded = encode_rows(batch)
+    n = len(encoded)
+    offsets = np.frombuffer(encoded.buffers()[1], dtype=np.int64, count=n + 1,
+                            offset=encoded.offset * 8)
+    data = memoryview(encoded.buffers()[2]) if n else memoryview(b"")
+    out = b"".join(
+        blake3(data[start:end]).digest() for start, end in zip(offsets[:-1], offsets[1:], strict=True)
+    )
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), n, [None, pa.py_buffer(out)])

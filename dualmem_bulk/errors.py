@@ -1,0 +1,104 @@
+"""One exception tree; each error says what was wrong, where, and what to run next.
+
+::
+
+    DualmemError                 exit_code
+     ├── UsageError                 2   a bad option or combination of options
+     ├── InputError                 3   the input cannot be migrated as it is; nothing written
+     │    ├── SourceError              unreadable, truncated or unrecognised source file
+     │    ├── SchemaMismatch           a column of the wrong type, or a required column missing
+     │    └── InvalidRows              --strict and some rows are invalid
+     ├── TargetExists               3   the target already exists and is not this run's
+     ├── VerificationFailed         1   the target differs from the snapshot
+     └── Interrupted                4   stopped by a signal; re-run the same command to resume
+
+Foreign errors (pyarrow, polars, lance, OS) are translated at the storage boundary and chained
+with ``from`` so the original stays visible.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DualmemError",
+    "InputError",
+    "Interrupted",
+    "InvalidRows",
+    "SchemaMismatch",
+    "SourceError",
+    "TargetExists",
+    "UsageError",
+    "VerificationFailed",
+]
+
+
+class DualmemError(Exception):
+    """Root of every error dualmem-bulk raises on purpose; ``exit_code`` is the CLI's."""
+
+    exit_code = 1
+
+
+class UsageError(DualmemError):
+    """A bad option or combination of options."""
+
+    exit_code = 2
+
+
+class InputError(DualmemError):
+    """The input cannot be migrated as it is; nothing was written to the target."""
+
+    exit_code = 3
+
+
+class SourceError(InputError):
+    """A source file that cannot be read: missing, unreadable, truncated or of unknown format."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+class SchemaMismatch(InputError):
+    """A source column of the wrong type, or a required column that is missing."""
+
+    def __init__(self, path: str, column: str, expected: str, found: str) -> None:
+        super().__init__(
+            f"{path}: column {column!r}: expected {expected}, found {found}"
+        )
+        self.path, self.column, self.expected, self.found = path, column, expected, found
+
+
+class InvalidRows(InputError):
+    """``--strict`` was given and the source holds invalid rows."""
+
+    def __init__(self, count: int, first: str) -> None:
+        super().__init__(
+            f"{count} invalid row(s) and --strict was given; first: {first}. "
+            "Nothing was written to the target; run without --strict to quarantine them, "
+            "or with --dry-run to list them."
+        )
+        self.count = count
+
+
+class TargetExists(DualmemError):
+    """The target path already holds data that this run did not write."""
+
+    exit_code = 3
+
+    def __init__(self, path: object) -> None:
+        super().__init__(
+            f"{path}: target already exists and is not this run's output; "
+            "choose another target or remove it"
+        )
+
+
+class VerificationFailed(DualmemError):
+    """The target's rows or digest differ from the snapshot's."""
+
+    exit_code = 1
+
+
+class Interrupted(DualmemError):
+    """Stopped by a signal after a checkpoint; re-running the same command resumes."""
+
+    exit_code = 4

@@ -1,0 +1,248 @@
+"""Judge loose legacy rows one by one: conform the valid ones, quarantine the rest with reasons.
+
+Invalid rows: null or empty id; null embedding, or not exactly 768 values, or null values
+inside it; a required scalar that is null; confidence or activation outside [0, 1] or NaN;
+content that is not valid UTF-8; a provenance whose metadata is null or holds null keys or
+values; and a duplicate: a row whose node UUID an earlier valid row already has (the first
+occurrence wins, as in Engram's WAL replay). Floats inside embeddings are not judged: NaN,
+infinities and -0.0 are carried bit-exact.
+
+A column of the wrong *type* is not a row problem but a source problem: :class:`SchemaMismatch`
+names the file, the column, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dualmem_bulk.convert import node_uuids
+from dualmem_bulk.errors import SchemaMismatch
+from dualmem_bulk.schema import DIM, EMBEDDING_TYPE, LEGACY_SCHEMA
+from dualmem_bulk.sources import ROW_COLUMN, Rejected, SourceBatch
+
+__all__ = ["SeenIds", "ValidatedBatch", "check_schema", "validate_batch"]
+
+_REQUIRED = ("activation", "confidence", "last_access", "access_count", "created_at", "decay_rate")
+_UNIT_RANGE = ("activation", "confidence")
+
+
+class SeenIds:
+    """The node UUIDs of every row accepted so far: 16 bytes a row, sorted, exact."""
+
+    def __init__(self) -> None:
+        self._sorted = np.empty(0, dtype="S16")
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def first_seen(self, uuids: pa.FixedSizeBinaryArray) -> np.ndarray:
+        """Mark the rows whose UUID is new (earliest row wins within the batch) and remember them.
+
+        Fixed-width ``S16`` compares as raw bytes here: every value is exactly 16 bytes, so the
+        trailing-NUL stripping numpy applies cannot make two different values equal.
+        """
+        keys = np.frombuffer(uuids.buffers()[1], dtype="S16", count=len(uuids),
+                             offset=uuids.offset * 16)
+        keep = np.zeros(len(keys), dtype=bool)
+        _, first = np.unique(keys, return_index=True)
+        keep[first] = True
+        if len(self._sorted):
+            pos = np.minimum(np.searchsorted(self._sorted, keys), len(self._sorted) - 1)
+            keep &= self._sorted[pos] != keys
+        merged = np.concatenate([self._sorted, np.sort(keys[keep])])
+        merged.sort(kind="stable")
+        self._sorted = merged
+        return keep
+
+
+@dataclass(frozen=True)
+class ValidatedBatch:
+    """A batch's valid rows in the exact legacy schema, and its rejected rows with reasons."""
+
+    good: pa.RecordBatch
+    rows: np.ndarray
+    """Source row index of each good row."""
+    rejected: tuple[Rejected, ...]
+
+
+def check_schema(schema: pa.Schema, source: str) -> None:
+    """Raise :class:`SchemaMismatch` unless ``schema`` can carry legacy Memory rows."""
+    names = set(schema.names)
+    for field in LEGACY_SCHEMA:
+        if field.name not in names:
+            if not field.nullable:
+                raise SchemaMismatch(source, field.name, str(field.type), "no such column")
+            continue
+        found = schema.field(field.name).type
+        if not _type_ok(field.name, found, field.type):
+            raise SchemaMismatch(source, field.name, str(field.type), str(found))
+
+
+def _type_ok(name: str, found: pa.DataType, expected: pa.DataType) -> bool:
+    if name == "embedding":
+        return (
+            (pa.types.is_list(found) or pa.types.is_large_list(found)
+             or pa.types.is_fixed_size_list(found))
+            and found.value_type == pa.float32()
+        )
+    if name in ("id", "content", "space"):
+        return bool(pa.types.is_string(found) or pa.types.is_large_string(found)
+                    or pa.types.is_binary(found) or pa.types.is_large_binary(found))
+    if pa.types.is_timestamp(expected):
+        return pa.types.is_timestamp(found) and found.tz in (None, "UTC", "Z", "+00:00")
+    if name == "access_count":
+        return pa.types.is_unsigned_integer(found)
+    if pa.types.is_struct(expected):
+        return pa.types.is_struct(found) or pa.types.is_null(found)
+    return bool(found == expected)
+
+
+def _utf8_bad(arr: pa.Array) -> np.ndarray:
+    """Rows of a string/binary column that are not valid UTF-8 (Python only on failure)."""
+    bad = np.zeros(len(arr), dtype=bool)
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        try:
+            arr.validate(full=True)
+            return bad
+        except pa.ArrowInvalid:
+            arr = arr.view(pa.binary() if pa.types.is_string(arr.type) else pa.large_binary())
+    try:
+        arr.cast(pa.large_utf8())
+        return bad
+    except pa.ArrowInvalid:
+        for i, value in enumerate(arr.to_pylist()):
+            if value is not None:
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad[i] = True
+        return bad
+
+
+def _mask(arr: pa.Array) -> np.ndarray:
+    return np.asarray(arr.fill_null(True).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _reasons(batch: pa.RecordBatch) -> list[list[str]]:
+    n = batch.num_rows
+    reasons: list[list[str]] = [[] for _ in range(n)]
+
+    def flag(mask: np.ndarray, text: Any) -> None:
+        for i in np.flatnonzero(mask):
+            reasons[i].append(text(int(i)) if callable(text) else text)
+
+    ident = batch.column("id")
+    flag(_mask(ident.is_null()), "id is null")
+    flag(_mask(pc.equal(pc.binary_length(ident), 0)) & ~_mask(ident.is_null()), "id is empty")
+    flag(_utf8_bad(ident), "id is not valid UTF-8")
+    emb = batch.column("embedding")
+    null_emb = _mask(emb.is_null())
+    flag(null_emb, "embedding is null")
+    lengths = pc.list_value_length(emb).fill_null(DIM).to_numpy(zero_copy_only=False)
+    flag(lengths != DIM, lambda i: f"embedding has {lengths[i]} values, expected {DIM}")
+    flat = pc.list_flatten(emb)
+    if flat.null_count:
+        holes = np.zeros(n, dtype=bool)
+        parents = pc.list_parent_indices(emb).to_numpy(zero_copy_only=False)
+        holes[parents[_mask(flat.is_null())]] = True
+        flag(holes, "embedding holds null values")
+    for name in _REQUIRED:
+        col = batch.column(name)
+        flag(_mask(col.is_null()), f"{name} is null")
+    for name in _UNIT_RANGE:
+        col = batch.column(name)
+        vals = col.to_numpy(zero_copy_only=False)
+        out = ~_mask(col.is_null()) & ~((vals >= 0) & (vals <= 1))
+        flag(out, lambda i, name=name, vals=vals: f"{name} is {float(vals[i])}, outside [0, 1]")
+    if "content" in batch.schema.names:
+        flag(_utf8_bad(batch.column("content")), "content is not valid UTF-8")
+    if "embedding_provenance" in batch.schema.names:
+        prov = batch.column("embedding_provenance")
+        if not pa.types.is_null(prov.type) and prov.null_count < len(prov):
+            _provenance_reasons(prov, flag)
+    return reasons
+
+
+def _provenance_reasons(prov: pa.Array, flag: Any) -> None:
+    present = ~_mask(prov.is_null())
+    for name in ("model_name", "model_version", "dimension", "created_at"):
+        flag(present & _mask(pc.struct_field(prov, name).is_null()),
+             f"embedding_provenance.{name} is null")
+    md = pc.struct_field(prov, "metadata")
+    flag(present & _mask(md.is_null()), "embedding_provenance.metadata is null")
+    if md.items.null_count:
+        offsets = md.offsets.to_numpy()
+        owner = np.repeat(np.arange(len(md)), np.diff(offsets))
+        items = md.items.slice(offsets[0], offsets[-1] - offsets[0])
+        bad = np.zeros(len(md), dtype=bool)
+        bad[owner[_mask(items.is_null())]] = True
+        flag(present & bad, "embedding_provenance.metadata holds a null value")
+
+
+def _record(batch: pa.RecordBatch, i: int) -> str:
+    """The row as JSON text: timestamps as int64 ns, bytes with backslash escapes."""
+    row = batch.slice(i, 1)
+    out: dict[str, Any] = {}
+    for name, col in zip(row.schema.names, row.columns, strict=True):
+        if name == ROW_COLUMN:
+            continue
+        if pa.types.is_timestamp(col.type):
+            col = col.cast(pa.int64())
+        value = col.to_pylist()[0]
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="backslashreplace")
+        out[name] = value
+    return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def _conform(batch: pa.RecordBatch) -> pa.RecordBatch:
+    columns = []
+    for field in LEGACY_SCHEMA:
+        if field.name not in batch.schema.names:
+            columns.append(pa.nulls(batch.num_rows, field.type))
+            continue
+        col = batch.column(field.name)
+        if field.name == "embedding" and not pa.types.is_fixed_size_list(col.type):
+            col = pa.FixedSizeListArray.from_arrays(col.flatten(), DIM)
+        elif field.name in ("id", "content", "space") and not pa.types.is_string(col.type):
+            col = col.cast(pa.large_utf8())
+        columns.append(col.cast(EMBEDDING_TYPE if field.name == "embedding" else field.type))
+    return pa.RecordBatch.from_arrays(columns, schema=LEGACY_SCHEMA)
+
+
+def validate_batch(chunk: SourceBatch, seen: SeenIds) -> ValidatedBatch:
+    """Split a source batch into conformed valid rows and rejected rows, updating ``seen``."""
+    batch = chunk.batch
+    check_schema(batch.schema, chunk.source)
+    source_rows = batch.column(ROW_COLUMN).to_numpy(zero_copy_only=False)
+    reasons = _reasons(batch)
+    valid = np.array([not r for r in reasons], dtype=bool)
+    good = _conform(batch.filter(pa.array(valid)))
+    keep = seen.first_seen(node_uuids(good.column("id")))
+    valid_idx = np.flatnonzero(valid)
+    for j in np.flatnonzero(~keep):
+        reasons[valid_idx[j]].append(
+            f"duplicate id: an earlier row has the same node UUID "
+            f"({node_uuids(good.column('id').slice(int(j), 1))[0].as_py().hex()})"
+        )
+    rejected = list(chunk.rejected)
+    ids = batch.column("id")
+    for i, why in enumerate(reasons):
+        if why:
+            ident = ids[i].as_py()
+            rejected.append(Rejected(
+                chunk.source,
+                int(source_rows[i]),
+                ident if isinstance(ident, str) or ident is None else repr(ident),
+                "; ".join(why),
+                _record(batch, i),
+            ))
+    rejected.sort(key=lambda r: r.row)
+    return ValidatedBatch(good.filter(pa.array(keep)), source_rows[valid_idx[keep]],
+                          tuple(rejected))

@@ -1,0 +1,88 @@
+"""Recognise a source by its content (not only its name) and open the matching reader."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from dualmem_bulk.errors import SourceError
+from dualmem_bulk.sources import SourceBatch
+
+__all__ = ["Source", "detect_source", "open_source"]
+
+
+class Source(Protocol):
+    """A readable legacy source: its kind, its files and a stream of loose batches."""
+
+    kind: str
+    files: list[Path]
+
+    @property
+    def total_rows(self) -> int | None:
+        """Rows to expect, when known cheaply (for progress)."""
+
+    def batches(self, batch_size: int) -> Iterator[SourceBatch]:
+        """Loose legacy batches of at most ``batch_size`` rows."""
+
+
+def _sniff(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise SourceError(path, f"cannot read ({exc.strerror})") from exc
+    if not head:
+        raise SourceError(path, "empty file")
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.lstrip().startswith(b"{"):
+        return "jsonl"
+    raise SourceError(path, "not a legacy source: neither Parquet (no PAR1 magic) nor JSON lines")
+
+
+def detect_source(path: Path) -> str:
+    """``parquet`` or ``jsonl``, judged from the file's first bytes or a directory's files."""
+    if not path.exists():
+        raise SourceError(path, "no such file or directory")
+    if path.is_dir():
+        if any(path.rglob("*.parquet")):
+            return "parquet"
+        raise SourceError(path, "directory holds no .parquet files")
+    return _sniff(path)
+
+
+class JsonlSource:
+    """Memory JSON lines, one file."""
+
+    kind = "jsonl"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.files = [path]
+
+    @property
+    def total_rows(self) -> int | None:
+        """Non-blank lines in the file, counted in 1 MiB blocks."""
+        count, last = 0, b"\n"
+        with self.path.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                count += block.count(b"\n")
+                last = block[-1:]
+        return count + (last != b"\n")
+
+    def batches(self, batch_size: int) -> Iterator[SourceBatch]:
+        """Loose batches from the JSON lines reader."""
+        from dualmem_bulk.sources.jsonl import read_jsonl
+
+        yield from read_jsonl(self.path, batch_size)
+
+
+def open_source(path: Path) -> Source:
+    """Open ``path`` with the reader its content calls for; :class:`SourceError` otherwise."""
+    kind = detect_source(path)
+    if kind == "parquet":
+        from dualmem_bulk.sources.parquet import ParquetSource
+
+        return ParquetSource(path)
+    return JsonlSource(path)

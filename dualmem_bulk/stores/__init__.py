@@ -1,0 +1,106 @@
+"""The DualMemoryNode store: a Lance dataset (default) or a Parquet dataset directory.
+
+Writes are atomic: the store is written under a hidden sibling name and renamed onto the target
+path only once complete and fsynced, so a target path either holds a whole store or nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dualmem_bulk._fs import atomic_path
+from dualmem_bulk.errors import SourceError
+
+os.environ.setdefault("LANCE_LOG", "error")
+import lance  # noqa: E402  (LANCE_LOG must be set before the native library loads)
+
+__all__ = ["TargetFormat", "TargetStore", "detect_store", "write_store"]
+
+TargetFormat = Literal["lance", "parquet"]
+
+_PART_ROWS = 1_048_576
+"""Rows per Parquet part file of a Parquet target (one row group per written batch)."""
+
+
+def detect_store(path: Path) -> TargetFormat | None:
+    """``lance`` or ``parquet`` for a dataset directory, ``None`` if ``path`` is neither."""
+    if (path / "_versions").is_dir():
+        return "lance"
+    if path.is_dir() and any(path.glob("*.parquet")):
+        return "parquet"
+    return None
+
+
+def _write_parquet_dir(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> None:
+    path.mkdir()
+    part, rows, writer = 0, 0, None
+    try:
+        for batch in batches:
+            if writer is None or rows >= _PART_ROWS:
+                if writer is not None:
+                    writer.close()
+                writer = pq.ParquetWriter(path / f"part-{part:05d}.parquet", schema)
+                part, rows = part + 1, 0
+            writer.write_batch(batch)
+            rows += batch.num_rows
+        if writer is None:
+            writer = pq.ParquetWriter(path / "part-00000.parquet", schema)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def write_store(
+    path: Path, fmt: TargetFormat, schema: pa.Schema, batches: Iterable[pa.RecordBatch]
+) -> None:
+    """Write all ``batches`` as a new store at ``path``, atomically (all or nothing)."""
+    with atomic_path(path) as tmp:
+        if fmt == "lance":
+            reader = pa.RecordBatchReader.from_batches(schema, iter(batches))
+            lance.write_dataset(reader, tmp, schema=schema, mode="create")
+        else:
+            _write_parquet_dir(tmp, schema, batches)
+
+
+class TargetStore:
+    """Read access to a DualMemoryNode store, whatever its format."""
+
+    def __init__(self, path: Path) -> None:
+        fmt = detect_store(path)
+        if fmt is None:
+            raise SourceError(path, "not a Lance dataset or a directory of Parquet files")
+        self.path, self.format = path, fmt
+        self._lance = lance.dataset(str(path)) if fmt == "lance" else None
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The store's Arrow schema, with its metadata."""
+        if self._lance is not None:
+            return self._lance.schema
+        return pq.ParquetFile(sorted(self.path.glob("*.parquet"))[0]).schema_arrow
+
+    def count_rows(self) -> int:
+        """Number of nodes in the store."""
+        if self._lance is not None:
+            return int(self._lance.count_rows())
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(self.path.glob("*.parquet")))
+
+    def batches(self, batch_size: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """Stream the store's rows in bounded batches."""
+        if self._lance is not None:
+            yield from self._lance.to_batches(columns=columns, batch_size=batch_size)
+            return
+        for part in sorted(self.path.glob("*.parquet")):
+            yield from pq.ParquetFile(part).iter_batches(batch_size=batch_size, columns=columns)
+
+    def describe(self) -> dict[str, object]:
+        """Format-specific facts for ``inspect`` (Lance: version and fragments)."""
+        if self._lance is not None:
+            return {"version": self._lance.version, "fragments": len(self._lance.get_fragments())}
+        return {"files": len(list(self.path.glob("*.parquet")))}
