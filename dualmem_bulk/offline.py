@@ -41,7 +41,7 @@ from dualmem_bulk.sources.detect import Source, open_source
 from dualmem_bulk.stores import TargetFormat, write_store
 from dualmem_bulk.verify import verify_run
 
-__all__ = ["DEFAULT_BATCH_SIZE", "OfflineConfig", "RunReport", "run_offline"]
+__all__ = ["DEFAULT_BATCH_SIZE", "OfflineConfig", "RunReport", "run_offline", "scan_source"]
 
 DEFAULT_BATCH_SIZE = 16_384
 """Rows per batch: ~55 MB of embeddings, enough to amortise per-batch overhead (see RESULTS.md)."""
@@ -122,8 +122,8 @@ def _reason_kind(reason: str) -> str:
 class _Export:
     """Streams the source through validation into the snapshot and quarantine files."""
 
-    def __init__(self, source: Source, config: OfflineConfig, report: RunReport) -> None:
-        self.source, self.config, self.report = source, config, report
+    def __init__(self, source: Source, batch_size: int, report: RunReport) -> None:
+        self.source, self.batch_size, self.report = source, batch_size, report
         self.digest = TableDigest()
         self.reasons: Counter[str] = Counter()
 
@@ -138,7 +138,7 @@ class _Export:
     def batches(self, progress: Progress) -> Iterator[tuple[pa.RecordBatch, list[Rejected]]]:
         """Yield (snapshot batch with checksums, rejected rows) per source batch."""
         seen = SeenIds()
-        for chunk in self.source.batches(self.config.batch_size):
+        for chunk in self.source.batches(self.batch_size):
             checked = validate_batch(chunk, seen)
             sums = row_checksums(checked.good)
             self.digest += TableDigest.of(sums)
@@ -154,7 +154,7 @@ class _Export:
         self.report.snapshot_digest = self.digest.hex
         self.report.snapshot_rows = self.digest.rows
 
-    def write(self, run_dir: Path, progress: Progress) -> None:
+    def write(self, run_dir: Path, strict: bool, progress: Progress) -> None:
         """Write snapshot (and quarantine, if any row is rejected) atomically."""
         quarantine: list[Rejected] = []
         with atomic_path(run_dir / SNAPSHOT) as tmp:
@@ -163,7 +163,7 @@ class _Export:
                     if batch.num_rows:
                         writer.write_batch(batch)
                     quarantine.extend(rejected)
-                    if self.config.strict and quarantine:
+                    if strict and quarantine:
                         first = quarantine[0]
                         raise InvalidRows(len(quarantine),
                                           f"{first.source} row {first.row}: {first.reason}")
@@ -173,6 +173,22 @@ class _Export:
                 })
             if quarantine:
                 _write_quarantine(run_dir / QUARANTINE, quarantine)
+
+
+def scan_source(path: Path, batch_size: int = DEFAULT_BATCH_SIZE,
+                progress: Progress = NULL_PROGRESS) -> RunReport:
+    """Validate and checksum a legacy source without writing anything (``inspect``, dry runs).
+
+    ``snapshot_digest`` is the digest the snapshot of a conversion of this source would have.
+    """
+    source = open_source(path)
+    report = RunReport(status="scanned", source=str(path), source_kind=source.kind,
+                       target="", target_format="", run_dir="")
+    progress.phase("scan", source.total_rows)
+    started = time.perf_counter()
+    for batch, _rejected in _Export(source, batch_size, report).batches(progress):
+        report.nodes_converted += batch.num_rows
+    return _finish(report, started, progress)
 
 
 def _write_quarantine(path: Path, rows: list[Rejected]) -> None:
@@ -224,15 +240,15 @@ def run_offline(config: OfflineConfig, progress: Progress = NULL_PROGRESS) -> Ru
         target_format=config.target_format,
         run_dir=str(run_dir),
     )
-    export = _Export(source, config, report)
+    export = _Export(source, config.batch_size, report)
     progress.phase("validate" if config.dry_run else "export", source.total_rows)
     if config.dry_run:
-        for batch, rejected in export.batches(progress):
-            if config.strict and rejected:
-                raise InvalidRows(report.quarantined,
-                                  f"{rejected[0].source} row {rejected[0].row}: "
-                                  f"{rejected[0].reason}")
+        for batch, _rejected in export.batches(progress):
             report.nodes_converted += batch.num_rows
+        if config.strict and report.quarantine_sample:
+            first = report.quarantine_sample[0]
+            raise InvalidRows(report.quarantined,
+                              f"{first['source']} row {first['row']}: {first['reason']}")
         report.status = "dry-run"
         report.estimated_disk_bytes = report.nodes_converted * _BYTES_PER_NODE_ESTIMATE
         return _finish(report, started, progress, estimate=True)
@@ -240,7 +256,7 @@ def run_offline(config: OfflineConfig, progress: Progress = NULL_PROGRESS) -> Ru
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        export.write(run_dir, progress)
+        export.write(run_dir, config.strict, progress)
     except BaseException:
         if created:
             remove(run_dir)

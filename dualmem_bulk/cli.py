@@ -1,0 +1,241 @@
+"""The ``dualmem-bulk`` command line: each command builds a config, calls one library function,
+prints its report (text, or one JSON object with ``--json``) and exits with a documented code.
+
+Exit codes: 0 success, 1 verification found differences, 2 usage error, 3 invalid input
+(nothing written), 4 interrupted (resumable), 5 another migrator holds the run, 70 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from dualmem_bulk.errors import DualmemError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Migrate Engram Memory stores to DualMemoryNode: fast, crash-safe, verifiable.",
+)
+_err = Console(stderr=True)
+T = TypeVar("T")
+INTERNAL_ERROR = 70
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+class _CliProgress:
+    """A Rich bar (nodes, nodes/s, ETA) on a terminal; a plain line every few seconds otherwise."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        self._every, self._last = every_s, 0.0
+        self._name, self._total, self._done, self._start = "", None, 0, 0.0
+        if _err.is_terminal:
+            self._bar = Progress(
+                TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:>12} nodes/s"), TimeElapsedColumn(),
+                TextColumn("ETA"), TimeRemainingColumn(), console=_err, transient=False,
+            )
+            self._bar.start()
+
+    def phase(self, name: str, total: int | None) -> None:
+        self._flush()
+        self._name, self._total, self._done = name, total, 0
+        self._start = self._last = time.monotonic()
+        if self._bar is not None:
+            self._task = self._bar.add_task(name, total=total, rate="-")
+
+    def advance(self, nodes: int) -> None:
+        self._done += nodes
+        now = time.monotonic()
+        rate = self._done / max(now - self._start, 1e-9)
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, advance=nodes, rate=f"{rate:,.0f}")
+        elif now - self._last >= self._every:
+            self._last = now
+            self._line(rate)
+
+    def _line(self, rate: float) -> None:
+        total = f"/{self._total:,}" if self._total else ""
+        eta = ""
+        if self._total and rate > 0:
+            eta = f", ETA {max(self._total - self._done, 0) / rate:,.0f} s"
+        print(f"{self._name}: {self._done:,}{total} nodes, {rate:,.0f} nodes/s{eta}",
+              file=sys.stderr, flush=True)
+
+    def _flush(self) -> None:
+        if self._bar is None and self._name and self._done:
+            self._line(self._done / max(time.monotonic() - self._start, 1e-9))
+
+    def done(self) -> None:
+        self._flush()
+        self._name = ""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _run(call: Callable[[], T]) -> T:
+    """Run a library call, turning its errors into one line on stderr and an exit code."""
+    try:
+        return call()
+    except DualmemError as exc:
+        _err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from exc
+    except KeyboardInterrupt:
+        _err.print("interrupted")
+        raise typer.Exit(4) from None
+    except Exception as exc:  # an unexpected failure: say so, keep the traceback
+        traceback.print_exc()
+        _err.print(f"[bold red]internal error:[/] {exc}", highlight=False)
+        raise typer.Exit(INTERNAL_ERROR) from exc
+
+
+def _emit(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        print(json.dumps(data, sort_keys=True, default=str))
+    else:
+        for line in lines:
+            print(line)
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Argument(help="File to write (.parquet or .jsonl).")],
+    nodes: Annotated[int, typer.Option(min=0, help="Number of Memory nodes.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
+    fmt: Annotated[
+        Literal["parquet", "jsonl"], typer.Option("--format", help="Output format.")
+    ] = "parquet",
+    as_json: JsonOpt = False,
+) -> None:
+    """Write realistic synthetic legacy Memory data, for trials and benchmarks.
+
+    Example: dualmem-bulk generate memories.parquet --nodes 200000 --seed 7
+    """
+    from dualmem_bulk.generate import write_generated
+
+    started = time.perf_counter()
+    rows = _run(lambda: write_generated(out, nodes, seed, fmt=fmt))
+    elapsed = time.perf_counter() - started
+    _emit({"status": "done", "path": str(out), "nodes": rows, "format": fmt,
+           "elapsed_s": round(elapsed, 3)}, as_json,
+          [f"wrote {rows:,} nodes to {out} ({fmt}) in {elapsed:.1f} s"])
+
+
+@app.command()
+def convert(
+    source: Annotated[Path, typer.Argument(help="Legacy source: Parquet file/dir or JSON lines.")],
+    target: Annotated[Path, typer.Argument(help="DualMemoryNode store to create.")],
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run directory (default: TARGET.run).")
+    ] = None,
+    target_format: Annotated[
+        Literal["lance", "parquet"], typer.Option(help="Target store format.")
+    ] = "lance",
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Rows per batch.")] = None,
+    strict: Annotated[bool, typer.Option(help="Fail (exit 3) on any invalid row.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Validate and estimate; write nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert a legacy Memory source into a new DualMemoryNode store, then verify it.
+
+    The run directory keeps a Parquet snapshot of the source (for rollback), the quarantine of
+    invalid rows, and the report.
+
+    Example: dualmem-bulk convert memories.parquet nodes.lance --json
+    """
+    from dualmem_bulk.offline import DEFAULT_BATCH_SIZE, OfflineConfig, run_offline
+
+    config = OfflineConfig(
+        source=source, target=target, run_dir=run_dir, target_format=target_format,
+        batch_size=batch_size or DEFAULT_BATCH_SIZE, strict=strict, dry_run=dry_run,
+    )
+    progress = _CliProgress()
+    try:
+        report = _run(lambda: run_offline(config, progress))
+    finally:
+        progress.done()
+    r = report
+    lines = [
+        f"{r.status}: {r.nodes_converted:,} of {r.nodes_in:,} nodes "
+        f"{'would be converted' if dry_run else 'converted'} in {r.elapsed_s:.1f} s "
+        f"({r.nodes_per_s:,.0f} nodes/s); {r.quarantined:,} quarantined",
+    ]
+    lines += [f"  {n:>8,}  {why}" for why, n in r.quarantine_reasons.items()]
+    if dry_run:
+        lines.append(f"estimated disk {r.estimated_disk_bytes or 0:,} bytes, "
+                     f"time {r.estimated_s or 0:.0f} s")
+    else:
+        lines += [f"snapshot digest {r.snapshot_digest}", f"target digest   {r.target_digest}",
+                  f"run directory   {r.run_dir}"]
+    _emit(report.as_dict(), as_json, lines)
+
+
+@app.command()
+def verify(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory of a conversion.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Recompute every target row's checksum and compare with the snapshot; exit 1 if any differ.
+
+    Example: dualmem-bulk verify nodes.lance.run --json
+    """
+    from dualmem_bulk.verify import verify_run
+
+    progress = _CliProgress()
+    try:
+        report = _run(lambda: verify_run(run_dir, progress))
+    finally:
+        progress.done()
+    lines = [report.summary()]
+    lines += [f"  {m['id']!r}: {m['problem']}" for m in report.mismatches]
+    if report.mismatched > len(report.mismatches):
+        lines.append(f"  ... and {report.mismatched - len(report.mismatches)} more")
+    _emit({"status": "ok" if report.ok else "differs", **report.as_dict()}, as_json, lines)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="File, store or run directory.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Say what a file or store is: legacy or dual, schema version, nodes by type, digest.
+
+    Example: dualmem-bulk inspect nodes.lance
+    """
+    from dualmem_bulk.inspect import inspect_path
+
+    progress = _CliProgress()
+    try:
+        info = _run(lambda: inspect_path(path, progress))
+    finally:
+        progress.done()
+    width = max(len(k) for k in info)
+    _emit(info, as_json, [f"{k:<{width}}  {v}" for k, v in info.items()])
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,114 @@
+"""Say what a file or store is: legacy or dual, schema version, node counts by type, digest."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from dualmem_bulk.checksum import TableDigest
+from dualmem_bulk.errors import SourceError
+from dualmem_bulk.offline import DEFAULT_BATCH_SIZE, scan_source
+from dualmem_bulk.progress import NULL_PROGRESS, Progress
+from dualmem_bulk.schema import schema_identity
+from dualmem_bulk.stores import TargetStore, detect_store
+
+__all__ = ["inspect_path"]
+
+
+def _dual_store(path: Path, progress: Progress) -> dict[str, Any]:
+    store = TargetStore(path)
+    identity = schema_identity(store.schema)
+    kinds: Counter[str] = Counter()
+    digest = TableDigest()
+    progress.phase("inspect", store.count_rows())
+    for batch in store.batches(DEFAULT_BATCH_SIZE, columns=["node_type", "checksum"]):
+        kinds.update(batch.column("node_type").cast("string").to_pylist())
+        digest += TableDigest.of(batch.column("checksum"))
+        progress.advance(batch.num_rows)
+    progress.done()
+    return {
+        "path": str(path),
+        "kind": f"dual-store ({store.format})",
+        "schema": _identity(identity),
+        "nodes": digest.rows,
+        "nodes_by_type": dict(sorted(kinds.items())),
+        "digest": digest.hex,
+        **store.describe(),
+    }
+
+
+def _identity(identity: tuple[str, str] | None) -> str:
+    return f"{identity[0]} v{identity[1]}" if identity else "unknown (no schema metadata)"
+
+
+def _parquet_file(path: Path, progress: Progress) -> dict[str, Any] | None:
+    """Snapshot and quarantine files describe themselves; other Parquet is scanned as legacy."""
+    handle = pq.ParquetFile(path)
+    meta = handle.metadata.metadata or {}
+    identity = schema_identity(handle.schema_arrow)
+    if b"dualmem.snapshot.digest" in meta:
+        return {
+            "path": str(path),
+            "kind": "snapshot (legacy Memory + checksums)",
+            "schema": _identity(identity),
+            "nodes": int(meta[b"dualmem.snapshot.rows"]),
+            "digest": meta[b"dualmem.snapshot.digest"].decode(),
+        }
+    if identity and identity[0] == "dualmem.Quarantine":
+        table = pq.read_table(path, columns=["reason"])
+        return {
+            "path": str(path),
+            "kind": "quarantine",
+            "rows": table.num_rows,
+            "reasons": dict(Counter(table.column("reason").to_pylist()).most_common(20)),
+        }
+    return None
+
+
+def inspect_path(path: Path, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+    """Describe ``path``: a run directory, a DualMemoryNode store, a snapshot or a legacy source.
+
+    A legacy source is validated and checksummed (nothing written): ``digest`` is the digest a
+    conversion's snapshot of it would have.
+    """
+    if not path.exists():
+        raise SourceError(path, "no such file or directory")
+    if (path / "run.json").is_file():
+        run = json.loads((path / "run.json").read_text(encoding="utf-8"))
+        return {"path": str(path), "kind": "run directory", **run}
+    if detect_store(path) == "lance" or (
+        path.is_dir() and detect_store(path) == "parquet" and _is_dual(path)
+    ):
+        return _dual_store(path, progress)
+    if path.is_file() and _magic(path) == b"PAR1":
+        described = _parquet_file(path, progress)
+        if described is not None:
+            return described
+        if schema_identity(pq.ParquetFile(path).schema_arrow) == ("engram.DualMemoryNode", "1"):
+            raise SourceError(path, "a single part of a dual store; inspect its directory")
+    scanned = scan_source(path, progress=progress)
+    return {
+        "path": str(path),
+        "kind": f"legacy source ({scanned.source_kind})",
+        "schema": "engram.Memory (legacy)",
+        "nodes": scanned.nodes_in,
+        "valid": scanned.snapshot_rows,
+        "quarantined": scanned.quarantined,
+        "quarantine_reasons": scanned.quarantine_reasons,
+        "digest": scanned.snapshot_digest,
+    }
+
+
+def _magic(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        return fh.read(4)
+
+
+def _is_dual(path: Path) -> bool:
+    first = sorted(path.glob("*.parquet"))[0]
+    identity = schema_identity(pq.ParquetFile(first).schema_arrow)
+    return identity is not None and identity[0] == "engram.DualMemoryNode"

@@ -1,0 +1,94 @@
+"""Shared test helpers: build legacy tables from plain rows, compare tables bit for bit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from dualmem_bulk.schema import (
+    DIM,
+    EPISODE_TYPE,
+    LEGACY_SCHEMA,
+    PROVENANCE_TYPE,
+    TIMESTAMP_TYPE,
+)
+
+
+def legacy_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """A LEGACY_SCHEMA table; each row gives ``embedding_bits`` (768 uint32) or nothing (zeros)."""
+    n = len(rows)
+    bits = np.zeros((n, DIM), dtype=np.uint32)
+    for i, r in enumerate(rows):
+        if "embedding_bits" in r:
+            bits[i] = r["embedding_bits"]
+
+    def f32(name: str, default: float) -> pa.Array:
+        out = np.empty(n, dtype=np.float32)
+        for i, r in enumerate(rows):
+            if f"{name}_bits" in r:
+                out.view(np.uint32)[i] = r[f"{name}_bits"]
+            else:
+                out[i] = r.get(name, default)
+        return pa.array(out)
+
+    return pa.table(
+        {
+            "id": pa.array([r["id"] for r in rows], pa.utf8()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(bits.view(np.float32).ravel()),
+                                                           DIM),
+            "activation": f32("activation", 0.5),
+            "confidence": f32("confidence", 0.5),
+            "last_access": pa.array([r.get("last_access", 0) for r in rows], pa.int64())
+            .cast(TIMESTAMP_TYPE),
+            "access_count": pa.array([r.get("access_count", 0) for r in rows], pa.uint64()),
+            "created_at": pa.array([r.get("created_at", 0) for r in rows], pa.int64())
+            .cast(TIMESTAMP_TYPE),
+            "decay_rate": f32("decay_rate", 0.1),
+            "content": pa.array([r.get("content") for r in rows], pa.utf8()),
+            "embedding_provenance": pa.array(
+                [r.get("embedding_provenance") for r in rows], PROVENANCE_TYPE
+            ),
+            "space": pa.nulls(n, pa.utf8()),
+            "episode": pa.nulls(n, EPISODE_TYPE),
+        },
+        schema=LEGACY_SCHEMA,
+    )
+
+
+def assert_bit_equal(a: pa.Table | pa.RecordBatch, b: pa.Table | pa.RecordBatch) -> None:
+    """Equal schemas (with metadata) and equal values, floats compared by their bits."""
+    assert a.schema.equals(b.schema, check_metadata=True), (a.schema, b.schema)
+    assert a.num_rows == b.num_rows
+    for name in a.schema.names:
+        x, y = a.column(name), b.column(name)
+        if name == "embedding":
+            xs = pa.chunked_array([x]) if isinstance(x, pa.Array) else x
+            ys = pa.chunked_array([y]) if isinstance(y, pa.Array) else y
+            xb = np.asarray(xs.combine_chunks().values.to_numpy(zero_copy_only=False)).view("u4")
+            yb = np.asarray(ys.combine_chunks().values.to_numpy(zero_copy_only=False)).view("u4")
+            assert np.array_equal(xb, yb), name
+        elif pa.types.is_floating(x.type):
+            assert np.array_equal(np.asarray(x.to_numpy(zero_copy_only=False)).view("u4"),
+                                  np.asarray(y.to_numpy(zero_copy_only=False)).view("u4")), name
+        else:
+            assert x.equals(y), name
+
+
+@pytest.fixture
+def sample_rows() -> list[dict[str, Any]]:
+    """A handful of rows covering ids, nulls, provenance and float edge cases."""
+    nan_payload = np.full(DIM, 0x7FA00001, dtype=np.uint32)
+    neg_zero = np.full(DIM, 0x80000000, dtype=np.uint32)
+    return [
+        {"id": "mem_1a2b3c4d", "content": "hello", "embedding_bits": nan_payload},
+        {"id": "A0B1C2D3-0000-4000-8000-ABCDEF012345", "embedding_bits": neg_zero,
+         "activation": 0.0, "confidence": 1.0, "created_at": -1, "last_access": 2**62},
+        {"id": "free form / 😀 漢字", "content": "",
+         "embedding_provenance": {"model_name": "m", "model_version": "1", "dimension": 768,
+                                  "language": "en", "created_at": 1, "quality_score": 0.5,
+                                  "metadata": [("z", "1"), ("a", "2")]}},
+        {"id": "ep_00000000", "access_count": 2**64 - 1, "decay_rate_bits": 0x7FC00000},
+    ]
