@@ -17,6 +17,7 @@ runs and workers. The kernels here are pure: Arrow in, Arrow out, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
@@ -210,7 +211,5 @@ def row_checksums(batch: pa.RecordBatch | pa.Table) -> pa.FixedSizeBinaryArray:
     offsets = np.frombuffer(encoded.buffers()[1], dtype=np.int64, count=n + 1,
                             offset=encoded.offset * 8)
     data = memoryview(encoded.buffers()[2]) if n else memoryview(b"")
-    out = b"".join(
-        blake3(data[start:end]).digest() for start, end in zip(offsets[:-1], offsets[1:], strict=True)
-    )
+    out = b"".join(blake3(data[start:end]).digest() for start, end in pairwise(offsets.tolist()))
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), n, [None, pa.py_buffer(out)])

@@ -48,7 +48,8 @@ class _CliProgress:
         self._bar: Progress | None = None
         self._task: TaskID | None = None
         self._every, self._last = every_s, 0.0
-        self._name, self._total, self._done, self._start = "", None, 0, 0.0
+        self._name, self._done, self._start = "", 0, 0.0
+        self._total: int | None = None
         if _err.is_terminal:
             self._bar = Progress(
                 TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),

@@ -85,7 +85,8 @@ def _structural(batch: pa.RecordBatch) -> list[tuple[int, str]]:
     problems += [(int(i), "strength differs from activation")
                  for i in np.flatnonzero(strength & episodes)]
     zero = _bits(batch.column("consolidation_score")) != 0
-    problems += [(int(i), "consolidation_score is not 0.0") for i in np.flatnonzero(zero & episodes)]
+    problems += [(int(i), "consolidation_score is not 0.0")
+                 for i in np.flatnonzero(zero & episodes)]
     for name in _CONCEPT_FIELDS:
         filled = np.asarray(batch.column(name).is_valid())
         problems += [(int(i), f"{name} is set on an Episode")

@@ -18,7 +18,7 @@ from dualmem_bulk.schema import DIM, DUAL_SCHEMA
 
 
 def test_namespace_is_documented_value() -> None:
-    assert ID_NAMESPACE == uuid.uuid5(uuid.NAMESPACE_URL, "engram:memory-id")
+    assert uuid.uuid5(uuid.NAMESPACE_URL, "engram:memory-id") == ID_NAMESPACE
     assert str(ID_NAMESPACE) == "2710fbed-f5c0-51e6-a3f9-153748fa6550"
 
 
@@ -52,9 +52,11 @@ def test_canonical_uuid_ids_are_kept(ident: str) -> None:
 
 
 def test_uuids_of_a_sliced_mixed_array() -> None:
-    ids = ["x", "a0b1c2d3-0000-4000-8000-abcdef012345", "y", "Z0", "00000000-0000-0000-0000-0000000000ff"]
+    ids = ["x", "a0b1c2d3-0000-4000-8000-abcdef012345", "y", "Z0",
+           "00000000-0000-0000-0000-0000000000ff"]
     arr = pa.array(["skip", *ids]).slice(1)
-    expected = [uuid.UUID(i).bytes if len(i) == 36 else uuid.uuid5(ID_NAMESPACE, i).bytes for i in ids]
+    expected = [uuid.UUID(i).bytes if len(i) == 36 else uuid.uuid5(ID_NAMESPACE, i).bytes
+                for i in ids]
     assert node_uuids(arr).to_pylist() == expected
 
 

@@ -86,7 +86,7 @@ def check_schema(schema: pa.Schema, source: str) -> None:
 
 def _type_ok(name: str, found: pa.DataType, expected: pa.DataType) -> bool:
     if name == "embedding":
-        return (
+        return bool(
             (pa.types.is_list(found) or pa.types.is_large_list(found)
              or pa.types.is_fixed_size_list(found))
             and found.value_type == pa.float32()
@@ -95,11 +95,11 @@ def _type_ok(name: str, found: pa.DataType, expected: pa.DataType) -> bool:
         return bool(pa.types.is_string(found) or pa.types.is_large_string(found)
                     or pa.types.is_binary(found) or pa.types.is_large_binary(found))
     if pa.types.is_timestamp(expected):
-        return pa.types.is_timestamp(found) and found.tz in (None, "UTC", "Z", "+00:00")
+        return bool(pa.types.is_timestamp(found) and found.tz in (None, "UTC", "Z", "+00:00"))
     if name == "access_count":
-        return pa.types.is_unsigned_integer(found)
+        return bool(pa.types.is_unsigned_integer(found))
     if pa.types.is_struct(expected):
-        return pa.types.is_struct(found) or pa.types.is_null(found)
+        return bool(pa.types.is_struct(found) or pa.types.is_null(found))
     return bool(found == expected)
 
 

@@ -18,7 +18,7 @@ from dualmem_bulk._fs import atomic_path
 from dualmem_bulk.errors import SourceError
 
 os.environ.setdefault("LANCE_LOG", "error")
-import lance  # noqa: E402  (LANCE_LOG must be set before the native library loads)
+import lance
 
 __all__ = ["TargetFormat", "TargetStore", "detect_store", "write_store"]
 
@@ -89,9 +89,12 @@ class TargetStore:
         """Number of nodes in the store."""
         if self._lance is not None:
             return int(self._lance.count_rows())
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(self.path.glob("*.parquet")))
+        parts = sorted(self.path.glob("*.parquet"))
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
 
-    def batches(self, batch_size: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    def batches(
+        self, batch_size: int, columns: list[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
         """Stream the store's rows in bounded batches."""
         if self._lance is not None:
             yield from self._lance.to_batches(columns=columns, batch_size=batch_size)
