@@ -175,16 +175,15 @@ _FIXED_DTYPE = np.dtype(
 )
 
 
-def encode_rows(batch: pa.RecordBatch | pa.Table) -> pa.LargeBinaryArray:
-    """The canonical encoding of every row of a legacy-schema batch (one binary value per row).
-
-    Only the legacy Memory fields are encoded, so a DualMemoryNode batch rebuilt to legacy form
-    encodes to the same bytes as its source row.
-    """
+def _single_batch(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
     if isinstance(batch, pa.Table):
-        batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else None
-        if batch is None:
-            return pa.array([], pa.large_binary())
+        return batch.combine_chunks().to_batches()[0] if batch.num_rows else \
+            pa.RecordBatch.from_pylist([], schema=batch.schema)
+    return batch
+
+
+def _parts(batch: pa.RecordBatch) -> tuple[pa.Array, np.ndarray, pa.Array]:
+    """The encoding in three parts: id, embedding bytes (a zero-copy view), everything after."""
     n = batch.num_rows
     fixed = np.empty(n, dtype=_FIXED_DTYPE)
     for name in _FIXED_DTYPE.names or ():
@@ -192,24 +191,42 @@ def encode_rows(batch: pa.RecordBatch | pa.Table) -> pa.LargeBinaryArray:
         if pa.types.is_timestamp(col.type):
             col = col.cast(pa.int64())
         fixed[name] = col.to_numpy(zero_copy_only=False)
-    block = np.empty((n, 3072 + _FIXED_DTYPE.itemsize), dtype=np.uint8)
-    block[:, :3072] = _embedding_bytes(batch.column("embedding"))
-    block[:, 3072:] = fixed.view(np.uint8).reshape(n, _FIXED_DTYPE.itemsize)
     content = batch.column("content")
-    return _join(
-        _prefixed(batch.column("id")),
-        _fixed(block),
+    tail = _join(
+        _fixed(fixed.view(np.uint8).reshape(n, _FIXED_DTYPE.itemsize)),
         _optional(pc.is_valid(content), _prefixed(content)),
         _provenance(batch.column("embedding_provenance")),
     )
+    return _prefixed(batch.column("id")), _embedding_bytes(batch.column("embedding")), tail
+
+
+def encode_rows(batch: pa.RecordBatch | pa.Table) -> pa.LargeBinaryArray:
+    """The canonical encoding of every row of a legacy-schema batch (one binary value per row).
+
+    Only the legacy Memory fields are encoded, so a DualMemoryNode batch rebuilt to legacy form
+    encodes to the same bytes as its source row.
+    """
+    head, emb, tail = _parts(_single_batch(batch))
+    return _join(head, _fixed(emb), tail)
+
+
+def _views(arr: pa.Array) -> list[memoryview]:
+    """Per-row zero-copy views of a large_binary array's values."""
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=len(arr) + 1,
+                            offset=arr.offset * 8).tolist()
+    data = memoryview(arr.buffers()[2]) if len(arr) and arr.buffers()[2] else memoryview(b"")
+    return [data[start:end] for start, end in pairwise(offsets)]
 
 
 def row_checksums(batch: pa.RecordBatch | pa.Table) -> pa.FixedSizeBinaryArray:
-    """BLAKE3-256 of each row's canonical encoding, as fixed_size_binary(32)."""
-    encoded = encode_rows(batch)
-    n = len(encoded)
-    offsets = np.frombuffer(encoded.buffers()[1], dtype=np.int64, count=n + 1,
-                            offset=encoded.offset * 8)
-    data = memoryview(encoded.buffers()[2]) if n else memoryview(b"")
-    out = b"".join(blake3(data[start:end]).digest() for start, end in pairwise(offsets.tolist()))
+    """BLAKE3-256 of each row's canonical encoding, as fixed_size_binary(32).
+
+    The three parts of each row are fed to one hasher, so the 3 KB embedding is never copied.
+    """
+    head, emb, tail = _parts(_single_batch(batch))
+    n = len(head)
+    out = b"".join(
+        blake3(h).update(e).update(t).digest()
+        for h, e, t in zip(_views(head), emb, _views(tail), strict=True)
+    )
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), n, [None, pa.py_buffer(out)])

@@ -38,7 +38,7 @@ from dualmem_bulk.schema import (
 from dualmem_bulk.schema.validate import SeenIds, validate_batch
 from dualmem_bulk.sources import Rejected
 from dualmem_bulk.sources.detect import Source, open_source
-from dualmem_bulk.stores import TargetFormat, write_store
+from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat, write_store
 from dualmem_bulk.verify import verify_run
 
 __all__ = ["DEFAULT_BATCH_SIZE", "OfflineConfig", "RunReport", "run_offline", "scan_source"]
@@ -158,7 +158,7 @@ class _Export:
         """Write snapshot (and quarantine, if any row is rejected) atomically."""
         quarantine: list[Rejected] = []
         with atomic_path(run_dir / SNAPSHOT) as tmp:
-            with pq.ParquetWriter(tmp, SNAPSHOT_SCHEMA) as writer:
+            with pq.ParquetWriter(tmp, SNAPSHOT_SCHEMA, **PARQUET_OPTIONS) as writer:
                 for batch, rejected in self.batches(progress):
                     if batch.num_rows:
                         writer.write_batch(batch)
