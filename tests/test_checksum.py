@@ -1,4 +1,8 @@
-"""The checksum encoding checked against bytes built by hand with ``struct``, independently."""
+"""The checksum encoding checked against bytes built by hand with ``struct``, independently.
+
+The hand-built reference encoder lives in ``tests/reference_encoding.py`` (shared with the golden
+fixtures' generator); pytest's default ``prepend`` import mode puts ``tests/`` on ``sys.path``.
+"""
 
 from __future__ import annotations
 
@@ -9,40 +13,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from blake3 import blake3
+from reference_encoding import encode_row, row_checksum, table_digest
 
 from dualmem_bulk.checksum import TableDigest, encode_rows, row_checksums
 from dualmem_bulk.schema import EPISODE_TYPE, LEGACY_SCHEMA, PROVENANCE_TYPE, TIMESTAMP_TYPE
-
-
-def _s(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack("<I", len(raw)) + raw
-
-
-def _hand_encode(row: dict[str, Any], emb: np.ndarray) -> bytes:
-    out = _s(row["id"]) + emb.astype("<f4").tobytes()
-    out += struct.pack(
-        "<ffqQqf",
-        row["activation"],
-        row["confidence"],
-        row["last_access"],
-        row["access_count"],
-        row["created_at"],
-        row["decay_rate"],
-    )
-    out += b"\0" if row["content"] is None else b"\1" + _s(row["content"])
-    prov = row["embedding_provenance"]
-    if prov is None:
-        return out + b"\0"
-    out += b"\1" + _s(prov["model_name"]) + _s(prov["model_version"])
-    out += struct.pack("<Q", prov["dimension"])
-    out += b"\0" if prov["language"] is None else b"\1" + _s(prov["language"])
-    out += struct.pack("<Q", prov["created_at"])
-    q = prov["quality_score"]
-    out += b"\0" if q is None else b"\1" + struct.pack("<f", q)
-    entries = sorted(prov["metadata"], key=lambda kv: kv[0].encode())
-    out += struct.pack("<I", len(entries))
-    return out + b"".join(_s(k) + _s(v) for k, v in entries)
 
 
 @pytest.fixture
@@ -88,13 +62,18 @@ def table() -> pa.Table:
     return pa.Table.from_pydict(cols, schema=LEGACY_SCHEMA)
 
 
-def _hand_rows(table: pa.Table) -> list[bytes]:
+def _plain_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """The table's rows as plain Python values, the embedding as a float32 numpy row."""
     as_int = table.set_column(4, "last_access", table["last_access"].cast(pa.int64()))
     as_int = as_int.set_column(6, "created_at", as_int["created_at"].cast(pa.int64()))
     rows = as_int.drop(["embedding"]).to_pylist()
     emb = table["embedding"].combine_chunks().values.to_numpy(zero_copy_only=False)
     emb = emb.reshape(len(rows), 768)
-    return [_hand_encode(r, emb[i]) for i, r in enumerate(rows)]
+    return [{**r, "embedding": emb[i]} for i, r in enumerate(rows)]
+
+
+def _hand_rows(table: pa.Table) -> list[bytes]:
+    return [encode_row(r) for r in _plain_rows(table)]
 
 
 def test_encoding_matches_hand_built_bytes(table: pa.Table) -> None:
@@ -104,6 +83,7 @@ def test_encoding_matches_hand_built_bytes(table: pa.Table) -> None:
 def test_checksums_are_blake3_of_encoding(table: pa.Table) -> None:
     expected = [blake3(b).digest() for b in _hand_rows(table)]
     assert row_checksums(table).to_pylist() == expected
+    assert [row_checksum(r) for r in _plain_rows(table)] == expected
 
 
 def test_checksums_respect_slices(table: pa.Table) -> None:
@@ -122,6 +102,7 @@ def test_digest_is_sum_mod_2_256(table: pa.Table) -> None:
     assert TableDigest.of(sums.take([3, 1, 0, 2])) == digest
     assert TableDigest.of(sums.slice(0, 1)) + TableDigest.of(sums.slice(1)) == digest
     assert TableDigest.from_hex(4, digest.hex) == digest
+    assert table_digest(_plain_rows(table)) == (4, digest.hex)
 
 
 def test_digest_wraps_modulo() -> None:

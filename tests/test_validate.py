@@ -43,7 +43,7 @@ def test_valid_rows_conform_exactly() -> None:
         ("id", pa.array(["a", "", "c"]), 1, "id is empty"),
         ("confidence", pa.array([0.5, 1.5, 0.5], pa.float32()), 1, "confidence is 1.5"),
         ("confidence", pa.array([0.5, float("nan"), 0.5], pa.float32()), 1, "confidence is nan"),
-        ("activation", pa.array([0.5, 0.5, -0.1], pa.float32()), 2, "activation is -0.1"),
+        ("activation", pa.array([0.5, 0.5, -0.1], pa.float32()), 2, "activation is -0.1,"),
         ("activation", pa.array([float("nan"), 0.5, 0.5], pa.float32()), 0, "activation is nan"),
         ("decay_rate", pa.array([0.1, None, 0.1], pa.float32()), 1, "decay_rate is null"),
         ("content", pa.array([b"ok", b"\xff\xfe", None], pa.binary()), 1,

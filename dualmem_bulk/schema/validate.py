@@ -159,7 +159,8 @@ def _reasons(batch: pa.RecordBatch) -> list[list[str]]:
         col = batch.column(name)
         vals = col.to_numpy(zero_copy_only=False)
         out = ~_mask(col.is_null()) & ~((vals >= 0) & (vals <= 1))
-        flag(out, lambda i, name=name, vals=vals: f"{name} is {float(vals[i])}, outside [0, 1]")
+        flag(out, lambda i, name=name, vals=vals:
+             f"{name} is {np.float32(vals[i])!s}, outside [0, 1]")
     if "content" in batch.schema.names:
         flag(_utf8_bad(batch.column("content")), "content is not valid UTF-8")
     if "embedding_provenance" in batch.schema.names:
