@@ -95,12 +95,16 @@ class _CliProgress:
             self._bar = None
 
 
-def _run(call: Callable[[], T]) -> T:
-    """Run a library call, turning its errors into one line on stderr and an exit code."""
+def _run(call: Callable[[], T], as_json: bool) -> T:
+    """Run a library call, turning its errors into one line on stderr and an exit code
+    (and, with ``--json``, an ``{"status": "error", ...}`` object on stdout)."""
     try:
         return call()
     except DualmemError as exc:
         _err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        if as_json:
+            print(json.dumps({"status": "error", "error": str(exc), "exit_code": exc.exit_code,
+                              "error_type": type(exc).__name__}))
         raise typer.Exit(exc.exit_code) from exc
     except KeyboardInterrupt:
         _err.print("interrupted")
@@ -136,7 +140,7 @@ def generate(
     from dualmem_bulk.generate import write_generated
 
     started = time.perf_counter()
-    rows = _run(lambda: write_generated(out, nodes, seed, fmt=fmt))
+    rows = _run(lambda: write_generated(out, nodes, seed, fmt=fmt), as_json)
     elapsed = time.perf_counter() - started
     _emit({"status": "done", "path": str(out), "nodes": rows, "format": fmt,
            "elapsed_s": round(elapsed, 3)}, as_json,
@@ -173,7 +177,7 @@ def convert(
     )
     progress = _CliProgress()
     try:
-        report = _run(lambda: run_offline(config, progress))
+        report = _run(lambda: run_offline(config, progress), as_json)
     finally:
         progress.done()
     r = report
@@ -205,7 +209,7 @@ def verify(
 
     progress = _CliProgress()
     try:
-        report = _run(lambda: verify_run(run_dir, progress))
+        report = _run(lambda: verify_run(run_dir, progress), as_json)
     finally:
         progress.done()
     lines = [report.summary()]
@@ -230,7 +234,7 @@ def inspect(
 
     progress = _CliProgress()
     try:
-        info = _run(lambda: inspect_path(path, progress))
+        info = _run(lambda: inspect_path(path, progress), as_json)
     finally:
         progress.done()
     width = max(len(k) for k in info)

@@ -24,12 +24,12 @@ __all__ = [
     "DECAY_VARIANTS",
     "HEADER_SIZE",
     "MAGIC",
-    "DecayFunction",
     "DecodeError",
+    "DecodedDecay",
     "DecodedEpisode",
+    "DecodedProvenance",
     "EntryType",
     "Header",
-    "Provenance",
     "decode_episode",
     "entry_type_name",
     "header_crc",
@@ -59,12 +59,12 @@ class EntryType(IntEnum):
     CompactionMarker = 6
 
 
+_NAMES = {t.value: t.name for t in EntryType}
+
+
 def entry_type_name(entry_type: int) -> str:
     """The report name of an entry type; unknown numbers count as ``EpisodeStore``."""
-    try:
-        return EntryType(entry_type).name
-    except ValueError:
-        return EntryType.EpisodeStore.name
+    return _NAMES.get(entry_type, "EpisodeStore")
 
 
 class Header(NamedTuple):
@@ -106,7 +106,7 @@ class DecodeError(ValueError):
         self.problem = problem
 
 
-class Provenance(NamedTuple):
+class DecodedProvenance(NamedTuple):
     """``EmbeddingProvenance`` as read: ``quality_score`` as f32 bits."""
 
     model_name: str
@@ -118,8 +118,8 @@ class Provenance(NamedTuple):
     metadata: dict[str, str]
 
 
-class DecayFunction(NamedTuple):
-    """``DecayFunction``: the variant name and its fields (f32 as bits), the others ``None``."""
+class DecodedDecay(NamedTuple):
+    """``DecayFunction`` as read: the variant name and its fields (f32 as bits), others ``None``."""
 
     variant: str
     tau_hours: int | None = None
@@ -144,141 +144,173 @@ class DecodedEpisode(NamedTuple):
     what: str
     embedding_at: int
     """Byte position in the payload of the 768 little-endian f32 of the embedding."""
-    provenance: Provenance | None
+    provenance: DecodedProvenance | None
     encoding_confidence: int
     vividness_confidence: int
     reliability_confidence: int
     last_recall: str
     recall_count: int
     decay_rate: int
-    decay_function: DecayFunction | None
+    decay_function: DecodedDecay | None
     metadata: dict[str, str]
 
 
-class _Reader:
-    """Cursor over one payload; each read checks bounds and raises :class:`DecodeError`."""
+def _short(buf: bytes, pos: int, n: int, what: str) -> DecodeError:
+    return DecodeError(pos, f"{what}: needs {n} bytes, {max(len(buf) - pos, 0)} left")
 
-    __slots__ = ("buf", "end", "pos")
 
-    def __init__(self, buf: bytes) -> None:
-        self.buf = buf
-        self.pos = 0
-        self.end = len(buf)
+# The readers below test bounds with try/except (free when nothing is raised in Python 3.11)
+# and build error texts only on failure: they run a dozen times per Episode.
 
-    def _need(self, n: int, what: str) -> int:
-        at = self.pos
-        if at + n > self.end:
-            raise DecodeError(at, f"{what}: needs {n} bytes, {self.end - at} left")
-        self.pos = at + n
-        return at
 
-    def u8(self, what: str) -> int:
-        return self.buf[self._need(1, what)]
+def _u32(buf: bytes, pos: int, what: str) -> int:
+    try:
+        return int(_U32(buf, pos)[0])
+    except struct.error:
+        raise _short(buf, pos, 4, what) from None
 
-    def u32(self, what: str) -> int:
-        return int(_U32(self.buf, self._need(4, what))[0])
 
-    def u64(self, what: str) -> int:
-        return int(_U64(self.buf, self._need(8, what))[0])
+def _u64(buf: bytes, pos: int, what: str) -> int:
+    try:
+        return int(_U64(buf, pos)[0])
+    except struct.error:
+        raise _short(buf, pos, 8, what) from None
 
-    def string(self, what: str) -> str:
-        n = self.u64(f"{what} length")
-        at = self._need(n, what)
-        try:
-            return self.buf[at : at + n].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DecodeError(at + exc.start, f"{what}: invalid UTF-8") from None
 
-    def tag(self, what: str) -> bool:
-        at = self.pos
-        tag = self.u8(f"{what} option tag")
-        if tag > 1:
-            raise DecodeError(at, f"{what}: option tag {tag}, expected 0 or 1")
-        return tag == 1
+def _tag(buf: bytes, pos: int, what: str) -> bool:
+    """An Option tag: bincode writes 0 for None and 1 for Some; anything else is an error."""
+    try:
+        tag = buf[pos]
+    except IndexError:
+        raise _short(buf, pos, 1, f"{what} option tag") from None
+    if tag > 1:
+        raise DecodeError(pos, f"{what}: option tag {tag}, expected 0 or 1")
+    return tag == 1
 
-    def confidence(self, what: str) -> int:
-        at = self.pos
-        bits = self.u32(what)
-        if bits > _ONE_BITS and bits != _NEG_ZERO_BITS:
-            value = struct.unpack("<f", bits.to_bytes(4, "little"))[0]
-            raise DecodeError(at, f"{what} {value} (bits {bits:#010x}) is outside [0, 1]")
-        return bits
 
-    def string_map(self, what: str) -> dict[str, str]:
-        n = self.u64(f"{what} length")
-        out: dict[str, str] = {}
-        for _ in range(n):  # a repeated key overwrites, as a HashMap insert does
-            key = self.string(f"{what} key")
-            out[key] = self.string(f"{what} value")
-        return out
+def _string(buf: bytes, pos: int, what: str) -> tuple[str, int]:
+    """A u64-length-prefixed UTF-8 string and the position after it."""
+    try:
+        n = _U64(buf, pos)[0]
+    except struct.error:
+        raise _short(buf, pos, 8, f"{what} length") from None
+    start = pos + 8
+    end = start + n
+    if end > len(buf):
+        raise _short(buf, start, n, what)
+    try:
+        return buf[start:end].decode("utf-8"), end
+    except UnicodeDecodeError as exc:
+        raise DecodeError(start + exc.start, f"{what}: invalid UTF-8") from None
+
+
+def _string_map(buf: bytes, pos: int, what: str) -> tuple[dict[str, str], int]:
+    """A ``HashMap<String, String>``; a repeated key overwrites, as a HashMap insert does."""
+    n = _u64(buf, pos, f"{what} length")
+    pos += 8
+    out: dict[str, str] = {}
+    for _ in range(n):
+        key, pos = _string(buf, pos, what + " key")
+        out[key], pos = _string(buf, pos, what + " value")
+    return out, pos
+
+
+def _confidence(buf: bytes, pos: int, what: str) -> int:
+    """A ``Confidence`` as f32 bits; Engram refuses values outside [0, 1] and NaN."""
+    bits = _u32(buf, pos, what)
+    if bits > _ONE_BITS and bits != _NEG_ZERO_BITS:
+        value = struct.unpack("<f", bits.to_bytes(4, "little"))[0]
+        raise DecodeError(pos, f"{what} {value} (bits {bits:#010x}) is outside [0, 1]")
+    return bits
 
 
 def read_id(payload: bytes) -> str:
     """The first bincode field of an EpisodeStore payload: the Episode id."""
-    return _Reader(payload).string("id")
+    return _string(payload, 0, "id")[0]
 
 
-def _provenance(r: _Reader) -> Provenance:
-    return Provenance(
-        r.string("provenance model name"),
-        r.string("provenance model version"),
-        r.u64("provenance dimension"),
-        r.string("provenance language") if r.tag("provenance language") else None,
-        r.u64("provenance created_at"),
-        r.u32("provenance quality_score") if r.tag("provenance quality_score") else None,
-        r.string_map("provenance metadata"),
-    )
+def _provenance(buf: bytes, pos: int) -> tuple[DecodedProvenance, int]:
+    name, pos = _string(buf, pos, "provenance model name")
+    version, pos = _string(buf, pos, "provenance model version")
+    dimension = _u64(buf, pos, "provenance dimension")
+    language = None
+    if _tag(buf, pos + 8, "provenance language"):
+        language, pos = _string(buf, pos + 9, "provenance language")
+    else:
+        pos += 9
+    created_at = _u64(buf, pos, "provenance created_at")
+    quality = None
+    if _tag(buf, pos + 8, "provenance quality_score"):
+        quality = _u32(buf, pos + 9, "provenance quality_score")
+        pos += 4
+    metadata, pos = _string_map(buf, pos + 9, "provenance metadata")
+    return DecodedProvenance(name, version, dimension, language, created_at, quality, metadata), pos
 
 
-def _decay_function(r: _Reader) -> DecayFunction:
-    at = r.pos
-    index = r.u32("decay_function variant")
+def _decay_function(buf: bytes, pos: int) -> tuple[DecodedDecay, int]:
+    index = _u32(buf, pos, "decay_function variant")
+    pos += 4
     if index == 0:
-        return DecayFunction("Exponential", tau_hours=r.u32("tau_hours"))
+        return DecodedDecay("Exponential", tau_hours=_u32(buf, pos, "tau_hours")), pos + 4
     if index == 1:
-        return DecayFunction("PowerLaw", beta=r.u32("beta"))
+        return DecodedDecay("PowerLaw", beta=_u32(buf, pos, "beta")), pos + 4
     if index == 2:
-        return DecayFunction("TwoComponent", consolidation_threshold=r.u64("threshold"))
+        threshold = _u64(buf, pos, "consolidation_threshold")
+        return DecodedDecay("TwoComponent", consolidation_threshold=threshold), pos + 8
     if index == 3:
-        return DecayFunction(
+        return DecodedDecay(
             "Hybrid",
-            short_term_tau=r.u32("short_term_tau"),
-            long_term_beta=r.u32("long_term_beta"),
-            transition_point=r.u64("transition_point"),
-        )
-    raise DecodeError(at, f"decay_function variant {index}, expected 0..3")
+            short_term_tau=_u32(buf, pos, "short_term_tau"),
+            long_term_beta=_u32(buf, pos + 4, "long_term_beta"),
+            transition_point=_u64(buf, pos + 8, "transition_point"),
+        ), pos + 16
+    raise DecodeError(pos - 4, f"decay_function variant {index}, expected 0..3")
 
 
 def decode_episode(payload: bytes) -> DecodedEpisode:
     """Decode and check an EpisodeStore payload; trailing bytes are allowed, as in bincode 1.3."""
-    r = _Reader(payload)
-    id_ = r.string("id")
-    when = r.string("when")
-    where = r.string("where_location") if r.tag("where_location") else None
+    buf = payload
+    id_, pos = _string(buf, 0, "id")
+    when, pos = _string(buf, pos, "when")
+    where = None
+    if _tag(buf, pos, "where_location"):
+        where, pos = _string(buf, pos + 1, "where_location")
+    else:
+        pos += 1
     who = None
-    if r.tag("who"):
-        who = [r.string("who item") for _ in range(r.u64("who length"))]
-    what = r.string("what")
-    at = r.pos
-    dim = r.u64("embedding length")
+    if _tag(buf, pos, "who"):
+        who = []
+        pos += 9
+        for _ in range(_u64(buf, pos - 8, "who length")):
+            name, pos = _string(buf, pos, "who item")
+            who.append(name)
+    else:
+        pos += 1
+    what, pos = _string(buf, pos, "what")
+    dim = _u64(buf, pos, "embedding length")
     if dim != DIM:
-        raise DecodeError(at, f"embedding has {dim} values, expected {DIM}")
-    embedding_at = r._need(_EMBEDDING_BYTES, "embedding")
-    provenance = _provenance(r) if r.tag("embedding_provenance") else None
-    return DecodedEpisode(
-        id_,
-        when,
-        where,
-        who,
-        what,
-        embedding_at,
-        provenance,
-        r.confidence("encoding_confidence"),
-        r.confidence("vividness_confidence"),
-        r.confidence("reliability_confidence"),
-        r.string("last_recall"),
-        r.u32("recall_count"),
-        r.u32("decay_rate"),
-        _decay_function(r) if r.tag("decay_function") else None,
-        r.string_map("metadata"),
-    )
+        raise DecodeError(pos, f"embedding has {dim} values, expected {DIM}")
+    embedding_at = pos + 8
+    pos = embedding_at + _EMBEDDING_BYTES
+    if pos > len(buf):
+        raise _short(buf, embedding_at, _EMBEDDING_BYTES, "embedding")
+    provenance = None
+    if _tag(buf, pos, "embedding_provenance"):
+        provenance, pos = _provenance(buf, pos + 1)
+    else:
+        pos += 1
+    encoding = _confidence(buf, pos, "encoding_confidence")
+    vividness = _confidence(buf, pos + 4, "vividness_confidence")
+    reliability = _confidence(buf, pos + 8, "reliability_confidence")
+    last_recall, pos = _string(buf, pos + 12, "last_recall")
+    recall_count = _u32(buf, pos, "recall_count")
+    decay_rate = _u32(buf, pos + 4, "decay_rate")
+    decay = None
+    if _tag(buf, pos + 8, "decay_function"):
+        decay, pos = _decay_function(buf, pos + 9)
+    else:
+        pos += 9
+    metadata, _ = _string_map(buf, pos, "metadata")
+    return DecodedEpisode(id_, when, where, who, what, embedding_at, provenance, encoding,
+                          vividness, reliability, last_recall, recall_count, decay_rate, decay,
+                          metadata)

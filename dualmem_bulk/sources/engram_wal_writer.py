@@ -9,32 +9,33 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
 from dualmem_bulk._fs import atomic_path
 from dualmem_bulk.schema import DIM
 from dualmem_bulk.sources._bincode import DECAY_VARIANTS, EntryType, pack_header
+from dualmem_bulk.timefmt import format_rfc3339
 
 __all__ = [
     "DecayFunction",
     "EmbeddingProvenance",
+    "EntryType",
     "Episode",
     "WalEntry",
     "encode_episode",
-    "format_rfc3339",
     "wal_file_name",
     "write_wal",
 ]
 
 F32 = float | np.float32
 """An f32 field: a Python float, or an ``np.float32`` to pin its exact bits."""
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,26 +96,13 @@ class WalEntry(NamedTuple):
     """``None``: one more than the previous record's."""
 
 
-def format_rfc3339(ns: int) -> str:
-    """Format ns since the epoch as chrono does: UTC ``Z``, 0, 3, 6 or 9 fractional digits."""
-    seconds, frac = divmod(ns, 1_000_000_000)
-    text = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
-    if frac == 0:
-        return text + "Z"
-    if frac % 1_000_000 == 0:
-        return f"{text}.{frac // 1_000_000:03d}Z"
-    if frac % 1_000 == 0:
-        return f"{text}.{frac // 1_000:06d}Z"
-    return f"{text}.{frac:09d}Z"
-
-
 def wal_file_name(unix_seconds: int) -> str:
     """Engram's WAL file name: ``wal-<unix seconds as 16 hex digits>.log``."""
     return f"wal-{unix_seconds:016x}.log"
 
 
 def _f32(value: F32) -> bytes:
-    return np.float32(value).astype("<f4").tobytes()
+    return bytes(np.float32(value).astype("<f4").tobytes())
 
 
 def _str(value: str) -> bytes:
@@ -123,7 +111,9 @@ def _str(value: str) -> bytes:
 
 
 def _time(value: str | int) -> bytes:
-    return _str(value if isinstance(value, str) else format_rfc3339(value))
+    if isinstance(value, int):
+        value = str(format_rfc3339(pa.array([value], pa.int64()))[0].as_py())
+    return _str(value)
 
 
 def _map(entries: Mapping[str, str]) -> bytes:
@@ -142,6 +132,8 @@ def _provenance(p: EmbeddingProvenance) -> bytes:
 
 
 def _decay(d: DecayFunction) -> bytes:
+    if d.variant not in DECAY_VARIANTS:
+        raise ValueError(f"decay function variant {d.variant!r}, expected one of {DECAY_VARIANTS}")
     index = DECAY_VARIANTS.index(d.variant)
     body = (
         _f32(d.tau_hours),
@@ -176,6 +168,26 @@ def encode_episode(ep: Episode) -> bytes:
     return b"".join(out)
 
 
+def _times_as_text(entries: Iterable[Episode | WalEntry]) -> Iterator[Episode | WalEntry]:
+    """Format the int timestamps of Episodes in vectorised chunks (one call per value is slow)."""
+    it = iter(entries)
+    while chunk := list(islice(it, 1024)):
+        ints = {t for e in chunk if isinstance(e, Episode) for t in (e.when, e.last_recall)
+                if isinstance(t, int)}
+        if not ints:
+            yield from chunk
+            continue
+        keys = list(ints)
+        text: dict[int, str] = dict(zip(keys, format_rfc3339(pa.array(keys, pa.int64()))
+                                         .to_pylist(), strict=True))
+        for e in chunk:
+            if isinstance(e, Episode):
+                when = text[e.when] if isinstance(e.when, int) else e.when
+                recall = text[e.last_recall] if isinstance(e.last_recall, int) else e.last_recall
+                e = replace(e, when=when, last_recall=recall)
+            yield e
+
+
 def write_wal(
     path: Path,
     entries: Iterable[Episode | WalEntry],
@@ -185,19 +197,23 @@ def write_wal(
 ) -> int:
     """Write a WAL file atomically (temporary name, fsync, rename); return the record count.
 
+    Missing parent folders are created.
+
     Episodes become EpisodeStore records; sequences count up from ``first_sequence`` unless a
     :class:`WalEntry` pins its own. Header timestamps are ``timestamp_ns`` or the clock.
 
     Example:
         >>> import tempfile
-        >>> d = Path(tempfile.mkdtemp())
-        >>> write_wal(d / wal_file_name(0), [WalEntry(EntryType.Checkpoint, bytes(8))])
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     write_wal(Path(d) / wal_file_name(0), [WalEntry(EntryType.Checkpoint, bytes(8))])
         1
     """
     sequence = first_sequence - 1
     count = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
-        for entry in entries:
+        for entry in _times_as_text(entries):
+            entry_type: int
             if isinstance(entry, Episode):
                 entry_type, payload, pinned = EntryType.EpisodeStore, encode_episode(entry), None
             else:

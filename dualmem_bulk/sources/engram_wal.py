@@ -1,0 +1,228 @@
+"""Read an Engram data root (``<root>/<space>/wal/wal-<16 hex>.log``) as legacy Memory batches.
+
+Replays the write-ahead log as Engram does, in bounded memory and in two passes:
+
+1. *Index*: walk every record of every ``wal-*.log`` file (file-name order), check header and
+   payload CRCs, decode and check each EpisodeStore (so a record Engram would refuse never
+   wins), parse its two timestamps, and keep only a small index entry per record (file,
+   offset, sequence, id, times). Damage is reported, not fatal: a bad header ends its file, a
+   bad payload CRC skips the record, a torn tail is reported and what is whole before it kept.
+2. *Replay*: stable-sort the index by sequence (ties keep file order); the first EpisodeStore
+   per id wins, a MemoryDelete removes, a later store re-adds. The winners are then decoded
+   again, file by file in offset order, into batches of at most ``batch_size`` rows.
+
+``_row`` is the record's 0-based index in its WAL file (every whole record with a valid header
+counts), so ``(source, _row)`` locates a record exactly, for memories and rejects alike.
+Undecodable records go to the quarantine as :class:`Rejected` with the payload as hex.
+
+Example:
+    >>> src = read_engram_wal(Path("data/fixtures/engram-wal/engram-data"), batch_size=1000)
+    >>> src.memories, sum(b.batch.num_rows for b in src)
+    (296, 296)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+from crc32c import crc32c
+
+from dualmem_bulk.errors import SourceError, UsageError
+from dualmem_bulk.sources import Rejected, SourceBatch
+from dualmem_bulk.sources._bincode import HEADER_SIZE, DecodeError, decode_episode, unpack_header
+from dualmem_bulk.sources._wal_columns import BATCH_SCHEMA, episode_batch
+from dualmem_bulk.sources._wal_index import (
+    Reject,
+    SpaceIndex,
+    header_problem,
+    index_space,
+    is_wal_name,
+)
+from dualmem_bulk.sources._wal_report import SpaceReport, WalFileReport, WalIssue, WalReport
+
+__all__ = [
+    "SPACE_ID",
+    "EngramWalSource",
+    "SpaceReport",
+    "WalFileReport",
+    "WalIssue",
+    "WalRecordRef",
+    "WalReport",
+    "engram_spaces",
+    "is_engram_root",
+    "read_engram_wal",
+]
+
+SPACE_ID = re.compile(r"[a-z0-9_-]{3,64}")
+"""A valid Engram memory space id."""
+
+
+def engram_spaces(root: Path) -> list[str]:
+    """Names of the valid space ids under ``root`` that have a ``wal/`` folder, in name order."""
+    try:
+        entries = list(root.iterdir())
+    except OSError as exc:
+        raise SourceError(root, f"cannot list the data root ({exc.strerror})") from exc
+    return sorted(
+        p.name for p in entries if SPACE_ID.fullmatch(p.name) and (p / "wal").is_dir()
+    )
+
+
+def is_engram_root(path: Path) -> bool:
+    """True if ``path`` is a directory holding some ``<space>/wal/wal-*.log`` file."""
+    try:
+        return path.is_dir() and any(
+            is_wal_name(f.name) and f.is_file()
+            for space in engram_spaces(path)
+            for f in (path / space / "wal").iterdir()
+        )
+    except (OSError, SourceError):
+        return False
+
+
+class WalRecordRef(NamedTuple):
+    """Where a yielded memory came from: its winning EpisodeStore record."""
+
+    space: str
+    file: str
+    """Path of the WAL file."""
+    offset: int
+    sequence: int
+    row: int
+    """The record's index in its file (the batch's ``_row``)."""
+    id: str
+
+
+def _read_payload(fh: BinaryIO, path: Path, offset: int, size: int) -> bytes:
+    """Re-read a record pass 1 accepted; anything different means the file changed meanwhile."""
+    fh.seek(offset)
+    data = fh.read(HEADER_SIZE + size)
+    header, payload = data[:HEADER_SIZE], data[HEADER_SIZE:]
+    if len(payload) == size:
+        h = unpack_header(header)
+        if (header_problem(header, h.magic, h.header_crc) is None and h.payload_size == size
+                and crc32c(payload) == h.payload_crc):
+            return payload
+    raise SourceError(path, f"the record at offset {offset} changed after the WAL was indexed; "
+                            "stop the writer (or copy the data root) and read it again")
+
+
+class EngramWalSource:
+    """An indexed Engram data root (see :func:`read_engram_wal`); iterating it yields
+    :class:`SourceBatch` objects. :attr:`report` and :attr:`memories` are known up front."""
+
+    kind = "engram-wal"
+
+    def __init__(self, root: Path, batch_size: int, spaces: list[SpaceIndex]) -> None:
+        self.root = root
+        self.batch_size = batch_size
+        self._spaces = spaces
+        self.files: list[Path] = [f for s in spaces for f in s.files]
+        """Every ``wal-*.log`` file read, space by space in name order."""
+        issues = sorted((i for s in spaces for i in s.issues),
+                        key=lambda i: (i.space, i.file, i.offset))
+        self.report = WalReport(str(root), {s.name: s.report for s in spaces}, issues)
+        """Counts per file, space and in total, and every damaged or skipped record."""
+
+    @property
+    def memories(self) -> int:
+        """Memories the batches will hold in total (for a progress bar)."""
+        return sum(len(s.winners) for s in self._spaces)
+
+    @property
+    def total_rows(self) -> int:
+        """Rows the batches will carry: memories plus rejected (undecodable) records."""
+        return self.memories + sum(len(s.rejects) for s in self._spaces)
+
+    def __iter__(self) -> Iterator[SourceBatch]:
+        return self.batches(self.batch_size)
+
+    def winners(self) -> Iterator[WalRecordRef]:
+        """The winning record of every memory, in the order the batches yield them."""
+        for s in self._spaces:
+            for entry in s.winners.tolist():
+                yield WalRecordRef(s.name, str(s.files[s.file[entry]]), s.offset[entry],
+                                   s.sequence[entry], s.row[entry], s.ids[entry])
+
+    def batches(self, batch_size: int) -> Iterator[SourceBatch]:
+        """Batches of at most ``batch_size`` memories, one WAL file per batch; a file's rejects
+        come with its first batch (an empty one if no memory won in that file)."""
+        if batch_size < 1:
+            raise UsageError(f"batch size must be at least 1, got {batch_size}")
+        for space in self._spaces:
+            files = np.frombuffer(space.file, dtype=np.int64)[space.winners]
+            for file, path in enumerate(space.files):
+                picks = space.winners[files == file]
+                rejects = [r for r in space.rejects if r.file == file]
+                if not len(picks) and not rejects:
+                    continue
+                try:
+                    with path.open("rb") as fh:
+                        yield from self._file_batches(space, path, fh, picks, rejects, batch_size)
+                except OSError as exc:
+                    raise SourceError(path, f"cannot read ({exc.strerror})") from exc
+
+    @staticmethod
+    def _file_batches(space: SpaceIndex, path: Path, fh: BinaryIO, picks: np.ndarray,
+                      rejects: list[Reject], batch_size: int) -> Iterator[SourceBatch]:
+        rejected = tuple(
+            Rejected(str(path), r.row, r.id, r.reason,
+                     _read_payload(fh, path, r.offset, r.size).hex())
+            for r in rejects
+        )
+        if not len(picks):
+            yield SourceBatch(str(path), _empty_batch(), rejected)
+            return
+        when = np.frombuffer(space.when, dtype=np.int64)
+        recall = np.frombuffer(space.recall, dtype=np.int64)
+        rows = np.frombuffer(space.row, dtype=np.int64)
+        for start in range(0, len(picks), batch_size):
+            chunk = picks[start : start + batch_size]
+            payloads = [_read_payload(fh, path, space.offset[e], space.size[e])
+                        for e in chunk.tolist()]
+            try:
+                episodes = [decode_episode(p) for p in payloads]
+            except DecodeError as exc:
+                raise SourceError(path, f"a record changed after the WAL was indexed ({exc})"
+                                  ) from exc
+            batch = episode_batch(space.name, episodes, payloads, when[chunk], recall[chunk],
+                                  rows[chunk])
+            yield SourceBatch(str(path), batch, rejected if start == 0 else ())
+
+
+def _empty_batch() -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in BATCH_SCHEMA],
+                                      schema=BATCH_SCHEMA)
+
+
+def read_engram_wal(root: Path, batch_size: int,
+                    spaces: Sequence[str] | None = None) -> EngramWalSource:
+    """Index (pass 1) every space of an Engram data root, or only ``spaces``, for batch reading.
+
+    Raises :class:`SourceError` if ``root`` holds no space, :class:`UsageError` naming an
+    asked-for space that is not there (and listing those that are).
+    """
+    if not root.is_dir():
+        raise SourceError(root, "not a directory (expected an Engram data root)")
+    if batch_size < 1:
+        raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    found = engram_spaces(root)
+    if spaces is None:
+        if not found:
+            raise SourceError(root, "no memory space here: expected <root>/<space>/wal/ with "
+                                    "space ids of 3 to 64 characters [a-z0-9_-]")
+        names = found
+    else:
+        names = list(dict.fromkeys(spaces))
+        for name in names:
+            if name not in found:
+                what = ("is not a valid space id (3 to 64 characters [a-z0-9_-])"
+                        if not SPACE_ID.fullmatch(name) else "has no wal/ folder here")
+                raise UsageError(f"{root}: memory space {name!r} {what}; spaces here: "
+                                 f"{', '.join(found) or '(none)'}")
+    return EngramWalSource(root, batch_size, [index_space(root, n) for n in names])
