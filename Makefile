@@ -27,7 +27,7 @@ test: lint  ## all gates: ruff, mypy --strict, pytest (warnings are errors)
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed  ## benchmarks, not part of the test run
-	$(PY) -m pytest benchmarks -q --benchmark-only -p no:cacheprovider
+	$(PY) -m pytest benchmarks -q -o python_files="bench_*.py" -p no:cacheprovider
 
 fixtures: $(VENV)/.installed
 	$(PY) data/fixtures/make_fixtures.py
