@@ -39,6 +39,11 @@ T = TypeVar("T")
 INTERNAL_ERROR = 70
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+SpaceOpt = Annotated[
+    list[str] | None,
+    typer.Option("--space", help="Memory space of an Engram data root (repeatable; "
+                                 "default: every space)."),
+]
 
 
 class _CliProgress:
@@ -160,6 +165,7 @@ def convert(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Rows per batch.")] = None,
     strict: Annotated[bool, typer.Option(help="Fail (exit 3) on any invalid row.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Validate and estimate; write nothing.")] = False,
+    space: SpaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Convert a legacy Memory source into a new DualMemoryNode store, then verify it.
@@ -174,6 +180,7 @@ def convert(
     config = OfflineConfig(
         source=source, target=target, run_dir=run_dir, target_format=target_format,
         batch_size=batch_size or DEFAULT_BATCH_SIZE, strict=strict, dry_run=dry_run,
+        spaces=tuple(space or ()),
     )
     progress = _CliProgress()
     try:
@@ -194,6 +201,36 @@ def convert(
         lines += [f"snapshot digest {r.snapshot_digest}", f"target digest   {r.target_digest}",
                   f"run directory   {r.run_dir}"]
     _emit(report.as_dict(), as_json, lines)
+
+
+@app.command()
+def export(
+    source: Annotated[Path, typer.Argument(help="Legacy source: Parquet, JSON lines or an "
+                                                "Engram data root.")],
+    snapshot: Annotated[Path, typer.Argument(help="Snapshot Parquet file to create.")],
+    space: SpaceOpt = None,
+    strict: Annotated[bool, typer.Option(help="Fail (exit 3) on any invalid row or damaged "
+                                              "record.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export and validate a source into a snapshot Parquet file (the first phase of convert),
+    for operators who want to look at it first; rejected rows go to SNAPSHOT.quarantine.parquet.
+
+    Example: dualmem-bulk export /var/lib/engram-data snapshot.parquet --space default
+    """
+    from dualmem_bulk.offline import export_snapshot
+
+    progress = _CliProgress()
+    try:
+        report = _run(lambda: export_snapshot(source, snapshot, spaces=tuple(space or ()),
+                                              strict=strict, progress=progress), as_json)
+    finally:
+        progress.done()
+    _emit(report.as_dict(), as_json, [
+        f"exported {report.snapshot_rows:,} of {report.nodes_in:,} nodes to {snapshot} in "
+        f"{report.elapsed_s:.1f} s; {report.quarantined:,} quarantined",
+        f"snapshot digest {report.snapshot_digest}",
+    ])
 
 
 @app.command()
@@ -223,7 +260,8 @@ def verify(
 
 @app.command()
 def inspect(
-    path: Annotated[Path, typer.Argument(help="File, store or run directory.")],
+    path: Annotated[Path, typer.Argument(help="File, store, Engram data root or run directory.")],
+    space: SpaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Say what a file or store is: legacy or dual, schema version, nodes by type, digest.
@@ -234,7 +272,7 @@ def inspect(
 
     progress = _CliProgress()
     try:
-        info = _run(lambda: inspect_path(path, progress), as_json)
+        info = _run(lambda: inspect_path(path, progress, tuple(space or ())), as_json)
     finally:
         progress.done()
     width = max(len(k) for k in info)

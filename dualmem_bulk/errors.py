@@ -7,7 +7,8 @@
      ├── InputError                 3   the input cannot be migrated as it is; nothing written
      │    ├── SourceError              unreadable, truncated or unrecognised source file
      │    ├── SchemaMismatch           a column of the wrong type, or a required column missing
-     │    └── InvalidRows              --strict and some rows are invalid
+     │    ├── InvalidRows              --strict and some rows are invalid
+     │    └── SourceDamaged            --strict and the source has damaged records (WAL)
      ├── TargetExists               3   the target already exists and is not this run's
      ├── VerificationFailed         1   the target differs from the snapshot
      └── Interrupted                4   stopped by a signal; re-run the same command to resume
@@ -24,6 +25,7 @@ __all__ = [
     "Interrupted",
     "InvalidRows",
     "SchemaMismatch",
+    "SourceDamaged",
     "SourceError",
     "TargetExists",
     "UsageError",
@@ -78,6 +80,18 @@ class InvalidRows(InputError):
             "or with --dry-run to list them."
         )
         self.count = count
+
+
+class SourceDamaged(InputError):
+    """``--strict`` was given and the source has damaged or skipped records."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(
+            f"{len(lines)} damaged spot(s) in the source and --strict was given; first: "
+            f"{lines[0]}. Nothing was written; run `dualmem-bulk inspect` on the source to "
+            "list them, or run without --strict to migrate what is whole."
+        )
+        self.lines = lines
 
 
 class TargetExists(DualmemError):

@@ -69,7 +69,8 @@ def _parquet_file(path: Path, progress: Progress) -> dict[str, Any] | None:
     return None
 
 
-def inspect_path(path: Path, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+def inspect_path(path: Path, progress: Progress = NULL_PROGRESS,
+                 spaces: tuple[str, ...] = ()) -> dict[str, Any]:
     """Describe ``path``: a run directory, a DualMemoryNode store, a snapshot or a legacy source.
 
     A legacy source is validated and checksummed (nothing written): ``digest`` is the digest a
@@ -90,8 +91,8 @@ def inspect_path(path: Path, progress: Progress = NULL_PROGRESS) -> dict[str, An
             return described
         if schema_identity(pq.ParquetFile(path).schema_arrow) == ("engram.DualMemoryNode", "1"):
             raise SourceError(path, "a single part of a dual store; inspect its directory")
-    scanned = scan_source(path, progress=progress)
-    return {
+    scanned = scan_source(path, progress=progress, spaces=spaces)
+    info: dict[str, Any] = {
         "path": str(path),
         "kind": f"legacy source ({scanned.source_kind})",
         "schema": "engram.Memory (legacy)",
@@ -101,6 +102,14 @@ def inspect_path(path: Path, progress: Progress = NULL_PROGRESS) -> dict[str, An
         "quarantine_reasons": scanned.quarantine_reasons,
         "digest": scanned.snapshot_digest,
     }
+    if scanned.source_kind == "engram-wal":
+        wal = scanned.source_details
+        info["kind"] = "Engram data root (WAL)"
+        info["spaces"] = {name: {k: v for k, v in space.items() if k != "files"}
+                          for name, space in wal["spaces"].items()}
+        info["totals"] = wal["totals"]
+        info["damage"] = [line for kind in wal["damage"].values() for line in kind]
+    return info
 
 
 def _magic(path: Path) -> bytes:

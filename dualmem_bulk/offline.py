@@ -12,6 +12,7 @@ Memory stays bounded by the batch size: every phase streams.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,7 +27,13 @@ from dualmem_bulk import __version__
 from dualmem_bulk._fs import atomic_path, remove, write_json
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.convert import to_dual
-from dualmem_bulk.errors import InvalidRows, TargetExists, UsageError, VerificationFailed
+from dualmem_bulk.errors import (
+    InvalidRows,
+    SourceDamaged,
+    TargetExists,
+    UsageError,
+    VerificationFailed,
+)
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import (
     DUAL_SCHEMA,
@@ -41,7 +48,14 @@ from dualmem_bulk.sources.detect import Source, open_source
 from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat, write_store
 from dualmem_bulk.verify import verify_run
 
-__all__ = ["DEFAULT_BATCH_SIZE", "OfflineConfig", "RunReport", "run_offline", "scan_source"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "OfflineConfig",
+    "RunReport",
+    "export_snapshot",
+    "run_offline",
+    "scan_source",
+]
 
 DEFAULT_BATCH_SIZE = 16_384
 """Rows per batch: ~55 MB of embeddings, enough to amortise per-batch overhead (see RESULTS.md)."""
@@ -73,6 +87,8 @@ class OfflineConfig:
     """Fail (exit 3) on any invalid row, before anything is written to the target."""
     dry_run: bool = False
     """Validate and estimate only; write nothing."""
+    spaces: tuple[str, ...] = ()
+    """Memory spaces to read from an Engram data root (default: every space)."""
 
     @property
     def resolved_run_dir(self) -> Path:
@@ -96,6 +112,7 @@ class RunReport:
     quarantined: int = 0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     quarantine_sample: list[dict[str, Any]] = field(default_factory=list)
+    source_details: dict[str, Any] = field(default_factory=dict)
     snapshot_digest: str = ""
     target_digest: str = ""
     verified: bool = False
@@ -154,36 +171,52 @@ class _Export:
         self.report.snapshot_digest = self.digest.hex
         self.report.snapshot_rows = self.digest.rows
 
-    def write(self, run_dir: Path, strict: bool, progress: Progress) -> None:
-        """Write snapshot (and quarantine, if any row is rejected) atomically."""
-        quarantine: list[Rejected] = []
-        with atomic_path(run_dir / SNAPSHOT) as tmp:
-            with pq.ParquetWriter(tmp, SNAPSHOT_SCHEMA, **PARQUET_OPTIONS) as writer:
-                for batch, rejected in self.batches(progress):
-                    if batch.num_rows:
-                        writer.write_batch(batch)
-                    quarantine.extend(rejected)
-                    if strict and quarantine:
-                        first = quarantine[0]
-                        raise InvalidRows(len(quarantine),
-                                          f"{first.source} row {first.row}: {first.reason}")
-                writer.add_key_value_metadata({
-                    "dualmem.snapshot.rows": str(self.digest.rows),
-                    "dualmem.snapshot.digest": self.digest.hex,
-                })
-            if quarantine:
-                _write_quarantine(run_dir / QUARANTINE, quarantine)
+    def write(self, snapshot: Path, quarantine: Path, strict: bool, progress: Progress) -> None:
+        """Write the snapshot (and the quarantine, if any row is rejected), each atomically."""
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(snapshot))
+            writer = stack.enter_context(pq.ParquetWriter(tmp, SNAPSHOT_SCHEMA, **PARQUET_OPTIONS))
+            rejects: pq.ParquetWriter | None = None
+            for batch, rejected in self.batches(progress):
+                if batch.num_rows:
+                    writer.write_batch(batch)
+                if rejected and strict:
+                    first = rejected[0]
+                    raise InvalidRows(self.report.quarantined,
+                                      f"{first.source} row {first.row}: {first.reason}")
+                if rejected:
+                    if rejects is None:  # opened last, so it is closed (and renamed) first
+                        rejects = stack.enter_context(pq.ParquetWriter(
+                            stack.enter_context(atomic_path(quarantine)), QUARANTINE_SCHEMA))
+                    rejects.write_table(_quarantine_table(rejected))
+            writer.add_key_value_metadata({
+                "dualmem.snapshot.rows": str(self.digest.rows),
+                "dualmem.snapshot.digest": self.digest.hex,
+            })
+
+
+def _open(path: Path, spaces: tuple[str, ...], batch_size: int, strict: bool,
+          report: RunReport) -> Source:
+    """Open the source; with ``strict``, refuse one with damage found while indexing it."""
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    source = open_source(path, spaces or None, batch_size)
+    report.source_kind = source.kind
+    report.source_details = source.describe()
+    if strict and (damage := source.damage()):
+        raise SourceDamaged(damage)
+    return source
 
 
 def scan_source(path: Path, batch_size: int = DEFAULT_BATCH_SIZE,
-                progress: Progress = NULL_PROGRESS) -> RunReport:
+                progress: Progress = NULL_PROGRESS, spaces: tuple[str, ...] = ()) -> RunReport:
     """Validate and checksum a legacy source without writing anything (``inspect``, dry runs).
 
     ``snapshot_digest`` is the digest the snapshot of a conversion of this source would have.
     """
-    source = open_source(path)
-    report = RunReport(status="scanned", source=str(path), source_kind=source.kind,
+    report = RunReport(status="scanned", source=str(path), source_kind="",
                        target="", target_format="", run_dir="")
+    source = _open(path, spaces, batch_size, False, report)
     progress.phase("scan", source.total_rows)
     started = time.perf_counter()
     for batch, _rejected in _Export(source, batch_size, report).batches(progress):
@@ -191,10 +224,9 @@ def scan_source(path: Path, batch_size: int = DEFAULT_BATCH_SIZE,
     return _finish(report, started, progress)
 
 
-def _write_quarantine(path: Path, rows: list[Rejected]) -> None:
+def _quarantine_table(rows: list[Rejected]) -> pa.Table:
     columns = {name: [getattr(r, name) for r in rows] for name in QUARANTINE_SCHEMA.names}
-    with atomic_path(path) as tmp:
-        pq.write_table(pa.table(columns, schema=QUARANTINE_SCHEMA), tmp)
+    return pa.table(columns, schema=QUARANTINE_SCHEMA)
 
 
 def _converted(snapshot: Path, batch_size: int, digest: list[TableDigest],
@@ -210,9 +242,25 @@ def _converted(snapshot: Path, batch_size: int, digest: list[TableDigest],
         yield to_dual(legacy, sums)
 
 
+def export_snapshot(source: Path, snapshot: Path, *, spaces: tuple[str, ...] = (),
+                    strict: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
+                    progress: Progress = NULL_PROGRESS) -> RunReport:
+    """The first phase alone: validate ``source`` into a snapshot Parquet file (legacy schema +
+    checksums), rejected rows into ``SNAPSHOT.quarantine.parquet``. Nothing else is written."""
+    started = time.perf_counter()
+    if snapshot.exists():
+        raise TargetExists(snapshot)
+    report = RunReport(status="running", source=str(source), source_kind="",
+                       target=str(snapshot), target_format="snapshot", run_dir="")
+    opened = _open(source, spaces, batch_size, strict, report)
+    progress.phase("export", opened.total_rows)
+    quarantine = snapshot.with_name(snapshot.stem + ".quarantine.parquet")
+    _Export(opened, batch_size, report).write(snapshot, quarantine, strict, progress)
+    report.status = "done"
+    return _finish(report, started, progress)
+
+
 def _prepare(config: OfflineConfig) -> Path:
-    if config.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {config.batch_size}")
     run_dir = config.resolved_run_dir
     if config.target.exists():
         raise TargetExists(config.target)
@@ -231,15 +279,15 @@ def run_offline(config: OfflineConfig, progress: Progress = NULL_PROGRESS) -> Ru
     """
     started = time.perf_counter()
     run_dir = _prepare(config)
-    source = open_source(config.source)
     report = RunReport(
         status="running",
         source=str(config.source),
-        source_kind=source.kind,
+        source_kind="",
         target=str(config.target),
         target_format=config.target_format,
         run_dir=str(run_dir),
     )
+    source = _open(config.source, config.spaces, config.batch_size, config.strict, report)
     export = _Export(source, config.batch_size, report)
     progress.phase("validate" if config.dry_run else "export", source.total_rows)
     if config.dry_run:
@@ -256,7 +304,7 @@ def run_offline(config: OfflineConfig, progress: Progress = NULL_PROGRESS) -> Ru
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        export.write(run_dir, config.strict, progress)
+        export.write(run_dir / SNAPSHOT, run_dir / QUARANTINE, config.strict, progress)
     except BaseException:
         if created:
             remove(run_dir)

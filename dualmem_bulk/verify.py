@@ -105,21 +105,56 @@ def _checksum_problems(batch: pa.RecordBatch) -> tuple[list[tuple[int, str]], Ta
              for i in np.flatnonzero(~same)], TableDigest.of(recomputed))
 
 
-def _join_problems(snapshot: pl.DataFrame, target: pl.DataFrame) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
-    dup = target.filter(pl.col("id").is_duplicated()).get_column("id").unique().sort()
-    problems += [(i, "appears more than once in the target") for i in dup.to_list()]
-    joined = snapshot.unique("id").join(target.unique("id"), on="id", how="full", coalesce=True)
+Problem = tuple[str, str, str]
+"""(space, id, what is wrong); space is "" for sources without spaces."""
+
+_KEY = ["space", "id"]
+
+
+def _join_problems(snapshot: pl.DataFrame, target: pl.DataFrame) -> list[Problem]:
+    problems: list[Problem] = []
+    dup = target.filter(pl.struct(_KEY).is_duplicated()).unique(_KEY).sort(_KEY)
+    problems += [(sp, i, "appears more than once in the target")
+                 for sp, i in dup.select(_KEY).iter_rows()]
+    joined = snapshot.unique(_KEY).join(target.unique(_KEY), on=_KEY, how="full", coalesce=True)
     for row in joined.filter(
         pl.col("t").is_null() | pl.col("s").is_null() | (pl.col("s") != pl.col("t"))
-    ).sort("id").iter_rows(named=True):
+    ).sort(_KEY).iter_rows(named=True):
         if row["t"] is None:
-            problems.append((row["id"], "missing from the target"))
+            why = "missing from the target"
         elif row["s"] is None:
-            problems.append((row["id"], "in the target but not in the snapshot"))
+            why = "in the target but not in the snapshot"
         else:
-            problems.append((row["id"], "checksum differs from the snapshot's"))
+            why = "checksum differs from the snapshot's"
+        problems.append((row["space"], row["id"], why))
     return problems
+
+
+class _Keys:
+    """(space, id, checksum) columns gathered batch by batch, for the join."""
+
+    def __init__(self) -> None:
+        self.spaces: list[pa.Array] = []
+        self.ids: list[pa.Array] = []
+        self.sums: list[pa.Array] = []
+
+    def add(self, space: pa.Array, ids: pa.Array, sums: pa.Array) -> None:
+        self.spaces.append(space)
+        self.ids.append(ids)
+        self.sums.append(sums)
+
+    def frame(self, name: str) -> pl.DataFrame:
+        schema = {"space": pl.String, "id": pl.String, name: pl.Binary}
+        if not self.ids:
+            return pl.DataFrame(schema=schema)
+        table = pa.table({
+            "space": pa.chunked_array(self.spaces, pa.utf8()).cast(pa.large_utf8()),
+            "id": pa.chunked_array(self.ids, pa.utf8()).cast(pa.large_utf8()),
+            name: pa.chunked_array(self.sums).cast(pa.large_binary()),
+        })
+        out = pl.from_arrow(table)
+        assert isinstance(out, pl.DataFrame)
+        return out.with_columns(pl.col("space").fill_null(""))
 
 
 def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
@@ -134,51 +169,39 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
     report = VerifyReport(ok=False, run_dir=str(run_dir), target=run["target"],
                           recorded_digest=run.get("snapshot_digest", ""))
 
-    snap_ids: list[pa.Array] = []
-    snap_sums: list[pa.Array] = []
-    snap_digest = TableDigest()
+    snap, snap_digest = _Keys(), TableDigest()
     for batch in pq.ParquetFile(run_dir / "snapshot.parquet").iter_batches(
-        batch_size=batch_size, columns=["id", "checksum"]
+        batch_size=batch_size, columns=["space", "id", "checksum"]
     ):
-        snap_ids.append(batch.column("id"))
-        snap_sums.append(batch.column("checksum"))
+        snap.add(batch.column("space"), batch.column("id"), batch.column("checksum"))
         snap_digest += TableDigest.of(batch.column("checksum"))
 
     progress.phase("verify", target.count_rows())
-    problems: list[tuple[str, str]] = []
-    tgt_ids: list[pa.Array] = []
-    tgt_sums: list[pa.Array] = []
+    problems: list[Problem] = []
+    tgt = _Keys()
     stored, recomputed = TableDigest(), TableDigest()
     for batch in target.batches(batch_size):
         rows, digest = _checksum_problems(batch)
         rows += _structural(batch)
-        ids = batch.column("episode_id")
-        problems += [(str(ids[i].as_py()), why) for i, why in sorted(set(rows))]
+        ids, spaces = batch.column("episode_id"), batch.column("space")
+        problems += [(spaces[i].as_py() or "", str(ids[i].as_py()), why)
+                     for i, why in sorted(set(rows))]
         recomputed += digest
         stored += TableDigest.of(batch.column("checksum"))
-        tgt_ids.append(ids)
-        tgt_sums.append(batch.column("checksum"))
+        tgt.add(spaces, ids, batch.column("checksum"))
         progress.advance(batch.num_rows)
 
-    def frame(ids: list[pa.Array], sums: list[pa.Array], name: str) -> pl.DataFrame:
-        if not ids:
-            return pl.DataFrame({"id": [], name: []}, schema={"id": pl.String, name: pl.Binary})
-        table = pa.table({"id": pa.chunked_array(ids).cast(pa.large_utf8()),
-                          name: pa.chunked_array(sums).cast(pa.large_binary())})
-        out = pl.from_arrow(table)
-        assert isinstance(out, pl.DataFrame)
-        return out
-
-    problems += _join_problems(frame(snap_ids, snap_sums, "s"), frame(tgt_ids, tgt_sums, "t"))
+    problems += _join_problems(snap.frame("s"), tgt.frame("t"))
     report.snapshot_rows, report.target_rows = snap_digest.rows, stored.rows
     report.snapshot_digest, report.target_digest = snap_digest.hex, stored.hex
     report.recomputed_digest = recomputed.hex
     digests = {report.recorded_digest, report.snapshot_digest, report.target_digest,
                report.recomputed_digest}
     if len(digests) != 1 and not problems:
-        problems.append(("", "table digests differ"))
-    report.mismatched = len({i for i, _ in problems})
-    report.mismatches = [{"id": i, "problem": p} for i, p in problems[:MAX_LISTED]]
+        problems.append(("", "", "table digests differ"))
+    report.mismatched = len({(sp, i) for sp, i, _ in problems})
+    report.mismatches = [{"id": i, "problem": p, **({"space": sp} if sp else {})}
+                         for sp, i, p in problems[:MAX_LISTED]]
     report.ok = not problems and snap_digest.rows == stored.rows
     report.elapsed_s = round(time.perf_counter() - started, 3)
     progress.done()

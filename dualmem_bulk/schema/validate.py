@@ -33,31 +33,44 @@ _UNIT_RANGE = ("activation", "confidence")
 
 
 class SeenIds:
-    """The node UUIDs of every row accepted so far: 16 bytes a row, sorted, exact."""
+    """The node UUIDs accepted so far, per memory space: 16 bytes a row, sorted, exact.
+
+    Node UUIDs are unique within a space; the same id in two spaces is two memories.
+    """
 
     def __init__(self) -> None:
-        self._sorted = np.empty(0, dtype="S16")
+        self._sorted: dict[str | None, np.ndarray] = {}
 
     def __len__(self) -> int:
-        return len(self._sorted)
+        return sum(len(keys) for keys in self._sorted.values())
 
-    def first_seen(self, uuids: pa.FixedSizeBinaryArray) -> np.ndarray:
-        """Mark the rows whose UUID is new (earliest row wins within the batch) and remember them.
-
-        Fixed-width ``S16`` compares as raw bytes here: every value is exactly 16 bytes, so the
-        trailing-NUL stripping numpy applies cannot make two different values equal.
-        """
+    def first_seen(self, uuids: pa.FixedSizeBinaryArray,
+                   spaces: pa.Array | None = None) -> np.ndarray:
+        """Mark the rows whose (space, UUID) is new (earliest row wins) and remember them."""
         keys = np.frombuffer(uuids.buffers()[1], dtype="S16", count=len(uuids),
                              offset=uuids.offset * 16)
+        if spaces is None or spaces.null_count == len(spaces):
+            return self._first_seen(None, keys)
+        names = np.asarray(spaces.to_pylist(), dtype=object)
+        keep = np.zeros(len(keys), dtype=bool)
+        for name in dict.fromkeys(names.tolist()):
+            rows = np.flatnonzero(names == name)
+            keep[rows] = self._first_seen(name, keys[rows])
+        return keep
+
+    def _first_seen(self, space: str | None, keys: np.ndarray) -> np.ndarray:
+        """Fixed-width ``S16`` compares as raw bytes here: every value is exactly 16 bytes, so
+        the trailing-NUL stripping numpy applies cannot make two different values equal."""
         keep = np.zeros(len(keys), dtype=bool)
         _, first = np.unique(keys, return_index=True)
         keep[first] = True
-        if len(self._sorted):
-            pos = np.minimum(np.searchsorted(self._sorted, keys), len(self._sorted) - 1)
-            keep &= self._sorted[pos] != keys
-        merged = np.concatenate([self._sorted, np.sort(keys[keep])])
+        known = self._sorted.get(space, np.empty(0, dtype="S16"))
+        if len(known):
+            pos = np.minimum(np.searchsorted(known, keys), len(known) - 1)
+            keep &= known[pos] != keys
+        merged = np.concatenate([known, np.sort(keys[keep])])
         merged.sort(kind="stable")
-        self._sorted = merged
+        self._sorted[space] = merged
         return keep
 
 
@@ -225,7 +238,7 @@ def validate_batch(chunk: SourceBatch, seen: SeenIds) -> ValidatedBatch:
     reasons = _reasons(batch)
     valid = np.array([not r for r in reasons], dtype=bool)
     good = _conform(batch.filter(pa.array(valid)))
-    keep = seen.first_seen(node_uuids(good.column("id")))
+    keep = seen.first_seen(node_uuids(good.column("id")), good.column("space"))
     valid_idx = np.flatnonzero(valid)
     for j in np.flatnonzero(~keep):
         reasons[valid_idx[j]].append(

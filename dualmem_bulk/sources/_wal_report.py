@@ -31,6 +31,11 @@ class WalIssue(NamedTuple):
     """Payload size, or for a bad header or torn tail the bytes from ``offset`` to the end."""
     problem: str
 
+    def describe(self) -> str:
+        """One line for an operator: where, and what."""
+        seq = f" (sequence {self.sequence})" if self.sequence is not None else ""
+        return f"{self.space}/wal/{self.file} at byte {self.offset}{seq}: {self.problem}"
+
 
 _AT_RECORD = ("space", "file", "offset", "sequence", "problem")
 _AT_TAIL = ("space", "file", "offset", "bytes", "problem")

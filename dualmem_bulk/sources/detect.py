@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from dualmem_bulk.errors import SourceError
+from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.sources import SourceBatch
 
 __all__ = ["Source", "detect_source", "open_source"]
@@ -25,6 +25,16 @@ class Source(Protocol):
     def batches(self, batch_size: int) -> Iterator[SourceBatch]:
         """Loose legacy batches of at most ``batch_size`` rows."""
 
+    def describe(self) -> dict[str, Any]:
+        """Facts about the source for the run report (for a WAL: the replay report)."""
+
+    def damage(self) -> list[str]:
+        """One line per damaged spot found before reading rows (``--strict`` refuses them)."""
+
+
+def _files(files: list[Path]) -> dict[str, Any]:
+    return {"files": [str(f) for f in files]}
+
 
 def _sniff(path: Path) -> str:
     try:
@@ -42,13 +52,18 @@ def _sniff(path: Path) -> str:
 
 
 def detect_source(path: Path) -> str:
-    """``parquet`` or ``jsonl``, judged from the file's first bytes or a directory's files."""
+    """``parquet``, ``jsonl`` or ``engram-wal``, judged from the content of ``path``."""
+    from dualmem_bulk.sources.engram_wal import is_engram_root
+
     if not path.exists():
         raise SourceError(path, "no such file or directory")
     if path.is_dir():
+        if is_engram_root(path):
+            return "engram-wal"
         if any(path.rglob("*.parquet")):
             return "parquet"
-        raise SourceError(path, "directory holds no .parquet files")
+        raise SourceError(path, "directory holds no .parquet files and is not an Engram data "
+                                "root (<root>/<space>/wal/wal-*.log)")
     return _sniff(path)
 
 
@@ -77,10 +92,28 @@ class JsonlSource:
 
         yield from read_jsonl(self.path, batch_size)
 
+    def describe(self) -> dict[str, Any]:
+        """The file read."""
+        return _files(self.files)
 
-def open_source(path: Path) -> Source:
-    """Open ``path`` with the reader its content calls for; :class:`SourceError` otherwise."""
+    def damage(self) -> list[str]:
+        """JSON lines damage shows per row, in the quarantine."""
+        return []
+
+
+def open_source(path: Path, spaces: Sequence[str] | None = None,
+                batch_size: int = 16_384) -> Source:
+    """Open ``path`` with the reader its content calls for; :class:`SourceError` otherwise.
+
+    ``spaces`` picks memory spaces of an Engram data root (default: all of them).
+    """
     kind = detect_source(path)
+    if kind == "engram-wal":
+        from dualmem_bulk.sources.engram_wal import read_engram_wal
+
+        return read_engram_wal(path, batch_size, spaces)
+    if spaces:
+        raise UsageError(f"--space applies to an Engram data root; {path} is {kind}")
     if kind == "parquet":
         from dualmem_bulk.sources.parquet import ParquetSource
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -141,6 +141,14 @@ class EngramWalSource:
 
     def __iter__(self) -> Iterator[SourceBatch]:
         return self.batches(self.batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        """The replay report: spaces, files, record counts and every damaged spot."""
+        return self.report.as_dict()
+
+    def damage(self) -> list[str]:
+        """One line per damaged or skipped record, naming file and offset."""
+        return [issue.describe() for issue in self.report.issues]
 
     def winners(self) -> Iterator[WalRecordRef]:
         """The winning record of every memory, in the order the batches yield them."""

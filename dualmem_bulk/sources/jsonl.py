@@ -10,7 +10,7 @@ or when its result is suspect: a required value is null (missing, null or mistyp
 value looks like a stringified number/bool/array/object (polars turns ``"id": 5`` into ``"5"``);
 a timestamp does not parse; a ``\\u`` surrogate escape is present (polars turns a lone one into
 NUL); a zero may have been written as the integer ``-0`` (polars reads it as +0.0, serde as
--0.0); or the provenance is not in serde's compact ``"embedding_provenance":`` form.
+-0.0); or ``embedding_provenance`` is not the last key.
 
 Duplicate keys are rejected on the slow path (as serde does) but not detected on the fast path.
 """
@@ -42,7 +42,8 @@ _MAX_LINE = 16 << 20
 _CHUNK_LINES, _CHUNK_BYTES = 4096, 64 << 20
 """Lines handed to polars at once: bounds the raw text held in memory."""
 _WS = b" \t\r\n"
-_PROV_KEY = b'"embedding_provenance":'
+_PROV_KEY = b'"embedding_provenance"'
+_NULL_TAIL = b'"embedding_provenance":null}'
 _MINUS_ZERO = re.compile(rb"[\[,:]\s*-0\s*[,\]}]")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _LOOKS_STRINGIFIED = r"(?s)^(-?[0-9][0-9.eE+-]*|true|false|\[.*\]|\{.*\})$"
@@ -96,8 +97,9 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no
 def _found(value: Any) -> str:
     kind = {type(None): "null", bool: "bool", int: "integer", float: "number", str: "string",
             list: "array", dict: "object"}[type(value)]
-    text = json.dumps(value, ensure_ascii=False)
-    return f"{kind} {text[:60]}{'...' if len(text) > 60 else ''}"
+    text = json.dumps(value, ensure_ascii=False)[:60]  # invalid UTF-8 (surrogates) escaped:
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return f"{kind} {text}{'...' if len(text) >= 60 else ''}"
 
 
 def _text(obj: dict[str, Any], key: str, where: str = "", optional: bool = False) -> str | None:
@@ -134,9 +136,16 @@ def _number(value: Any, what: str) -> float:
     except OverflowError:
         as_f64 = float("inf")
     if not np.isfinite(as_f64):
-        raise _Bad(f"{what}: number out of range ({str(value)[:40]})")
+        raise _Bad(f"{what}: number out of range for f64")
     with np.errstate(over="ignore"):
         return float(np.float32(as_f64))
+
+
+def _component(value: Any, j: int) -> float:
+    if value is None:
+        raise _Bad(f"embedding[{j}] is null (serde writes NaN and infinities as null, so the "
+                   "value cannot be restored bit-exact)")
+    return _number(value, f"embedding[{j}]")
 
 
 def _provenance(value: Any) -> dict[str, Any] | None:
@@ -189,11 +198,7 @@ def _decode_line(raw: bytes) -> dict[str, Any]:
     if not isinstance(emb, list):
         raise _Bad("missing required key 'embedding'" if "embedding" not in obj else
                    f"embedding: expected an array of numbers, found {_found(emb)}")
-    for j, v in enumerate(emb):
-        if v is None:
-            raise _Bad(f"embedding[{j}] is null (serde writes NaN and infinities as null, so "
-                       "the value cannot be restored bit-exact)")
-    row["embedding"] = [_number(v, f"embedding[{j}]") for j, v in enumerate(emb)]
+    row["embedding"] = [_component(v, j) for j, v in enumerate(emb)]
     for name in (*_F32, *_TIMES, "access_count"):
         if name not in obj:
             raise _Bad(f"missing required key {name!r}")
@@ -212,11 +217,12 @@ def _decode_line(raw: bytes) -> dict[str, Any]:
 
 
 def _line_id(raw: bytes) -> str | None:
+    """The line's id for the quarantine, when the line has a valid string id."""
     try:
-        ident = json.loads(raw.decode("utf-8", "replace")).get("id")
-    except (ValueError, AttributeError, RecursionError):
+        ident = json.loads(raw.decode("utf-8", "surrogateescape")).get("id")
+        return ident if isinstance(ident, str) and ident.encode("utf-8") else None
+    except (ValueError, AttributeError, RecursionError):  # UnicodeEncodeError is a ValueError
         return None
-    return ident if isinstance(ident, str) else None
 
 
 def _record(raw: bytes) -> str:
@@ -229,21 +235,25 @@ def _record(raw: bytes) -> str:
 # --- the fast path: polars on a chunk, provenance from each line's tail ----------------------
 
 def _tail_provenance(raw: bytes) -> dict[str, Any] | None:
-    """The top-level provenance when it is the last key in serde's compact form, else ``_Bad``.
+    """The top-level provenance when it is the line's last key, else ``_Bad`` (go slow).
 
-    A match of ``"embedding_provenance":`` whose quote is not escaped is a key (a quote inside a
-    string is escaped); a value followed only by ``}`` closes the top-level object.
+    In a line that is valid JSON (polars parsed it), an unescaped ``"embedding_provenance"``
+    followed by ``:`` is a key, and a value followed only by ``}`` closes the top-level object.
     """
+    if raw.endswith(_NULL_TAIL) and raw[-len(_NULL_TAIL) - 1:-len(_NULL_TAIL)] in (b",", b"{"):
+        return None  # serde's compact form of an absent provenance: most rows
     pos = raw.rfind(_PROV_KEY)
-    if pos <= 0 or raw[pos - 1] == ord("\\"):
-        raise _Bad("provenance not in compact form")
-    tail = raw[pos + len(_PROV_KEY):].decode("utf-8")
-    start = len(tail) - len(tail.lstrip(" \t\r\n"))
+    if pos <= 0 or raw[pos - 1] not in b",{ \t\r\n":
+        raise _Bad("no unescaped provenance key")
+    tail = raw[pos + len(_PROV_KEY):].decode("utf-8").lstrip(" \t\r\n")
+    if tail[:1] != ":":
+        raise _Bad("not a key")
+    body = tail[1:].lstrip(" \t\r\n")
     try:
-        value, end = _DECODER.raw_decode(tail, start)
+        value, end = _DECODER.raw_decode(body)
     except ValueError as exc:
         raise _Bad(str(exc)) from None
-    if tail[end:].strip(" \t\r\n") != "}":
+    if body[end:].strip(" \t\r\n") != "}":
         raise _Bad("provenance is not the last key")
     return _provenance(value)
 
@@ -268,7 +278,8 @@ def _polars(lines: list[bytes], lo: int, hi: int, frames: list[tuple[int, pl.Dat
 
 
 def _col(table: pa.Table, name: str) -> pa.Array:
-    return table.column(name).combine_chunks()
+    col = table.column(name)
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
 
 
 def _mask(arr: pa.Array) -> np.ndarray:
@@ -276,27 +287,15 @@ def _mask(arr: pa.Array) -> np.ndarray:
 
 
 def _f32(arr: pa.Array) -> pa.Array:
-    """f64 -> f32 as Rust's ``as f32`` (round to nearest; overflow to infinity)."""
-    with np.errstate(over="ignore"):
-        values = np.asarray(arr.fill_null(0).to_numpy(zero_copy_only=False)).astype(np.float32)
-    return pa.array(values, mask=_mask(arr.is_null()))
+    """f64 -> f32 as Rust's ``as f32`` (round to nearest, overflow to infinity); nulls kept."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = np.asarray(arr.to_numpy(zero_copy_only=False)).astype(np.float32)
+    return pa.array(values, mask=_mask(arr.is_null()) if arr.null_count else None)
 
 
-def _fast_rows(lines: list[bytes], rows: np.ndarray) -> tuple[pa.RecordBatch, np.ndarray]:
-    """Polars-parsed rows as a loose batch, and the mask of lines the slow path must judge."""
-    frames: list[tuple[int, pl.DataFrame]] = []
-    failed: list[int] = []
-    _polars(lines, 0, len(lines), frames, failed)
-    frames.sort(key=lambda f: f[0])
-    order = np.concatenate([np.arange(lo, lo + df.height, dtype=np.int64) for lo, df in frames]
-                           or [np.zeros(0, dtype=np.int64)])
-    suspect = np.zeros(len(lines), dtype=bool)
-    suspect[failed] = True
-    if not frames:
-        return pa.RecordBatch.from_pylist([], schema=_LOOSE), suspect
-    table = pl.concat([df for _, df in frames]).to_arrow()
-    n = table.num_rows
-    bad = np.zeros(n, dtype=bool)
+def _suspects(table: pa.Table, lines: list[bytes]) -> tuple[np.ndarray, list[Any]]:
+    """Rows the slow path must judge (see the module docstring), and each row's provenance."""
+    bad = np.zeros(table.num_rows, dtype=bool)
     for name in _REQUIRED:
         bad |= _mask(_col(table, name).is_null())
     for name in ("id", "content", *_TIMES):
@@ -304,36 +303,56 @@ def _fast_rows(lines: list[bytes], rows: np.ndarray) -> tuple[pa.RecordBatch, np
                      .fill_null(False))
     emb = _col(table, "embedding")
     flat = pc.list_flatten(emb)
-    parents = pc.list_parent_indices(emb).to_numpy(zero_copy_only=False)
-    bad[parents[_mask(flat.is_null())]] = True
-    zero = np.zeros(n, dtype=bool)
-    flat_values = np.asarray(flat.fill_null(1).to_numpy(zero_copy_only=False))
-    zero[parents[(flat_values == 0) & ~np.signbit(flat_values)]] = True
+    ends = np.cumsum(pc.list_value_length(emb).fill_null(0).to_numpy(zero_copy_only=False))
+    if flat.null_count:
+        bad[np.searchsorted(ends, np.flatnonzero(_mask(flat.is_null())), side="right")] = True
+    values = np.asarray(flat.to_numpy(zero_copy_only=False))
+    zeros = np.flatnonzero(values == 0)
+    zero = np.zeros(table.num_rows, dtype=bool)
+    zero[np.searchsorted(ends, zeros[~np.signbit(values[zeros])], side="right")] = True
     for name in _F32:
         zero |= _mask(pc.equal(_col(table, name), 0).fill_null(False))
+    flags, provenance = bad.tolist(), []
+    for k, (raw, maybe_minus_zero) in enumerate(zip(lines, zero.tolist(), strict=True)):
+        if (maybe_minus_zero and _MINUS_ZERO.search(raw)) or (
+                b"\\u" in raw and _SURROGATE_ESCAPE.search(raw)):
+            flags[k] = True
+        try:
+            provenance.append(None if flags[k] else _tail_provenance(raw))
+        except _Bad:
+            flags[k] = True
+            provenance.append(None)
+    return np.array(flags, dtype=bool), provenance
+
+
+def _fast_rows(lines: list[bytes], rows: np.ndarray) -> tuple[pa.RecordBatch, np.ndarray]:
+    """Polars-parsed rows as a loose batch, and the mask of lines the slow path must judge."""
+    frames: list[tuple[int, pl.DataFrame]] = []
+    failed: list[int] = []
+    if lines:
+        _polars(lines, 0, len(lines), frames, failed)
+    suspect = np.zeros(len(lines), dtype=bool)
+    suspect[failed] = True
+    if not frames:
+        return pa.RecordBatch.from_pylist([], schema=_LOOSE), suspect
+    frames.sort(key=lambda f: f[0])
+    order = np.concatenate([np.arange(lo, lo + df.height, dtype=np.int64) for lo, df in frames])
+    table = pl.concat([df for _, df in frames]).to_arrow()
+    n = table.num_rows
+    bad, provenance = _suspects(table, [lines[i] for i in order])
     times = {}
     for name in _TIMES:
         times[name], bad_time = parse_rfc3339_lenient(_col(table, name))
         bad |= bad_time
-    provenance: list[dict[str, Any] | None] = []
-    for k, i in enumerate(order):
-        raw = lines[i]
-        if zero[k] and _MINUS_ZERO.search(raw):
-            bad[k] = True
-        if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw):
-            bad[k] = True
-        try:
-            provenance.append(None if bad[k] else _tail_provenance(raw))
-        except _Bad:
-            bad[k] = True
-            provenance.append(None)
-    lengths = pc.list_value_length(emb).fill_null(0).to_numpy(zero_copy_only=False)
+    emb = _col(table, "embedding")
     offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
+    np.cumsum(pc.list_value_length(emb).fill_null(0).to_numpy(zero_copy_only=False),
+              out=offsets[1:])
     batch = pa.RecordBatch.from_arrays([
         _col(table, "id").cast(pa.utf8()),
-        pa.ListArray.from_arrays(pa.array(offsets), _f32(flat.fill_null(0))),
-        *(_f32(_col(table, name)) for name in ("activation", "confidence")),
+        pa.ListArray.from_arrays(pa.array(offsets), _f32(pc.list_flatten(emb))),
+        _f32(_col(table, "activation")),
+        _f32(_col(table, "confidence")),
         times["last_access"],
         _col(table, "access_count"),
         times["created_at"],
@@ -351,7 +370,7 @@ def _fast_rows(lines: list[bytes], rows: np.ndarray) -> tuple[pa.RecordBatch, np
 def _chunk(source: str, rows: list[int], lines: list[bytes | None]) -> SourceBatch:
     """Decode one chunk of non-blank lines: fast path first, then each suspect line alone."""
     rejected: list[Rejected] = []
-    fast_idx = [i for i, raw in enumerate(lines) if _fast_candidate(raw)]
+    fast_idx = _fast_candidates(lines)
     fast_lines = [lines[i] or b"" for i in fast_idx]
     row_arr = np.asarray(rows, dtype=np.int64)
     batch, suspect = _fast_rows(fast_lines, row_arr[fast_idx])
@@ -377,12 +396,19 @@ def _chunk(source: str, rows: list[int], lines: list[bytes | None]) -> SourceBat
     return SourceBatch(source, batch, tuple(rejected))
 
 
-def _fast_candidate(raw: bytes | None) -> bool:
-    """Worth handing to polars: looks like one object and is UTF-8 (else polars fails a chunk)."""
-    if raw is None or raw.lstrip(_WS)[:1] != b"{" or raw.rstrip(_WS)[-1:] != b"}":
-        return False
-    if raw.isascii():
-        return True
+def _fast_candidates(lines: list[bytes | None]) -> list[int]:
+    """Lines worth handing to polars: one object by its ends, and valid UTF-8 (an invalid line
+    would fail polars' whole chunk). UTF-8 is checked by one Arrow cast for the chunk."""
+    idx = [i for i, raw in enumerate(lines) if raw is not None
+           and raw.lstrip(_WS)[:1] == b"{" and raw.rstrip(_WS)[-1:] == b"}"]
+    try:
+        pa.array([lines[i] for i in idx], pa.binary()).cast(pa.utf8())
+    except pa.ArrowInvalid:
+        idx = [i for i in idx if _is_utf8(lines[i] or b"")]
+    return idx
+
+
+def _is_utf8(raw: bytes) -> bool:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -391,16 +417,20 @@ def _fast_candidate(raw: bytes | None) -> bool:
 
 
 def _lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
-    """``(index, line)`` for every line; ``None`` stands for a line longer than _MAX_LINE."""
-    index = 0
-    while piece := fh.readline(_MAX_LINE + 1):
-        if len(piece) > _MAX_LINE and not piece.endswith(b"\n"):
-            while (rest := fh.readline(_MAX_LINE)) and not rest.endswith(b"\n"):
-                pass
-            yield index, None
-        else:
-            yield index, piece
-        index += 1
+    """``(index, line)`` per ``\\n``-separated line, read in 4 MiB blocks; ``None`` stands for a
+    line longer than _MAX_LINE (its bytes are skipped, not held)."""
+    index, tail, overlong = 0, b"", False
+    while block := fh.read(4 << 20):
+        lines = block.split(b"\n")
+        lines[0] = tail + lines[0]
+        tail = lines.pop()
+        for line in lines:
+            yield index, None if overlong or len(line) > _MAX_LINE else line
+            index, overlong = index + 1, False
+        if len(tail) > _MAX_LINE:
+            tail, overlong = b"", True
+    if tail or overlong:
+        yield index, None if overlong else tail
 
 
 def _check_first(path: Path, index: int, raw: bytes | None) -> None:
@@ -409,7 +439,7 @@ def _check_first(path: Path, index: int, raw: bytes | None) -> None:
         try:
             if isinstance(json.loads(raw.decode("utf-8", "surrogateescape")), dict):
                 return
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     raise SourceError(path, f"not Memory JSON lines: line {index + 1} is not a JSON object; "
                             "expected one serde Memory object per line")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -63,3 +64,11 @@ class ParquetSource:
                     row += batch.num_rows
             except (OSError, pa.ArrowException) as exc:
                 raise SourceError(file, f"unreadable after row {row} ({exc})") from exc
+
+    def describe(self) -> dict[str, Any]:
+        """The files read."""
+        return {"files": [str(f) for f in self.files]}
+
+    def damage(self) -> list[str]:
+        """Parquet damage is found while reading (an unreadable file fails the run)."""
+        return []
