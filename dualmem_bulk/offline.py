@@ -45,7 +45,13 @@ from dualmem_bulk.schema import (
 from dualmem_bulk.schema.validate import SeenIds, validate_batch
 from dualmem_bulk.sources import Rejected
 from dualmem_bulk.sources.detect import Source, open_source
-from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat, write_store
+from dualmem_bulk.stores import (
+    PARQUET_OPTIONS,
+    TargetFormat,
+    open_parquet,
+    parquet_batches,
+    write_store,
+)
 from dualmem_bulk.verify import verify_run
 
 __all__ = [
@@ -232,7 +238,7 @@ def _quarantine_table(rows: list[Rejected]) -> pa.Table:
 def _converted(snapshot: Path, batch_size: int, digest: list[TableDigest],
                progress: Progress) -> Iterator[pa.RecordBatch]:
     """DualMemoryNode batches from the snapshot, reusing its checksums."""
-    for batch in pq.ParquetFile(snapshot).iter_batches(batch_size=batch_size):
+    for batch in parquet_batches(open_parquet(snapshot), batch_size):
         sums = batch.column("checksum")
         legacy = pa.RecordBatch.from_arrays(
             [batch.column(n) for n in LEGACY_SCHEMA.names], schema=LEGACY_SCHEMA

@@ -39,7 +39,7 @@ __all__ = ["read_jsonl", "write_jsonl"]
 
 _MAX_LINE = 16 << 20
 """Longest line read (a Memory is ~10 KB plus content of at most ~100 KB); longer is rejected."""
-_CHUNK_LINES, _CHUNK_BYTES = 4096, 64 << 20
+_CHUNK_LINES, _CHUNK_BYTES = 1024, 64 << 20
 """Lines handed to polars at once: bounds the raw text held in memory."""
 _WS = b" \t\r\n"
 _PROV_KEY = b'"embedding_provenance"'
@@ -364,7 +364,7 @@ def _fast_rows(lines: list[bytes], rows: np.ndarray) -> tuple[pa.RecordBatch, np
         pa.array(rows[order], pa.int64()),
     ], schema=_LOOSE)
     suspect[order[bad]] = True
-    return batch.filter(pa.array(~bad)), suspect
+    return (batch.filter(pa.array(~bad)) if bad.any() else batch), suspect
 
 
 def _chunk(source: str, rows: list[int], lines: list[bytes | None]) -> SourceBatch:
@@ -398,14 +398,10 @@ def _chunk(source: str, rows: list[int], lines: list[bytes | None]) -> SourceBat
 
 def _fast_candidates(lines: list[bytes | None]) -> list[int]:
     """Lines worth handing to polars: one object by its ends, and valid UTF-8 (an invalid line
-    would fail polars' whole chunk). UTF-8 is checked by one Arrow cast for the chunk."""
-    idx = [i for i, raw in enumerate(lines) if raw is not None
-           and raw.lstrip(_WS)[:1] == b"{" and raw.rstrip(_WS)[-1:] == b"}"]
-    try:
-        pa.array([lines[i] for i in idx], pa.binary()).cast(pa.utf8())
-    except pa.ArrowInvalid:
-        idx = [i for i in idx if _is_utf8(lines[i] or b"")]
-    return idx
+    would fail polars' whole chunk)."""
+    return [i for i, raw in enumerate(lines) if raw is not None
+            and raw.lstrip(_WS)[:1] == b"{" and raw.rstrip(_WS)[-1:] == b"}"
+            and (raw.isascii() or _is_utf8(raw))]
 
 
 def _is_utf8(raw: bytes) -> bool:

@@ -13,6 +13,7 @@ from dualmem_bulk.errors import SourceError
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.schema.validate import check_schema
 from dualmem_bulk.sources import ROW_COLUMN, SourceBatch
+from dualmem_bulk.stores import open_parquet, parquet_batches
 
 __all__ = ["ParquetSource", "parquet_files"]
 
@@ -29,7 +30,7 @@ def parquet_files(path: Path) -> list[Path]:
 
 def _open(path: Path) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(path)
+        return open_parquet(path)
     except (OSError, pa.ArrowException) as exc:
         raise SourceError(path, f"not a readable Parquet file ({exc})") from exc
 
@@ -58,7 +59,7 @@ class ParquetSource:
             columns = [n for n in handle.schema_arrow.names if n in wanted]
             row = 0
             try:
-                for batch in handle.iter_batches(batch_size=batch_size, columns=columns):
+                for batch in parquet_batches(handle, batch_size, columns):
                     rows = pa.array(range(row, row + batch.num_rows), pa.int64())
                     yield SourceBatch(str(file), batch.append_column(ROW_COLUMN, rows))
                     row += batch.num_rows

@@ -20,7 +20,15 @@ from dualmem_bulk.errors import SourceError
 os.environ.setdefault("LANCE_LOG", "error")
 import lance
 
-__all__ = ["PARQUET_OPTIONS", "TargetFormat", "TargetStore", "detect_store", "write_store"]
+__all__ = [
+    "PARQUET_OPTIONS",
+    "TargetFormat",
+    "TargetStore",
+    "detect_store",
+    "open_parquet",
+    "parquet_batches",
+    "write_store",
+]
 
 TargetFormat = Literal["lance", "parquet"]
 
@@ -32,6 +40,27 @@ PARQUET_OPTIONS: dict[str, object] = {
 """Parquet writer options for snapshots and Parquet targets. Embeddings are ~90% of the bytes
 and do not compress (snappy: -1%, zstd-1: -8%) while compression, dictionaries and statistics
 cost 20-40% of write speed and halve read speed (measured on 50K nodes, see RESULTS.md)."""
+
+_READ_BUFFER = 1 << 20
+
+
+def open_parquet(path: Path) -> pq.ParquetFile:
+    """Open a Parquet file for streaming: no pre-buffering of whole row groups, a 1 MiB read
+    buffer. Measured on 200K nodes: peak RSS 1,076 -> 401 MiB and 1.8x faster than the defaults,
+    which pre-buffer every column chunk of a row group and decode with threads."""
+    return pq.ParquetFile(path, pre_buffer=False, buffer_size=_READ_BUFFER)
+
+
+def parquet_batches(
+    handle: pq.ParquetFile, batch_size: int, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Stream a Parquet file opened with :func:`open_parquet` in batches of ``batch_size``."""
+    yield from handle.iter_batches(batch_size=batch_size, columns=columns, use_threads=False)
+
+
+_LANCE_READ: dict[str, int] = {"batch_readahead": 2, "io_buffer_size": 64 << 20}
+"""Lance scan options: read-ahead of 2 batches and a 64 MiB I/O buffer read 200K nodes in
+1.25 s at 788 MiB peak RSS, against 2.23 s and 881 MiB with Lance's defaults."""
 
 _PART_ROWS = 1_048_576
 """Rows per Parquet part file of a Parquet target (one row group per written batch)."""
@@ -107,10 +136,11 @@ class TargetStore:
     ) -> Iterator[pa.RecordBatch]:
         """Stream the store's rows in bounded batches."""
         if self._lance is not None:
-            yield from self._lance.to_batches(columns=columns, batch_size=batch_size)
+            yield from self._lance.to_batches(columns=columns, batch_size=batch_size,
+                                              **_LANCE_READ)
             return
         for part in sorted(self.path.glob("*.parquet")):
-            yield from pq.ParquetFile(part).iter_batches(batch_size=batch_size, columns=columns)
+            yield from parquet_batches(open_parquet(part), batch_size, columns)
 
     def describe(self) -> dict[str, object]:
         """Format-specific facts for ``inspect`` (Lance: version and fragments)."""
