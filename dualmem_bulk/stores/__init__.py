@@ -58,7 +58,8 @@ def parquet_batches(
     yield from handle.iter_batches(batch_size=batch_size, columns=columns, use_threads=False)
 
 
-_LANCE_READ: dict[str, int] = {"batch_readahead": 2, "io_buffer_size": 64 << 20}
+_LANCE_READAHEAD = 2
+_LANCE_IO_BUFFER = 64 << 20
 """Lance scan options: read-ahead of 2 batches and a 64 MiB I/O buffer read 200K nodes in
 1.25 s at 788 MiB peak RSS, against 2.23 s and 881 MiB with Lance's defaults."""
 
@@ -136,8 +137,10 @@ class TargetStore:
     ) -> Iterator[pa.RecordBatch]:
         """Stream the store's rows in bounded batches."""
         if self._lance is not None:
-            yield from self._lance.to_batches(columns=columns, batch_size=batch_size,
-                                              **_LANCE_READ)
+            yield from self._lance.to_batches(
+                columns=columns, batch_size=batch_size, batch_readahead=_LANCE_READAHEAD,
+                io_buffer_size=_LANCE_IO_BUFFER,
+            )
             return
         for part in sorted(self.path.glob("*.parquet")):
             yield from parquet_batches(open_parquet(part), batch_size, columns)
