@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -10,7 +11,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "fsync_dir", "fsync_tree", "remove", "write_json"]
+__all__ = ["atomic_path", "fault_point", "fsync_dir", "fsync_tree", "remove", "write_json"]
+
+_FAULTS: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """Test hook for failures no test can cause for real (a full disk, say).
+
+    ``DUALMEM_FAULT=target-write:3:ENOSPC`` makes the 3rd pass through ``fault_point
+    ("target-write")`` in this process raise ``OSError(ENOSPC)``. Unset, it does nothing.
+    """
+    spec = os.environ.get("DUALMEM_FAULT")
+    if not spec or not spec.startswith(name + ":"):
+        return
+    _point, nth, code = spec.split(":")
+    _FAULTS[name] = _FAULTS.get(name, 0) + 1
+    if _FAULTS[name] == int(nth):
+        err = getattr(errno, code)
+        raise OSError(err, os.strerror(err))
 
 
 def fsync_dir(path: Path) -> None:

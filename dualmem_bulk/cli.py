@@ -92,6 +92,12 @@ class _CliProgress:
         if self._bar is None and self._name and self._done:
             self._line(self._done / max(time.monotonic() - self._start, 1e-9))
 
+    def message(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(text, highlight=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
     def done(self) -> None:
         self._flush()
         self._name = ""
@@ -130,17 +136,26 @@ def _emit(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
 
 @app.command()
 def generate(
-    out: Annotated[Path, typer.Argument(help="File to write (.parquet or .jsonl).")],
+    out: Annotated[Path, typer.Argument(
+        help="File to write (.parquet or .jsonl), or for engram-wal the data root directory "
+             "to create (new or empty).")],
     nodes: Annotated[int, typer.Option(min=0, help="Number of Memory nodes.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
     fmt: Annotated[
-        Literal["parquet", "jsonl"], typer.Option("--format", help="Output format.")
+        Literal["parquet", "jsonl", "engram-wal"],
+        typer.Option("--format", help="Output format: parquet, jsonl (Memory serde JSON lines) "
+                                      "or engram-wal (an Engram data root of WAL files)."),
     ] = "parquet",
     as_json: JsonOpt = False,
 ) -> None:
     """Write realistic synthetic legacy Memory data, for trials and benchmarks.
 
+    With --format engram-wal, OUT becomes an Engram data root: the memories as EpisodeStore
+    records in <space>/wal/wal-<16 hex>.log files of a few memory spaces.
+
     Example: dualmem-bulk generate memories.parquet --nodes 200000 --seed 7
+
+    Example: dualmem-bulk generate engram-data --nodes 200000 --format engram-wal
     """
     from dualmem_bulk.generate import write_generated
 
@@ -166,12 +181,18 @@ def convert(
     strict: Annotated[bool, typer.Option(help="Fail (exit 3) on any invalid row.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Validate and estimate; write nothing.")] = False,
     space: SpaceOpt = None,
+    checkpoint_every: Annotated[int | None, typer.Option(
+        min=1, help="Commit and checkpoint after at least N nodes (default: every batch).")
+    ] = None,
+    restart: Annotated[bool, typer.Option(
+        help="Discard an unfinished run in the run directory and start again.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Convert a legacy Memory source into a new DualMemoryNode store, then verify it.
 
-    The run directory keeps a Parquet snapshot of the source (for rollback), the quarantine of
-    invalid rows, and the report.
+    The run directory keeps a journal, a Parquet snapshot of the source (for rollback), the
+    quarantine of invalid rows, and the report. Re-running the same command resumes a run that
+    was interrupted or crashed; Ctrl-C stops at the next checkpoint (exit 4).
 
     Example: dualmem-bulk convert memories.parquet nodes.lance --json
     """
@@ -180,7 +201,7 @@ def convert(
     config = OfflineConfig(
         source=source, target=target, run_dir=run_dir, target_format=target_format,
         batch_size=batch_size or DEFAULT_BATCH_SIZE, strict=strict, dry_run=dry_run,
-        spaces=tuple(space or ()),
+        spaces=tuple(space or ()), checkpoint_every=checkpoint_every, restart=restart,
     )
     progress = _CliProgress()
     try:
@@ -218,7 +239,7 @@ def export(
 
     Example: dualmem-bulk export /var/lib/engram-data snapshot.parquet --space default
     """
-    from dualmem_bulk.offline import export_snapshot
+    from dualmem_bulk.export import export_snapshot
 
     progress = _CliProgress()
     try:
@@ -256,6 +277,32 @@ def verify(
     _emit({"status": "ok" if report.ok else "differs", **report.as_dict()}, as_json, lines)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory of a conversion.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Say where a run stands: state, progress, last checkpoint, rate, ETA, lock holder, and
+    whether rollback is still possible.
+
+    Example: dualmem-bulk status nodes.lance.run
+    """
+    from dualmem_bulk.status import run_status
+
+    info = _run(lambda: run_status(run_dir), as_json)
+    done, total = info["nodes_done"], info["nodes_total"]
+    lines = [
+        f"{info['run_dir']}: {info['state']}"
+        + (f" (running, pid {info['lock_holder']['pid']})" if info["running"] else ""),
+        f"  converted {done:,} of {total:,} nodes" if total is not None else
+        "  export not finished",
+        f"  last checkpoint {info['last_checkpoint'] or '-'}, "
+        f"{info['nodes_per_s'] or '-'} nodes/s, ETA {info['eta_s'] or '-'} s",
+        f"  rollback {'possible' if info['rollback_possible'] else 'not possible'}",
+    ]
+    _emit(info, as_json, lines)
 
 
 @app.command()

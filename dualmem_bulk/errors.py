@@ -11,7 +11,8 @@
      │    └── SourceDamaged            --strict and the source has damaged records (WAL)
      ├── TargetExists               3   the target already exists and is not this run's
      ├── VerificationFailed         1   the target differs from the snapshot
-     └── Interrupted                4   stopped by a signal; re-run the same command to resume
+     ├── Interrupted                4   stopped (signal, full disk...); re-run the same command
+     └── RunLocked                  5   another migrator holds the run directory
 
 Foreign errors (pyarrow, polars, lance, OS) are translated at the storage boundary and chained
 with ``from`` so the original stays visible.
@@ -24,6 +25,8 @@ __all__ = [
     "InputError",
     "Interrupted",
     "InvalidRows",
+    "RunChanged",
+    "RunLocked",
     "SchemaMismatch",
     "SourceDamaged",
     "SourceError",
@@ -116,3 +119,26 @@ class Interrupted(DualmemError):
     """Stopped by a signal after a checkpoint; re-running the same command resumes."""
 
     exit_code = 4
+
+
+class RunChanged(InputError):
+    """The source or the configuration changed since the run started: it cannot resume."""
+
+    def __init__(self, run_dir: object, what: str) -> None:
+        super().__init__(
+            f"{run_dir}: {what} since this run started, so it cannot resume; "
+            "re-run with --restart to start the run again from the current source"
+        )
+
+
+class RunLocked(DualmemError):
+    """Another migrator holds the run directory's lock."""
+
+    exit_code = 5
+
+    def __init__(self, run_dir: object, holder: dict[str, object] | None) -> None:
+        who = (f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
+               if holder else "an unknown process")
+        super().__init__(f"{run_dir}: another migrator holds this run ({who}); "
+                         "wait for it, or stop it and re-run to resume")
+        self.holder = holder

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,11 @@ import pyarrow.parquet as pq
 
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.errors import SourceError
-from dualmem_bulk.offline import DEFAULT_BATCH_SIZE, scan_source
+from dualmem_bulk.export import DEFAULT_BATCH_SIZE, scan_source
+from dualmem_bulk.journal import Journal
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import schema_identity
+from dualmem_bulk.status import run_status
 from dualmem_bulk.stores import TargetStore, detect_store
 
 __all__ = ["inspect_path"]
@@ -78,9 +79,8 @@ def inspect_path(path: Path, progress: Progress = NULL_PROGRESS,
     """
     if not path.exists():
         raise SourceError(path, "no such file or directory")
-    if (path / "run.json").is_file():
-        run = json.loads((path / "run.json").read_text(encoding="utf-8"))
-        return {"path": str(path), "kind": "run directory", **run}
+    if Journal.exists(path):
+        return {"path": str(path), "kind": "run directory", **run_status(path)}
     if detect_store(path) == "lance" or (
         path.is_dir() and detect_store(path) == "parquet" and _is_dual(path)
     ):

@@ -19,6 +19,9 @@ class Progress(Protocol):
     def done(self) -> None:
         """The operation has ended (successfully or not)."""
 
+    def message(self, text: str) -> None:
+        """Something the operator should read (a resumed run, a lock taken over)."""
+
 
 class NullProgress:
     """Progress that shows nothing: the default for library callers."""
@@ -31,6 +34,9 @@ class NullProgress:
 
     def done(self) -> None:
         """Nothing to close."""
+
+    def message(self, text: str) -> None:
+        """Drop the message."""
 
 
 NULL_PROGRESS: Progress = NullProgress()

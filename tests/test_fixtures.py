@@ -22,13 +22,8 @@ import pytest
 from reference_encoding import table_digest
 
 from dualmem_bulk.convert import to_legacy
-from dualmem_bulk.offline import (
-    DEFAULT_BATCH_SIZE,
-    QUARANTINE,
-    OfflineConfig,
-    run_offline,
-    scan_source,
-)
+from dualmem_bulk.export import DEFAULT_BATCH_SIZE, scan_source
+from dualmem_bulk.offline import QUARANTINE, OfflineConfig, run_offline
 from dualmem_bulk.stores import TargetStore
 from dualmem_bulk.verify import verify_run
 

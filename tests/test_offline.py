@@ -15,7 +15,9 @@ from conftest import assert_bit_equal, legacy_table
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.convert import to_legacy
 from dualmem_bulk.errors import InvalidRows, SchemaMismatch, SourceError, TargetExists
-from dualmem_bulk.offline import OfflineConfig, run_offline, scan_source
+from dualmem_bulk.export import scan_source
+from dualmem_bulk.journal import Journal
+from dualmem_bulk.offline import OfflineConfig, run_offline
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.stores import TargetStore
 from dualmem_bulk.verify import verify_run
@@ -56,7 +58,11 @@ def test_convert_verifies_and_round_trips(tmp_path: Path, fmt: str, batch_size: 
     snapshot = pq.read_table(run_dir / "snapshot.parquet")
     assert snapshot.num_rows == 13
     assert json.loads((run_dir / "report.json").read_text())["status"] == "done"
-    assert json.loads((run_dir / "run.json").read_text())["state"] == "done"
+    journal = Journal.open(run_dir)
+    assert journal.state == "done"
+    assert journal.committed().hex == digest.hex
+    assert sum(r.rows for r in journal.batches()) == 13
+    journal.close()
 
 
 def test_invalid_rows_are_quarantined(tmp_path: Path) -> None:

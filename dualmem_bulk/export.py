@@ -1,0 +1,154 @@
+"""The export phase: stream a source through validation into a snapshot (legacy schema +
+per-row checksums) and a quarantine of rejected rows. Also ``scan_source`` (the same pass,
+writing nothing) and ``export_snapshot`` (the phase on its own, for ``dualmem-bulk export``)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dualmem_bulk._fs import atomic_path
+from dualmem_bulk.checksum import TableDigest, row_checksums
+from dualmem_bulk.errors import InvalidRows, SourceDamaged, TargetExists, UsageError
+from dualmem_bulk.progress import NULL_PROGRESS, Progress
+from dualmem_bulk.report import RunReport, finish
+from dualmem_bulk.schema import QUARANTINE_SCHEMA, SNAPSHOT_SCHEMA
+from dualmem_bulk.schema.validate import SeenIds, validate_batch
+from dualmem_bulk.sources import Rejected
+from dualmem_bulk.sources.detect import Source, open_source
+from dualmem_bulk.stores import PARQUET_OPTIONS
+
+__all__ = ["DEFAULT_BATCH_SIZE", "Exporter", "export_snapshot", "open_checked", "scan_source"]
+
+DEFAULT_BATCH_SIZE = 16_384
+"""Rows per batch: ~55 MB of embeddings, enough to amortise per-batch overhead (RESULTS.md)."""
+
+
+def _reason_kind(reason: str) -> str:
+    """Group reasons for the summary: the text up to the first digit, colon or parenthesis."""
+    head = reason.split(";")[0]
+    for i, ch in enumerate(head):
+        if ch.isdigit() or ch in ":(":
+            return head[:i].strip() or head
+    return head
+
+
+class Exporter:
+    """Streams the source through validation into the snapshot and quarantine files."""
+
+    def __init__(self, source: Source, batch_size: int, report: RunReport) -> None:
+        self.source, self.batch_size, self.report = source, batch_size, report
+        self.digest = TableDigest()
+        self.reasons: Counter[str] = Counter()
+
+    def _note(self, rejected: tuple[Rejected, ...]) -> None:
+        for r in rejected:
+            self.reasons[_reason_kind(r.reason)] += 1
+            if len(self.report.quarantine_sample) < 20:
+                self.report.quarantine_sample.append(
+                    {"source": r.source, "row": r.row, "id": r.id, "reason": r.reason}
+                )
+
+    def batches(self, progress: Progress, check: Callable[[], None] = lambda: None
+                ) -> Iterator[tuple[pa.RecordBatch, list[Rejected]]]:
+        """Yield (snapshot batch with checksums, rejected rows) per source batch; ``check`` runs
+        before each batch (it raises to stop the export)."""
+        seen = SeenIds()
+        for chunk in self.source.batches(self.batch_size):
+            check()
+            checked = validate_batch(chunk, seen)
+            sums = row_checksums(checked.good)
+            self.digest += TableDigest.of(sums)
+            self._note(checked.rejected)
+            n_in = chunk.batch.num_rows + len(chunk.rejected)
+            self.report.nodes_in += n_in
+            self.report.quarantined += len(checked.rejected)
+            progress.advance(n_in)
+            yield checked.good.append_column(SNAPSHOT_SCHEMA.field("checksum"), sums), list(
+                checked.rejected
+            )
+        self.report.quarantine_reasons = dict(self.reasons.most_common())
+        self.report.snapshot_digest = self.digest.hex
+        self.report.snapshot_rows = self.digest.rows
+
+    def write(self, snapshot: Path, quarantine: Path, strict: bool, progress: Progress,
+              check: Callable[[], None] = lambda: None) -> None:
+        """Write the snapshot (and the quarantine, if any row is rejected), each atomically."""
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(snapshot))
+            writer = stack.enter_context(pq.ParquetWriter(tmp, SNAPSHOT_SCHEMA, **PARQUET_OPTIONS))
+            rejects: pq.ParquetWriter | None = None
+            for batch, rejected in self.batches(progress, check):
+                if batch.num_rows:
+                    writer.write_batch(batch)
+                if rejected and strict:
+                    first = rejected[0]
+                    raise InvalidRows(self.report.quarantined,
+                                      f"{first.source} row {first.row}: {first.reason}")
+                if rejected:
+                    if rejects is None:  # opened last, so it is closed (and renamed) first
+                        rejects = stack.enter_context(pq.ParquetWriter(
+                            stack.enter_context(atomic_path(quarantine)), QUARANTINE_SCHEMA))
+                    rejects.write_table(_quarantine_table(rejected))
+            writer.add_key_value_metadata({
+                "dualmem.snapshot.rows": str(self.digest.rows),
+                "dualmem.snapshot.digest": self.digest.hex,
+            })
+
+
+def open_checked(path: Path, spaces: tuple[str, ...], batch_size: int, strict: bool,
+          report: RunReport) -> Source:
+    """Open the source; with ``strict``, refuse one with damage found while indexing it."""
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    source = open_source(path, spaces or None, batch_size)
+    report.source_kind = source.kind
+    report.source_details = source.describe()
+    if strict and (damage := source.damage()):
+        raise SourceDamaged(damage)
+    return source
+
+
+def scan_source(path: Path, batch_size: int = DEFAULT_BATCH_SIZE,
+                progress: Progress = NULL_PROGRESS, spaces: tuple[str, ...] = ()) -> RunReport:
+    """Validate and checksum a legacy source without writing anything (``inspect``, dry runs).
+
+    ``snapshot_digest`` is the digest the snapshot of a conversion of this source would have.
+    """
+    report = RunReport(status="scanned", source=str(path), source_kind="",
+                       target="", target_format="", run_dir="")
+    source = open_checked(path, spaces, batch_size, False, report)
+    progress.phase("scan", source.total_rows)
+    started = time.perf_counter()
+    for batch, _rejected in Exporter(source, batch_size, report).batches(progress):
+        report.nodes_converted += batch.num_rows
+    return finish(report, started, progress)
+
+
+def _quarantine_table(rows: list[Rejected]) -> pa.Table:
+    columns = {name: [getattr(r, name) for r in rows] for name in QUARANTINE_SCHEMA.names}
+    return pa.table(columns, schema=QUARANTINE_SCHEMA)
+
+
+def export_snapshot(source: Path, snapshot: Path, *, spaces: tuple[str, ...] = (),
+                    strict: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
+                    progress: Progress = NULL_PROGRESS) -> RunReport:
+    """The first phase alone: validate ``source`` into a snapshot Parquet file (legacy schema +
+    checksums), rejected rows into ``SNAPSHOT.quarantine.parquet``. Nothing else is written."""
+    started = time.perf_counter()
+    if snapshot.exists():
+        raise TargetExists(snapshot)
+    report = RunReport(status="running", source=str(source), source_kind="",
+                       target=str(snapshot), target_format="snapshot", run_dir="")
+    opened = open_checked(source, spaces, batch_size, strict, report)
+    progress.phase("export", opened.total_rows)
+    quarantine = snapshot.with_name(snapshot.stem + ".quarantine.parquet")
+    Exporter(opened, batch_size, report).write(snapshot, quarantine, strict, progress)
+    report.status = "done"
+    return finish(report, started, progress)

@@ -1,0 +1,252 @@
+"""The run's durable state: a SQLite journal in WAL mode, and the lock that keeps one migrator
+per run directory.
+
+Every state change and every committed batch is one SQLite transaction with
+``synchronous=FULL``: once :meth:`Journal.record_batch` returns, the checkpoint survives a crash
+or a power loss, and only then is it reported (progress, status). Readers (``status``) never
+block the migrator: WAL mode lets them read while it writes.
+
+States::
+
+    planned -> exporting -> converting -> verifying -> done -> finalized
+                  any of these -> failed (resumable)       \\-> rolling-back -> rolled-back
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from dualmem_bulk.checksum import TableDigest
+from dualmem_bulk.errors import RunLocked, SourceError
+
+__all__ = ["JOURNAL", "BatchRecord", "Journal", "RunLock", "State", "lock_holder"]
+
+JOURNAL = "journal.sqlite"
+LOCK = "lock"
+
+State = Literal[
+    "planned", "exporting", "converting", "verifying", "done", "failed",
+    "rolling-back", "rolled-back", "finalized",
+]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    unit INTEGER PRIMARY KEY,      -- commit unit, 0-based
+    first_group INTEGER NOT NULL,  -- snapshot row groups [first_group, end_group)
+    end_group INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    digest TEXT NOT NULL,          -- table digest of the unit's checksums
+    version INTEGER,               -- Lance version after the commit (Lance targets)
+    part TEXT,                     -- part file name (Parquet targets)
+    seconds REAL NOT NULL,
+    committed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (at REAL NOT NULL, state TEXT NOT NULL, detail TEXT);
+"""
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One committed unit of the conversion."""
+
+    unit: int
+    first_group: int
+    end_group: int
+    rows: int
+    digest: str
+    version: int | None
+    part: str | None
+    seconds: float
+    committed_at: float
+
+
+class Journal:
+    """The run directory's journal; open it with :meth:`open` (``create=True`` to start one)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    def exists(cls, run_dir: Path) -> bool:
+        """Whether ``run_dir`` holds a journal."""
+        return (run_dir / JOURNAL).is_file()
+
+    @classmethod
+    def open(cls, run_dir: Path, create: bool = False) -> Journal:
+        """Open the journal of ``run_dir``; :class:`SourceError` if there is none and not
+        ``create``."""
+        path = run_dir / JOURNAL
+        if not create and not path.is_file():
+            raise SourceError(run_dir, "not a run directory (no journal.sqlite)")
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        if create:
+            conn.executescript(_SCHEMA)
+        return cls(conn, path)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A JSON value stored under ``key``."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set(self, **values: Any) -> None:
+        """Store JSON values, all in one durable transaction."""
+        with self._tx() as tx:
+            tx.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                           [(k, json.dumps(v, sort_keys=True)) for k, v in values.items()])
+
+    @property
+    def state(self) -> State:
+        """The run's state."""
+        state: State = self.get("state", "planned")
+        return state
+
+    def set_state(self, state: State, detail: str = "", **values: Any) -> None:
+        """Move to ``state`` (with extra values), logging an event, in one transaction."""
+        with self._tx() as tx:
+            tx.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                           [(k, json.dumps(v, sort_keys=True))
+                            for k, v in {"state": state, **values}.items()])
+            tx.execute("INSERT INTO events (at, state, detail) VALUES (?, ?, ?)",
+                       (time.time(), state, detail))
+
+    def record_batch(self, record: BatchRecord) -> None:
+        """Make one committed unit durable (the checkpoint)."""
+        with self._tx() as tx:
+            tx.execute(
+                "INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.unit, record.first_group, record.end_group, record.rows, record.digest,
+                 record.version, record.part, record.seconds, record.committed_at),
+            )
+
+    def batches(self) -> list[BatchRecord]:
+        """Every committed unit, in order."""
+        rows = self._conn.execute("SELECT * FROM batches ORDER BY unit").fetchall()
+        return [BatchRecord(*row) for row in rows]
+
+    def forget_batches(self) -> None:
+        """Drop every batch record (a conversion that starts again from its first batch)."""
+        with self._tx() as tx:
+            tx.execute("DELETE FROM batches")
+
+    def committed(self) -> TableDigest:
+        """Digest of every committed unit, merged."""
+        total = TableDigest()
+        for record in self.batches():
+            total += TableDigest.from_hex(record.rows, record.digest)
+        return total
+
+    def events(self) -> list[tuple[float, str, str]]:
+        """The state changes, oldest first."""
+        rows = self._conn.execute("SELECT at, state, detail FROM events ORDER BY rowid")
+        return [(float(a), str(s), str(d or "")) for a, s, d in rows.fetchall()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_holder(run_dir: Path) -> dict[str, Any] | None:
+    """Who holds the run's lock now (pid, host, started), or ``None`` if nobody does."""
+    path = run_dir / LOCK
+    if not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            return _read_holder(path) or {"pid": None, "host": None, "started": None}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_holder(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8") or "null")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``RUN_DIR/lock``: one migrator per run directory.
+
+    The kernel drops a ``flock`` when its holder dies, so a lock left by a dead process is
+    free; the holder details it left behind are reported in :attr:`took_over`.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.took_over: str | None = None
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            raise RunLocked(self.run_dir, _read_holder(path)) from exc
+        previous = _read_holder(path)
+        if previous and previous.get("pid"):
+            state = "dead" if previous.get("host") == socket.gethostname() and not _alive(
+                int(previous["pid"])) else "gone"
+            self.took_over = (f"took over the lock of a {state} migrator (pid {previous['pid']} "
+                              f"on {previous.get('host')}, started {previous.get('started')})")
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

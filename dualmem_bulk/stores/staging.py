@@ -1,0 +1,127 @@
+"""Resumable target writers: one atomic commit per unit of batches, recorded by the journal.
+
+The store is built under a hidden staging path next to the target and renamed onto it when the
+last unit is committed. A unit in flight when the process died is either committed (and then
+recorded in the journal only if the journal write happened) or invisible: on resume,
+:meth:`resume` rolls the staging store back to exactly the units the journal recorded, so a unit
+is redone, never doubled.
+
+- Lance: one ``write_dataset`` commit (a new version) per unit; the version is recorded. Resume
+  restores the recorded version if a later, unrecorded commit exists. Lance itself does not
+  fsync, so the files of each commit are fsynced before the commit is reported.
+- Parquet: one part file per unit (``part-00000.parquet``...), written under a temporary name,
+  fsynced and renamed. Resume deletes parts the journal does not know.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+import lance
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dualmem_bulk._fs import atomic_path, fault_point, fsync_dir, remove
+from dualmem_bulk.journal import BatchRecord
+from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat
+
+__all__ = ["StagedWriter", "staged_writer", "staging_path"]
+
+
+def staging_path(target: Path) -> Path:
+    """Where the store is built before it is renamed onto ``target``."""
+    return target.with_name(f".{target.name}.dualmem-partial")
+
+
+class StagedWriter(Protocol):
+    """Commits units of DualMemoryNode batches to a staging store."""
+
+    path: Path
+
+    def resume(self, committed: list[BatchRecord]) -> None:
+        """Bring the staging store back to exactly the ``committed`` units."""
+
+    def commit(self, unit: int, batches: Iterable[pa.RecordBatch]) -> tuple[int | None, str | None]:
+        """Write one unit atomically; return (Lance version, part file name)."""
+
+
+def _fsync_newer(root: Path, since_ns: int) -> None:
+    """fsync the files under ``root`` modified since ``since_ns``, then their directories."""
+    dirs: set[Path] = set()
+    for top, _subdirs, files in os.walk(root):
+        for name in files:
+            path = Path(top) / name
+            if path.stat().st_mtime_ns >= since_ns:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                dirs.add(Path(top))
+    for changed in dirs:
+        fsync_dir(changed)
+
+
+class _LanceStaging:
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path, self.schema = path, schema
+
+    def resume(self, committed: list[BatchRecord]) -> None:
+        if not committed:
+            remove(self.path)
+            return
+        version = committed[-1].version
+        if version is None:
+            raise ValueError(f"{self.path}: the journal holds no Lance version for the last unit")
+        ds = lance.dataset(str(self.path))
+        if ds.version != version:
+            ds.checkout_version(version).restore()  # type: ignore[no-untyped-call]
+
+    def commit(self, unit: int, batches: Iterable[pa.RecordBatch]) -> tuple[int | None, str | None]:
+        fault_point("target-write")
+        since = time.time_ns() - 1_000_000_000
+        mode = "append" if (self.path / "_versions").is_dir() else "create"
+        reader = pa.RecordBatchReader.from_batches(self.schema, iter(batches))
+        ds = lance.write_dataset(reader, str(self.path), schema=self.schema, mode=mode,
+                                 max_rows_per_file=1 << 30,
+                                 transaction_properties={"dualmem.unit": str(unit)})
+        _fsync_newer(self.path, since)
+        fsync_dir(self.path.parent)
+        return int(ds.version), None
+
+
+class _ParquetStaging:
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path, self.schema = path, schema
+
+    def resume(self, committed: list[BatchRecord]) -> None:
+        if not committed:
+            remove(self.path)
+            return
+        known = {r.part for r in committed}
+        for part in self.path.iterdir():
+            if part.name not in known:
+                remove(part)
+
+    def commit(self, unit: int, batches: Iterable[pa.RecordBatch]) -> tuple[int | None, str | None]:
+        fault_point("target-write")
+        if not self.path.exists():
+            self.path.mkdir()
+            fsync_dir(self.path.parent)
+        name = f"part-{unit:05d}.parquet"
+        with atomic_path(self.path / name) as tmp, pq.ParquetWriter(
+            tmp, self.schema, **PARQUET_OPTIONS
+        ) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+        return None, name
+
+
+def staged_writer(fmt: TargetFormat, path: Path, schema: pa.Schema) -> StagedWriter:
+    """The resumable writer for ``fmt`` at staging ``path``."""
+    return _LanceStaging(path, schema) if fmt == "lance" else _ParquetStaging(path, schema)
+
