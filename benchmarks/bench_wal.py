@@ -1,0 +1,91 @@
+"""Engram WAL decode against a Parquet read of the same memories, measured in the same run.
+
+- ``wal_generate``: ``generate --format engram-wal`` of ``NODES`` episodes (the session fixture).
+- ``wal_decode``: iterate ``read_engram_wal(root, batch_size)``: pass 1 reads, checks and
+  decodes every record into the replay index, pass 2 decodes the winners into Arrow batches.
+- ``wal_parquet_read``: pyarrow reads the Parquet file of the same memories into Arrow batches
+  of the same size (the baseline: what reading these nodes costs from a columnar file).
+- ``wal_convert_lance``: the whole ``run_offline`` from the data root to a verified Lance target;
+  ``wal_parquet_convert_lance``: the same run from the Parquet file of the same memories.
+
+Both inputs were just written, so both are read from the page cache.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import NODES, record
+
+from dualmem_bulk.generate import generate_wal_batches, write_generated
+from dualmem_bulk.offline import DEFAULT_BATCH_SIZE, OfflineConfig, run_offline
+from dualmem_bulk.schema import LEGACY_SCHEMA
+from dualmem_bulk.sources.engram_wal import read_engram_wal
+
+
+def _once(benchmark: Any, fn: Any) -> float:
+    started = time.perf_counter()
+    benchmark.pedantic(fn, rounds=1, iterations=1)
+    return time.perf_counter() - started
+
+
+@pytest.fixture(scope="session")
+def wal_data(workdir: Path) -> tuple[Path, Path]:
+    """A generated data root of ``NODES`` episodes (seed 7) and the same memories as Parquet."""
+    root, parquet = workdir / f"engram-data-{NODES}", workdir / f"wal-memories-{NODES}.parquet"
+    started = time.perf_counter()
+    write_generated(root, NODES, seed=7, fmt="engram-wal")
+    record("wal_generate", NODES, time.perf_counter() - started,
+           wal_mib=round(sum(p.stat().st_size for p in root.rglob("*.log")) / 2**20))
+    with pq.ParquetWriter(parquet, LEGACY_SCHEMA, use_dictionary=False) as writer:
+        for batch in generate_wal_batches(NODES, seed=7):
+            writer.write_batch(batch)
+    return root, parquet
+
+
+def test_wal_decode(benchmark: Any, wal_data: tuple[Path, Path]) -> None:
+    root, _ = wal_data
+    rows: list[int] = []
+    index_s: list[float] = []
+
+    def decode() -> None:
+        started = time.perf_counter()
+        source = read_engram_wal(root, DEFAULT_BATCH_SIZE)
+        index_s.append(time.perf_counter() - started)
+        rows.append(sum(b.batch.num_rows for b in source))
+
+    seconds = _once(benchmark, decode)
+    assert rows == [NODES]
+    record("wal_decode", NODES, seconds, pass1_s=round(index_s[0], 3))
+
+
+def test_wal_parquet_read(benchmark: Any, wal_data: tuple[Path, Path]) -> None:
+    _, parquet = wal_data
+    rows: list[int] = []
+
+    def read() -> None:
+        with pq.ParquetFile(parquet) as reader:
+            rows.append(sum(b.num_rows for b in reader.iter_batches(DEFAULT_BATCH_SIZE)))
+
+    seconds = _once(benchmark, read)
+    assert rows == [NODES]
+    record("wal_parquet_read", NODES, seconds)
+
+
+@pytest.mark.parametrize("kind", ["wal", "wal_parquet"])
+def test_wal_convert(benchmark: Any, wal_data: tuple[Path, Path], fresh: Path,
+                     kind: str) -> None:
+    source = wal_data[0] if kind == "wal" else wal_data[1]
+    reports = []
+
+    def run() -> None:
+        reports.append(run_offline(OfflineConfig(source=source, target=fresh / "nodes.lance")))
+
+    seconds = _once(benchmark, run)
+    [report] = reports
+    assert report.verified and report.nodes_converted == NODES
+    record(f"{kind}_convert_lance", NODES, seconds)

@@ -1,0 +1,367 @@
+"""Engram data roots end to end: the shared WAL fixtures and generated roots, converted through
+the library and through the CLI (real subprocesses), read back from the target bit for bit."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import assert_bit_equal
+
+from dualmem_bulk import generate as generate_module
+from dualmem_bulk.checksum import TableDigest, row_checksums
+from dualmem_bulk.convert import to_legacy
+from dualmem_bulk.errors import TargetExists
+from dualmem_bulk.generate import generate_wal_batches, write_generated
+from dualmem_bulk.offline import OfflineConfig, run_offline
+from dualmem_bulk.schema import DIM, LEGACY_SCHEMA
+from dualmem_bulk.sources import ROW_COLUMN
+from dualmem_bulk.sources.engram_wal import read_engram_wal
+from dualmem_bulk.sources.engram_wal_writer import (
+    DecayFunction,
+    EmbeddingProvenance,
+    EntryType,
+    Episode,
+    encode_episode,
+)
+from dualmem_bulk.stores import TargetStore
+
+WAL = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "engram-wal"
+DATA = WAL / "engram-data"
+EXPECTED_REPORT = json.loads((WAL / "expected-report.json").read_text("utf-8"))
+EXPECTED = [json.loads(line) for line in
+            (WAL / "expected-memories.jsonl").read_text("utf-8").splitlines()]
+DAMAGED = "wal-000000006913b820.log"  # team_alpha: a bad payload CRC, then a torn tail
+HEADER = 64
+
+
+def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dualmem_bulk", *map(str, args)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+
+
+def as_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+def _bits(arr: pa.Array) -> list[int | None]:
+    """u32 bit patterns of a float32 array, ``None`` for nulls."""
+    raw = np.frombuffer(arr.buffers()[1], dtype=np.uint32)[arr.offset : arr.offset + len(arr)]
+    return [int(b) if ok else None for b, ok in zip(raw, arr.is_valid().to_pylist(), strict=True)]
+
+
+def _read_target(target: Path) -> pa.Table:
+    """The target's rows rebuilt as legacy Memory rows, one chunk."""
+    store = TargetStore(target)
+    return pa.Table.from_batches([to_legacy(b) for b in store.batches(100)],
+                                 schema=LEGACY_SCHEMA).combine_chunks()
+
+
+# ---------------------------------------------------------------------------------------------
+# the shared fixture data root
+
+
+@pytest.fixture(scope="module")
+def fixture_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    """``convert`` of the fixture data root (every space) through the CLI, in small batches."""
+    target = tmp_path_factory.mktemp("wal") / "nodes.lance"
+    done = cli("convert", DATA, target, "--json", "--batch-size", "64")
+    return as_json(done), target
+
+
+def test_fixture_convert_report(fixture_run: tuple[dict[str, Any], Path]) -> None:
+    report, _ = fixture_run
+    assert (report["status"], report["verified"], report["source_kind"]) == (
+        "done", True, "engram-wal")
+    assert report["nodes_in"] == report["nodes_converted"] == 296
+    assert report["quarantined"] == 0
+    assert report["snapshot_digest"] == report["target_digest"]
+    details = report["source_details"]
+    assert details["spaces"] == EXPECTED_REPORT["spaces"]
+    assert details["totals"] == EXPECTED_REPORT["totals"]
+    damage = details["damage"]
+    assert [(d["space"], d["file"], d["offset"], d["sequence"]) for d in
+            damage["bad_crc_records"]] == [("team_alpha", DAMAGED, 49036, 14)]
+    assert [(d["space"], d["file"], d["offset"], d["bytes"]) for d in damage["torn_tails"]] == [
+        ("team_alpha", DAMAGED, 105097, 1364)]
+    saved = json.loads((Path(report["run_dir"]) / "report.json").read_text("utf-8"))
+    assert saved["source_details"] == details
+    assert saved["target_digest"] == report["target_digest"]
+
+
+def _decay(want: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The expected decay function with f32 fields as bits (their ``_bits`` twins)."""
+    if want is None:
+        return None
+    return {k.removesuffix("_bits"): v for k, v in want.items() if f"{k}_bits" not in want}
+
+
+def test_fixture_target_bit_exact(fixture_run: tuple[dict[str, Any], Path]) -> None:
+    """Every expected memory, read back from the Lance target, field by field and bit by bit."""
+    _, target = fixture_run
+    t = _read_target(target)
+    assert t.num_rows == len(EXPECTED) == 296
+    emb = t["embedding"].chunks[0].flatten()
+    emb_bits = np.frombuffer(emb.buffers()[1], np.uint32)[emb.offset :].reshape(-1, DIM)
+    prov, ep = t["embedding_provenance"].chunks[0], t["episode"].chunks[0]
+    decay = ep.field("decay_function")
+    f32 = {
+        "activation_bits": _bits(t["activation"].chunks[0]),
+        "confidence_bits": _bits(t["confidence"].chunks[0]),
+        "decay_rate_bits": _bits(t["decay_rate"].chunks[0]),
+        "vividness_confidence_bits": _bits(ep.field("vividness_confidence")),
+        "reliability_confidence_bits": _bits(ep.field("reliability_confidence")),
+        "episode_decay_rate_bits": _bits(ep.field("decay_rate")),
+        "quality_score": _bits(prov.field("quality_score")),
+        **{n: _bits(decay.field(n)) for n in
+           ("tau_hours", "beta", "short_term_tau", "long_term_beta")},
+    }
+    ns = {n: t[n].cast(pa.int64()).to_pylist() for n in ("created_at", "last_access")}
+    rows = t.drop_columns(["embedding", "created_at", "last_access"]).to_pylist()
+    at = {(r["space"], r["id"]): i for i, r in enumerate(rows)}
+    assert len(at) == 296
+    for want in EXPECTED:
+        i = at[(want["space"], want["id"])]
+        got, key = rows[i], (want["space"], want["id"])
+        assert emb_bits[i].tolist() == want["embedding"], key
+        for name in ("activation_bits", "confidence_bits", "decay_rate_bits",
+                     "vividness_confidence_bits", "reliability_confidence_bits",
+                     "episode_decay_rate_bits"):
+            assert f32[name][i] == want[name], (key, name)
+        assert (ns["created_at"][i], ns["last_access"][i]) == (
+            want["created_at_ns"], want["last_access_ns"]), key
+        assert (got["content"], got["access_count"]) == (want["content"], want["access_count"])
+        episode = got["episode"]
+        assert (episode["where_location"], episode["who"]) == (
+            want["where_location"], want["who"]), key
+        assert sorted(episode["metadata"]) == sorted(want["metadata"].items()), key
+        got_decay = episode["decay_function"]
+        if got_decay is not None:
+            got_decay = {k: f32[k][i] if k in f32 else v for k, v in got_decay.items()
+                         if v is not None}
+        assert got_decay == _decay(want["decay_function"]), key
+        wp, gp = want["embedding_provenance"], got["embedding_provenance"]
+        if wp is None:
+            assert gp is None, key
+            continue
+        assert gp is not None, key
+        assert (gp["model_name"], gp["model_version"], gp["dimension"], gp["language"],
+                gp["created_at"], f32["quality_score"][i]) == (
+            wp["model"]["name"], wp["model"]["version"], wp["model"]["dimension"],
+            wp["language"], wp["created_at"], wp["quality_score_bits"]), key
+        assert sorted(gp["metadata"]) == sorted(wp["metadata"].items()), key
+
+
+def test_same_id_in_two_spaces_is_two_nodes(fixture_run: tuple[dict[str, Any], Path]) -> None:
+    _, target = fixture_run
+    [shared] = {r["id"] for r in EXPECTED if r["space"] == "default"} & {
+        r["id"] for r in EXPECTED if r["space"] == "team_alpha"}
+    rows = [r for r in _read_target(target).select(["id", "space", "content"]).to_pylist()
+            if r["id"] == shared]
+    assert sorted(r["space"] for r in rows) == ["default", "team_alpha"]
+    want = {r["space"]: r["content"] for r in EXPECTED if r["id"] == shared}
+    assert {r["space"]: r["content"] for r in rows} == want
+
+
+def test_fixture_convert_library(tmp_path: Path, fixture_run: tuple[dict[str, Any], Path]) -> None:
+    """The library call gives the CLI's result: same digest, same replay report."""
+    cli_report, _ = fixture_run
+    report = run_offline(OfflineConfig(source=DATA, target=tmp_path / "n.lance",
+                                       batch_size=100))
+    assert report.verified and report.nodes_converted == 296
+    assert report.target_digest == cli_report["target_digest"]
+    assert report.source_details["totals"] == EXPECTED_REPORT["totals"]
+
+
+def test_fixture_strict_refuses_damage(tmp_path: Path) -> None:
+    target = tmp_path / "n.lance"
+    done = cli("convert", DATA, target, "--strict")
+    assert done.returncode == 3
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error:") and f"team_alpha/wal/{DAMAGED} at byte 49036" in line
+    assert list(tmp_path.iterdir()) == []  # no target, no run directory
+
+
+def test_fixture_export_space(tmp_path: Path) -> None:
+    snapshot = tmp_path / "snap.parquet"
+    report = as_json(cli("export", DATA, snapshot, "--space", "default", "--json"))
+    table = pq.read_table(snapshot)
+    assert table.num_rows == report["snapshot_rows"] == 220
+    assert set(table["space"].to_pylist()) == {"default"}
+    assert list(report["source_details"]["spaces"]) == ["default"]
+    done = cli("export", DATA, tmp_path / "other.parquet", "--space", "nope")
+    assert done.returncode == 2
+    assert "'nope'" in done.stderr and "default, team_alpha" in done.stderr
+    assert not (tmp_path / "other.parquet").exists()
+
+
+def test_fixture_inspect() -> None:
+    info = as_json(cli("inspect", DATA, "--json"))
+    assert info["totals"] == EXPECTED_REPORT["totals"]
+    assert info["nodes"] == 296 and info["quarantined"] == 0
+    assert sorted(info["spaces"]) == ["default", "team_alpha"]
+    assert len(info["damage"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# generated data roots
+
+
+def _file_records(path: Path) -> list[tuple[int, int, bytes]]:
+    """(sequence, entry type, payload) of every record of a well-formed WAL file."""
+    data, out, at = path.read_bytes(), [], 0
+    while at < len(data):
+        seq, _, kind, size = struct.unpack_from("<QQII", data, at + 4)
+        out.append((seq, kind, data[at + HEADER : at + HEADER + size]))
+        at += HEADER + size
+    return out
+
+
+def test_generated_root_replays_to_the_generated_memories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(generate_module, "_CHECKPOINT_EVERY", 300)
+    root = tmp_path / "engram-data"
+    assert write_generated(root, 6_000, seed=11, fmt="engram-wal") == 6_000
+    source = read_engram_wal(root, batch_size=1_000)
+    got = pa.Table.from_batches([b.batch for b in source]).drop_columns([ROW_COLUMN])
+    want = pa.Table.from_batches(list(generate_wal_batches(6_000, seed=11, batch_size=2_500)))
+    assert_bit_equal(got.replace_schema_metadata(LEGACY_SCHEMA.metadata), want)
+
+    report = source.report.as_dict()
+    assert report["damage"] == {k: [] for k in report["damage"]}
+    totals = report["totals"]
+    assert totals["memories_yielded"] == 6_000
+    assert totals["duplicates_skipped"] == totals["episode_store_records"] - 6_000 > 0
+    spaces = report["spaces"]
+    assert "default" in spaces and 2 <= len(spaces) <= 3
+    assert all(s["wal_files"] >= 3 for s in spaces.values())
+    by_type = [s["records_by_type"] for s in spaces.values()]
+    assert all(t.get("Checkpoint", 0) > 0 for t in by_type)
+    assert sum(t.get("MemoryUpdate", 0) for t in by_type) > 0
+    files = sorted(root.glob("*/wal/*"))
+    assert all(f.name.startswith("wal-") and len(f.name) == 24 for f in files)
+    for path in files:  # sequences restart at 0 in every file and count up by one
+        records = _file_records(path)
+        assert [seq for seq, _, _ in records] == list(range(len(records)))
+        for seq, kind, payload in records:
+            if kind == EntryType.Checkpoint:
+                assert struct.unpack("<Q", payload) == (seq - 1,)
+    assert got["content"].null_count == 0
+    decay = pa.concat_arrays([c.field("decay_function") for c in got["episode"].chunks])
+    assert set(decay.field("variant").drop_null().to_pylist()) >= {
+        "Exponential", "PowerLaw", "TwoComponent", "Hybrid"}
+
+
+def _as_episode(row: dict[str, Any], embedding: np.ndarray) -> Episode:
+    """The writer's Episode for a generated memory row (f32 values pinned as np.float32)."""
+    ep, prov, decay = row["episode"], row["embedding_provenance"], row["episode"]["decay_function"]
+    f32 = np.float32
+    return Episode(
+        id=row["id"], when=row["created_at"], what=row["content"], embedding=embedding,
+        where_location=ep["where_location"], who=ep["who"],
+        embedding_provenance=None if prov is None else EmbeddingProvenance(
+            model_name=prov["model_name"], model_version=prov["model_version"],
+            dimension=prov["dimension"], language=prov["language"],
+            created_at=prov["created_at"], metadata=dict(prov["metadata"]),
+            quality_score=None if prov["quality_score"] is None else f32(prov["quality_score"])),
+        encoding_confidence=f32(row["confidence"]),
+        vividness_confidence=f32(ep["vividness_confidence"]),
+        reliability_confidence=f32(ep["reliability_confidence"]),
+        last_recall=row["last_access"], recall_count=row["access_count"],
+        decay_rate=f32(ep["decay_rate"]),
+        decay_function=None if decay is None else DecayFunction(
+            **{k: f32(v) if isinstance(v, float) else v for k, v in decay.items()
+               if v is not None}),
+        metadata=dict(ep["metadata"]),
+    )
+
+
+def test_vectorised_encoder_matches_the_writer() -> None:
+    """The generator's bincode equals ``encode_episode`` (itself checked on the fixture bytes)."""
+    batch = next(generate_wal_batches(600, seed=5))
+    table = pa.Table.from_batches([batch])
+    for name in ("created_at", "last_access"):
+        table = table.set_column(table.schema.get_field_index(name), name,
+                                 table[name].cast(pa.int64()))
+    vectors = batch.column("embedding").flatten().to_numpy().reshape(-1, DIM)
+    payloads = generate_module._episode_payloads(batch)
+    for i, row in enumerate(table.to_pylist()):
+        assert payloads[i] == encode_episode(_as_episode(row, vectors[i])), row["id"]
+
+
+def test_generated_root_is_deterministic_and_atomic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    one, two, other = tmp_path / "one", tmp_path / "two", tmp_path / "other"
+    two.mkdir()  # an empty directory is fine
+    for path, seed in ((one, 4), (two, 4), (other, 5)):
+        write_generated(path, 500, seed=seed, fmt="engram-wal")
+
+    def contents(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    assert contents(one) == contents(two)
+    assert contents(one) != contents(other)
+    with pytest.raises(TargetExists, match="already exists"):
+        write_generated(one, 10, seed=4, fmt="engram-wal")
+
+    calls = []
+
+    def broken(batch: pa.RecordBatch) -> list[bytes]:
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("disk on fire")
+        return real(batch)
+
+    real = generate_module._episode_payloads
+    monkeypatch.setattr(generate_module, "_episode_payloads", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        write_generated(tmp_path / "broken", 9_000, seed=4, fmt="engram-wal")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "other", "two"]
+
+
+@pytest.fixture(scope="module")
+def generated_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("gen") / "engram-data"
+    done = cli("generate", root, "--nodes", "3000", "--format", "engram-wal", "--seed", "3",
+               "--json")
+    assert as_json(done)["nodes"] == 3000
+    return root
+
+
+def _digest(batches: list[pa.RecordBatch]) -> str:
+    total = TableDigest()
+    for batch in batches:
+        total += TableDigest.of(row_checksums(batch))
+    return total.hex
+
+
+def test_generated_root_converts_end_to_end(tmp_path: Path, generated_root: Path) -> None:
+    memories = list(generate_wal_batches(3000, seed=3))
+    report = as_json(cli("convert", generated_root, tmp_path / "n.lance", "--json"))
+    assert (report["status"], report["verified"]) == ("done", True)
+    assert report["nodes_in"] == report["nodes_converted"] == 3000
+    assert report["quarantined"] == 0
+    assert report["source_details"]["totals"]["memories_yielded"] == 3000
+    # the target holds exactly the generated memories: equal digests over the same encoding
+    assert report["snapshot_digest"] == report["target_digest"] == _digest(memories)
+
+    spaces = pa.concat_arrays([b.column("space") for b in memories]).to_pylist()
+    other = sorted(set(spaces) - {"default"})[0]
+    picked = as_json(cli("convert", generated_root, tmp_path / "one.lance", "--space", other,
+                         "--json"))
+    assert picked["verified"] and picked["nodes_converted"] == spaces.count(other) > 0
+    assert list(picked["source_details"]["spaces"]) == [other]
+    assert set(_read_target(tmp_path / "one.lance")["space"].to_pylist()) == {other}
