@@ -126,6 +126,11 @@ def _run(call: Callable[[], T], as_json: bool) -> T:
         raise typer.Exit(INTERNAL_ERROR) from exc
 
 
+def _usage(text: str) -> None:
+    _err.print(f"[bold red]usage error:[/] {text}", highlight=False)
+    raise typer.Exit(2)
+
+
 def _emit(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     if as_json:
         print(json.dumps(data, sort_keys=True, default=str))
@@ -169,8 +174,12 @@ def generate(
 
 @app.command()
 def convert(
-    source: Annotated[Path, typer.Argument(help="Legacy source: Parquet file/dir or JSON lines.")],
-    target: Annotated[Path, typer.Argument(help="DualMemoryNode store to create.")],
+    source: Annotated[Path, typer.Argument(help="Legacy source: Parquet file/dir, JSON lines, "
+                                                "an Engram data root, or a legacy store.")],
+    target: Annotated[Path | None, typer.Argument(
+        help="DualMemoryNode store to create (omit with --in-place).")] = None,
+    in_place: Annotated[bool, typer.Option(
+        help="Convert the legacy store SOURCE (a Lance or Parquet dataset) in place.")] = False,
     run_dir: Annotated[
         Path | None, typer.Option(help="Run directory (default: TARGET.run).")
     ] = None,
@@ -198,8 +207,13 @@ def convert(
     """
     from dualmem_bulk.offline import DEFAULT_BATCH_SIZE, OfflineConfig, run_offline
 
+    if in_place and target not in (None, source):
+        _usage("--in-place converts SOURCE itself; do not give a TARGET")
+    if target is None and not in_place:
+        _usage("missing TARGET (or pass --in-place to convert SOURCE itself)")
     config = OfflineConfig(
-        source=source, target=target, run_dir=run_dir, target_format=target_format,
+        source=source, target=target or source, run_dir=run_dir, target_format=target_format,
+        in_place=in_place,
         batch_size=batch_size or DEFAULT_BATCH_SIZE, strict=strict, dry_run=dry_run,
         spaces=tuple(space or ()), checkpoint_every=checkpoint_every, restart=restart,
     )
@@ -324,6 +338,78 @@ def inspect(
         progress.done()
     width = max(len(k) for k in info)
     _emit(info, as_json, [f"{k:<{width}}  {v}" for k, v in info.items()])
+
+
+def _confirm(question: str) -> None:
+    """Ask on a terminal; without one, or on "no", refuse (a usage error: nothing changed)."""
+    from dualmem_bulk.errors import UsageError
+
+    if not sys.stdin.isatty():
+        raise UsageError("no terminal to ask for confirmation; pass --yes to roll back. "
+                         "Nothing was changed")
+    if not typer.confirm(question, default=False, err=True):
+        raise UsageError("not confirmed; nothing was changed")
+
+
+@app.command()
+def rollback(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory of the run to undo.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Roll back without asking.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Undo a run: restore the state before it, and prove it with the snapshot's digest.
+
+    A copy run's target and staging store are removed and its source is checked unchanged; an
+    in-place run's legacy store is put back (its backup, its Lance pre-migration version, or a
+    rebuild from the snapshot). Works on finished, failed or crashed runs and finishes a
+    crashed rollback; refused once the run is finalized, and refused with exit 1 (nothing
+    changed) if the snapshot fails its checksums. Asks first unless --yes is given.
+
+    Example: dualmem-bulk rollback nodes.lance.run --yes
+    """
+    from dualmem_bulk.rollback import rollback_plan, rollback_run
+
+    plan = _run(lambda: rollback_plan(run_dir), as_json)
+    if not yes:
+        _run(lambda: _confirm(f"Roll back: {plan}?"), as_json)
+    progress = _CliProgress()
+    try:
+        report = _run(lambda: rollback_run(run_dir, progress), as_json)
+    finally:
+        progress.done()
+    r = report
+    lines = [f"{r.status}: {r.run_dir} ({r.mode} run, was {r.state_before}) in {r.elapsed_s:.1f} s"]
+    lines += [f"  removed {path}" for path in r.removed]
+    if r.restored_from:
+        lines.append(f"  restored {r.source} from {r.restored_from}")
+    if r.restored_digest:
+        lines.append(f"  {r.restored_rows:,} rows, digest {r.restored_digest} = the snapshot's")
+    if r.mode == "copy" and r.source_untouched:
+        lines.append(f"  source {r.source} untouched")
+    lines += [f"  note: {note}" for note in r.notes]
+    _emit(r.as_dict(), as_json, lines)
+
+
+@app.command()
+def finalize(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory of a finished run.")],
+    drop_snapshot: Annotated[bool, typer.Option(
+        help="Also remove the snapshot, once the decision is recorded.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Keep the new store of a finished run: record the decision, then remove the in-place
+    legacy backup (or Lance pre-migration tag). Rollback is refused from then on.
+
+    Example: dualmem-bulk finalize nodes.lance.run --drop-snapshot
+    """
+    from dualmem_bulk.rollback import finalize_run
+
+    report = _run(lambda: finalize_run(run_dir, drop_snapshot), as_json)
+    lines = [f"finalized: {report.run_dir} keeps {report.target}; rollback is no longer possible"]
+    lines += [f"  removed {path}" for path in report.removed]
+    if not report.snapshot_dropped:
+        lines.append("  the snapshot is kept; remove it with finalize --drop-snapshot")
+    _emit(report.as_dict(), as_json, lines)
 
 
 def main() -> None:

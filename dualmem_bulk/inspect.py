@@ -81,9 +81,7 @@ def inspect_path(path: Path, progress: Progress = NULL_PROGRESS,
         raise SourceError(path, "no such file or directory")
     if Journal.exists(path):
         return {"path": str(path), "kind": "run directory", **run_status(path)}
-    if detect_store(path) == "lance" or (
-        path.is_dir() and detect_store(path) == "parquet" and _is_dual(path)
-    ):
+    if detect_store(path) is not None and _is_dual(path):
         return _dual_store(path, progress)
     if path.is_file() and _magic(path) == b"PAR1":
         described = _parquet_file(path, progress)
@@ -118,6 +116,5 @@ def _magic(path: Path) -> bytes:
 
 
 def _is_dual(path: Path) -> bool:
-    first = sorted(path.glob("*.parquet"))[0]
-    identity = schema_identity(pq.ParquetFile(first).schema_arrow)
+    identity = schema_identity(TargetStore(path).schema)
     return identity is not None and identity[0] == "engram.DualMemoryNode"

@@ -94,8 +94,7 @@ class Journal:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        if create:
-            conn.executescript(_SCHEMA)
+        conn.executescript(_SCHEMA)  # idempotent; a reader may open a journal being created
         return cls(conn, path)
 
     def close(self) -> None:

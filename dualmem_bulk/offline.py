@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import lance
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -47,13 +48,15 @@ from dualmem_bulk.journal import BatchRecord, Journal, RunLock
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.report import RunReport, finish
 from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
-from dualmem_bulk.stores import TargetFormat, open_parquet
-from dualmem_bulk.stores.staging import staged_writer, staging_path
+from dualmem_bulk.stores import TargetFormat, detect_store, open_parquet
+from dualmem_bulk.stores.staging import StagedWriter, staged_writer, staging_path
 from dualmem_bulk.verify import verify_run
 
 __all__ = ["DEFAULT_BATCH_SIZE", "SNAPSHOT", "OfflineConfig", "RunReport", "run_offline"]
 
 SNAPSHOT = "snapshot.parquet"
+PRE_MIGRATION_TAG = "dualmem-pre-migration"
+"""Tag on the last legacy version of a Lance store converted in place (cleanup keeps it)."""
 QUARANTINE = "quarantine.parquet"
 REPORT = "report.json"
 
@@ -88,6 +91,9 @@ class OfflineConfig:
     """Memory spaces to read from an Engram data root (default: every space)."""
     restart: bool = False
     """Discard an existing unfinished run in the run directory and start again."""
+    in_place: bool = False
+    """Convert the legacy store at ``source`` (= ``target``) in place; the snapshot keeps the
+    original, and rollback restores it until the run is finalized."""
 
     @property
     def resolved_run_dir(self) -> Path:
@@ -176,7 +182,9 @@ class _Run:
             elif journal.get("config") != identity:
                 raise RunChanged(run_dir, "the configuration changed ("
                                  + _changes(journal.get("config"), identity) + ")")
-            elif journal.get("source_identity") != source:
+            elif journal.get("source_identity") != source and not (
+                config.in_place and journal.get("phase") != "exporting"
+            ):  # an in-place store changes once converting; its snapshot is the truth then
                 raise RunChanged(run_dir, f"the source {config.source} changed")
             else:
                 self.progress.message(f"resuming the run in {run_dir} ({journal.state})")
@@ -184,19 +192,41 @@ class _Run:
         elif any(p.name != "lock" for p in run_dir.iterdir()):
             raise UsageError(f"{run_dir}: not empty and holds no journal; remove it or pass "
                              "another --run-dir")
-        if config.target.exists():
-            raise TargetExists(config.target)
         if not config.source.exists():
             raise SourceError(config.source, "no such file or directory")
+        extra: dict[str, Any] = {"mode": "copy"}
+        if config.in_place:
+            extra = self._in_place_meta()
+        elif config.target.exists():
+            raise TargetExists(config.target)
         journal = Journal.open(run_dir, create=True)
         journal.set_state("planned", "run created", config=identity, source_identity=source,
                           target=str(config.target.resolve()),
                           staging=str(self.staging.resolve()), tool=__version__,
-                          created_at=time.time(), phase="exporting")
+                          created_at=time.time(), phase="exporting", **extra)
         return journal
+
+    def _in_place_meta(self) -> dict[str, Any]:
+        """What an in-place run must know to convert and to roll back its store."""
+        store = self.config.source
+        fmt = detect_store(store)
+        if fmt is None or not store.is_dir():
+            raise UsageError(f"{store}: --in-place needs a legacy store directory (a Lance "
+                             "dataset or a directory of Parquet files)")
+        if fmt != self.config.target_format:
+            raise UsageError(f"{store} is a {fmt} store; pass --target-format {fmt} to convert "
+                             "it in place")
+        meta: dict[str, Any] = {"mode": "in-place", "store_format": fmt}
+        if fmt == "lance":
+            meta["pre_migration_version"] = int(lance.dataset(str(store)).version)
+            meta["pre_migration_tag"] = PRE_MIGRATION_TAG
+        return meta
 
     def _discard(self, journal: Journal) -> None:
         """--restart: remove what this run wrote (staging, target, snapshot), keep the lock."""
+        if journal.get("mode") == "in-place" and journal.state not in ("planned", "exporting"):
+            raise UsageError(f"{self.run_dir}: the store is being converted in place; roll the "
+                             "run back first (dualmem-bulk rollback), then --restart")
         remove(self.staging)
         if journal.get("target_created"):
             remove(self.config.target)
@@ -263,23 +293,38 @@ class _Run:
                                snapshot=snapshot, report=self.report.as_dict())
 
     def _convert(self) -> None:
-        config, journal = self.config, self.journal
+        journal = self.journal
         snapshot = journal.get("snapshot")
         records = journal.batches()
         groups = snapshot["groups"]
-        if config.target.exists() and not self.staging.exists():
-            if records and records[-1].end_group == groups:  # renamed, not yet recorded
-                journal.set_state("verifying", "target in place", phase="verifying",
-                                  target_created=True)
-                return
-            raise TargetExists(config.target)
-        if records and not self.staging.exists():
-            raise SourceError(self.staging, "the partly written target is missing; re-run "
-                                            "with --restart")
         mark = time.perf_counter()
-        writer = staged_writer(config.target_format, self.staging, DUAL_SCHEMA)
+        if not (records and records[-1].end_group == groups):
+            self._write_units(records, groups, snapshot["rows"])
+        self._place()
+        done = journal.committed()
+        self.report.nodes_converted = done.rows
+        self.report.target_digest = done.hex
+        self.report.phases_s["convert"] = round(time.perf_counter() - mark, 3)
+        journal.set_state("verifying", "target in place", phase="verifying",
+                          target_created=True, report=self.report.as_dict())
+
+    def _writer(self) -> StagedWriter:
+        journal, config = self.journal, self.config
+        base = journal.get("pre_migration_version")
+        if base is None:
+            if self.staging.exists() is False and journal.batches():
+                raise SourceError(self.staging, "the partly written target is missing; roll "
+                                                "back or re-run with --restart")
+            return staged_writer(config.target_format, self.staging, DUAL_SCHEMA)
+        store = lance.dataset(str(config.source))
+        if PRE_MIGRATION_TAG not in store.tags.list():
+            store.tags.create(PRE_MIGRATION_TAG, base)
+        return staged_writer("lance", config.source, DUAL_SCHEMA, in_place_base=base)
+
+    def _write_units(self, records: list[BatchRecord], groups: int, rows: int) -> None:
+        writer = self._writer()
         writer.resume(records)
-        self.progress.phase("convert", snapshot["rows"])
+        self.progress.phase("convert", rows)
         self.progress.advance(sum(r.rows for r in records))
         handle = open_parquet(self.run_dir / SNAPSHOT)
         group = records[-1].end_group if records else 0
@@ -288,22 +333,38 @@ class _Run:
             tally = _Unit(group)
             started = time.perf_counter()
             version, part = writer.commit(
-                unit, tally.batches(handle, groups, config.checkpoint_every or 1))
-            journal.record_batch(BatchRecord(  # durable before it is reported
+                unit, tally.batches(handle, groups, self.config.checkpoint_every or 1))
+            self.journal.record_batch(BatchRecord(  # durable before it is reported
                 unit, group, tally.end, tally.rows, tally.digest.hex, version, part,
                 round(time.perf_counter() - started, 3), time.time()))
+            if unit == 0 and self.config.in_place:
+                self.journal.set(swapped=True)
             self.progress.advance(tally.rows)
             group, unit = tally.end, unit + 1
             if group < groups:
                 self._check_stop(f"after unit {unit} ({group} of {groups} batches converted)")
-        os.replace(self.staging, config.target)
-        fsync_dir(config.target.parent)
-        done = journal.committed()
-        self.report.nodes_converted = done.rows
-        self.report.target_digest = done.hex
-        self.report.phases_s["convert"] = round(time.perf_counter() - mark, 3)
-        journal.set_state("verifying", "target in place", phase="verifying",
-                          target_created=True, report=self.report.as_dict())
+
+    def _place(self) -> None:
+        """Put the finished store where it belongs; every step can be repeated after a crash."""
+        target, staging, journal = self.config.target, self.staging, self.journal
+        mode = journal.get("mode")
+        if mode == "in-place" and journal.get("store_format") == "lance":
+            return  # converted in the store itself, version by version
+        if mode == "in-place":
+            backup = target.with_name(f".{target.name}.dualmem-legacy")
+            if target.exists() and staging.exists() and not backup.exists():
+                os.replace(target, backup)
+                fsync_dir(target.parent)
+            journal.set(legacy_backup=str(backup.resolve()))
+        if staging.exists():
+            if target.exists():
+                raise TargetExists(target)
+            os.replace(staging, target)
+            fsync_dir(target.parent)
+            journal.set(swapped=True)
+        elif not target.exists():
+            raise SourceError(staging, "the converted store is missing; roll back or re-run "
+                                       "with --restart")
 
     def _verify(self) -> None:
         mark = time.perf_counter()

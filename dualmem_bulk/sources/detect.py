@@ -6,10 +6,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import pyarrow as pa
+
 from dualmem_bulk.errors import SourceError, UsageError
+from dualmem_bulk.schema import DUAL_NAME, schema_identity
 from dualmem_bulk.sources import SourceBatch
 
-__all__ = ["Source", "detect_source", "open_source"]
+__all__ = ["Source", "detect_source", "open_source", "refuse_dual"]
 
 
 class Source(Protocol):
@@ -32,6 +35,15 @@ class Source(Protocol):
         """One line per damaged spot found before reading rows (``--strict`` refuses them)."""
 
 
+def refuse_dual(path: Path, schema: pa.Schema) -> None:
+    """Raise :class:`SourceError` if ``schema`` is a DualMemoryNode store's: it is no legacy
+    source (converting it again would read its 16-byte ids as Memory ids)."""
+    identity = schema_identity(schema)
+    if (identity and identity[0] == DUAL_NAME) or "node_type" in schema.names:
+        raise SourceError(path, "already a DualMemoryNode store (converted), not a legacy Memory "
+                                "source; `dualmem-bulk inspect` it, or convert the legacy store")
+
+
 def _files(files: list[Path]) -> dict[str, Any]:
     return {"files": [str(f) for f in files]}
 
@@ -52,18 +64,21 @@ def _sniff(path: Path) -> str:
 
 
 def detect_source(path: Path) -> str:
-    """``parquet``, ``jsonl`` or ``engram-wal``, judged from the content of ``path``."""
+    """``parquet``, ``jsonl``, ``engram-wal`` or ``lance`` (a legacy store kept as a Lance
+    dataset), judged from the content of ``path``."""
     from dualmem_bulk.sources.engram_wal import is_engram_root
 
     if not path.exists():
         raise SourceError(path, "no such file or directory")
     if path.is_dir():
+        if (path / "_versions").is_dir():
+            return "lance"
         if is_engram_root(path):
             return "engram-wal"
         if any(path.rglob("*.parquet")):
             return "parquet"
-        raise SourceError(path, "directory holds no .parquet files and is not an Engram data "
-                                "root (<root>/<space>/wal/wal-*.log)")
+        raise SourceError(path, "directory holds no .parquet files and is not a Lance dataset "
+                                "or an Engram data root (<root>/<space>/wal/wal-*.log)")
     return _sniff(path)
 
 
@@ -114,8 +129,28 @@ def open_source(path: Path, spaces: Sequence[str] | None = None,
         return read_engram_wal(path, batch_size, spaces)
     if spaces:
         raise UsageError(f"--space applies to an Engram data root; {path} is {kind}")
+    if kind == "lance":
+        from dualmem_bulk.sources.lance_legacy import LanceLegacySource
+
+        return LanceLegacySource(path)
     if kind == "parquet":
         from dualmem_bulk.sources.parquet import ParquetSource
 
+        _refuse_dual_parquet(path)
         return ParquetSource(path)
     return JsonlSource(path)
+
+
+def _refuse_dual_parquet(path: Path) -> None:
+    """A Parquet DualMemoryNode store is no legacy source: say so, rather than which column
+    has the wrong type. Unreadable files are left to the Parquet reader to report."""
+    import pyarrow.parquet as pq
+
+    from dualmem_bulk.sources.parquet import parquet_files
+
+    first = parquet_files(path)[0]
+    try:
+        schema = pq.read_schema(first)
+    except (OSError, pa.ArrowException):
+        return
+    refuse_dual(path, schema)

@@ -6,19 +6,16 @@ path only once complete and fsynced, so a target path either holds a whole store
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
+import lance
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualmem_bulk._fs import atomic_path
 from dualmem_bulk.errors import SourceError
-
-os.environ.setdefault("LANCE_LOG", "error")
-import lance
 
 __all__ = [
     "PARQUET_OPTIONS",

@@ -29,7 +29,7 @@ from dualmem_bulk._fs import atomic_path, fault_point, fsync_dir, remove
 from dualmem_bulk.journal import BatchRecord
 from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat
 
-__all__ = ["StagedWriter", "staged_writer", "staging_path"]
+__all__ = ["StagedWriter", "staged_writer", "staging_path", "unsliced"]
 
 
 def staging_path(target: Path) -> Path:
@@ -66,6 +66,14 @@ def _fsync_newer(root: Path, since_ns: int) -> None:
         fsync_dir(changed)
 
 
+def unsliced(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A copy of ``batch`` whose arrays start at offset 0 when any of them does not: Lance 14
+    panics on a sliced all-null struct column (``end <= self.len()``)."""
+    if all(col.offset == 0 for col in batch.columns):
+        return batch
+    return batch.take(pa.array(range(batch.num_rows), pa.int64()))
+
+
 class _LanceStaging:
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path, self.schema = path, schema
@@ -81,17 +89,40 @@ class _LanceStaging:
         if ds.version != version:
             ds.checkout_version(version).restore()  # type: ignore[no-untyped-call]
 
+    def _mode(self, unit: int) -> str:
+        return "append" if (self.path / "_versions").is_dir() else "create"
+
     def commit(self, unit: int, batches: Iterable[pa.RecordBatch]) -> tuple[int | None, str | None]:
         fault_point("target-write")
         since = time.time_ns() - 1_000_000_000
-        mode = "append" if (self.path / "_versions").is_dir() else "create"
-        reader = pa.RecordBatchReader.from_batches(self.schema, iter(batches))
+        mode = self._mode(unit)
+        reader = pa.RecordBatchReader.from_batches(self.schema, map(unsliced, batches))
         ds = lance.write_dataset(reader, str(self.path), schema=self.schema, mode=mode,
                                  max_rows_per_file=1 << 30,
                                  transaction_properties={"dualmem.unit": str(unit)})
         _fsync_newer(self.path, since)
         fsync_dir(self.path.parent)
         return int(ds.version), None
+
+
+class _LanceInPlace(_LanceStaging):
+    """The legacy Lance store itself: unit 0 overwrites it (a new version, dual schema), later
+    units append; resuming with no unit recorded goes back to the pre-migration version."""
+
+    def __init__(self, path: Path, schema: pa.Schema, base_version: int) -> None:
+        super().__init__(path, schema)
+        self.base_version = base_version
+
+    def resume(self, committed: list[BatchRecord]) -> None:
+        version = committed[-1].version if committed else self.base_version
+        if version is None:
+            raise ValueError(f"{self.path}: the journal holds no Lance version for the last unit")
+        ds = lance.dataset(str(self.path))
+        if ds.version != version:
+            ds.checkout_version(version).restore()  # type: ignore[no-untyped-call]
+
+    def _mode(self, unit: int) -> str:
+        return "overwrite" if unit == 0 else "append"
 
 
 class _ParquetStaging:
@@ -121,7 +152,11 @@ class _ParquetStaging:
         return None, name
 
 
-def staged_writer(fmt: TargetFormat, path: Path, schema: pa.Schema) -> StagedWriter:
-    """The resumable writer for ``fmt`` at staging ``path``."""
+def staged_writer(fmt: TargetFormat, path: Path, schema: pa.Schema,
+                  in_place_base: int | None = None) -> StagedWriter:
+    """The resumable writer for ``fmt`` at staging ``path``; with ``in_place_base`` (a Lance
+    version), the writer converts that Lance store in place, version by version."""
+    if in_place_base is not None:
+        return _LanceInPlace(path, schema, in_place_base)
     return _LanceStaging(path, schema) if fmt == "lance" else _ParquetStaging(path, schema)
 
