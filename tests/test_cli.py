@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "data" / "fixtures"
-COMMANDS = ["generate", "convert", "verify", "inspect"]
+COMMANDS = ["generate", "convert", "export", "status", "verify", "inspect"]
 
 
 def cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
