@@ -1,4 +1,12 @@
-"""dualmem-bulk: migrate Engram ``Memory`` stores to ``DualMemoryNode``, fast and verifiably."""
+"""dualmem-bulk: migrate Engram ``Memory`` stores to ``DualMemoryNode``, fast and verifiably.
+
+Example:
+    >>> from pathlib import Path
+    >>> from dualmem_bulk import OfflineConfig, run_offline
+    >>> config = OfflineConfig(source=Path("memories.parquet"), target=Path("nodes.lance"))
+    >>> config.resolved_run_dir.name
+    'nodes.lance.run'
+"""
 
 from __future__ import annotations
 
@@ -7,3 +15,32 @@ import os
 os.environ.setdefault("LANCE_LOG", "error")  # Lance's native logger reads it once, at load
 
 __version__ = "0.1.0"
+
+from dualmem_bulk.checksum import TableDigest, encode_rows, row_checksums
+from dualmem_bulk.convert import node_uuids, to_dual, to_legacy
+from dualmem_bulk.errors import DualmemError
+from dualmem_bulk.export import export_snapshot, scan_source
+from dualmem_bulk.inspect import inspect_path
+from dualmem_bulk.offline import OfflineConfig, RunReport, run_offline
+from dualmem_bulk.status import run_status
+from dualmem_bulk.verify import VerifyReport, verify_run
+
+__all__ = [
+    "DualmemError",
+    "OfflineConfig",
+    "RunReport",
+    "TableDigest",
+    "VerifyReport",
+    "__version__",
+    "encode_rows",
+    "export_snapshot",
+    "inspect_path",
+    "node_uuids",
+    "row_checksums",
+    "run_offline",
+    "run_status",
+    "scan_source",
+    "to_dual",
+    "to_legacy",
+    "verify_run",
+]
