@@ -22,20 +22,25 @@ from dualmem_bulk.errors import DualmemError
 from dualmem_bulk.export import export_snapshot, scan_source
 from dualmem_bulk.inspect import inspect_path
 from dualmem_bulk.offline import OfflineConfig, RunReport, run_offline
+from dualmem_bulk.rollback import FinalizeReport, RollbackReport, finalize_run, rollback_run
 from dualmem_bulk.status import run_status
 from dualmem_bulk.verify import VerifyReport, verify_run
 
 __all__ = [
     "DualmemError",
+    "FinalizeReport",
     "OfflineConfig",
+    "RollbackReport",
     "RunReport",
     "TableDigest",
     "VerifyReport",
     "__version__",
     "encode_rows",
     "export_snapshot",
+    "finalize_run",
     "inspect_path",
     "node_uuids",
+    "rollback_run",
     "row_checksums",
     "run_offline",
     "run_status",

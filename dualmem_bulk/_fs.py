@@ -11,7 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "fault_point", "fsync_dir", "fsync_tree", "remove", "write_json"]
+__all__ = [
+    "atomic_path",
+    "fault_point",
+    "fsync_dir",
+    "fsync_tree",
+    "remove",
+    "source_identity",
+    "write_json",
+]
 
 _FAULTS: dict[str, int] = {}
 
@@ -90,3 +98,14 @@ def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (a reader sees the old file or the new one, never a mix)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def source_identity(path: Path) -> list[list[Any]]:
+    """Every file of the source with its size and mtime: a cheap test that it did not change."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    out = []
+    for f in files:
+        st = f.stat()
+        out.append([str(f.relative_to(path) if f != path else f.name), st.st_size,
+                    st.st_mtime_ns])
+    return out

@@ -382,8 +382,8 @@ def rollback(
     lines += [f"  removed {path}" for path in r.removed]
     if r.restored_from:
         lines.append(f"  restored {r.source} from {r.restored_from}")
-    if r.restored_digest:
-        lines.append(f"  {r.restored_rows:,} rows, digest {r.restored_digest} = the snapshot's")
+    if r.proven_digest:
+        lines.append(f"  {r.proven_rows:,} rows, digest {r.proven_digest} = the snapshot's")
     if r.mode == "copy" and r.source_untouched:
         lines.append(f"  source {r.source} untouched")
     lines += [f"  note: {note}" for note in r.notes]

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualmem_bulk import __version__
-from dualmem_bulk._fs import fsync_dir, remove, write_json
+from dualmem_bulk._fs import fsync_dir, remove, source_identity, write_json
 from dualmem_bulk._signals import StopRequest, stop_on_signals
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.convert import to_dual
@@ -113,17 +113,6 @@ class OfflineConfig:
         return out
 
 
-def _source_identity(path: Path) -> list[list[Any]]:
-    """Every file of the source with its size and mtime: a cheap test that it did not change."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    out = []
-    for f in files:
-        st = f.stat()
-        out.append([str(f.relative_to(path) if f != path else f.name), st.st_size,
-                    st.st_mtime_ns])
-    return out
-
-
 def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
@@ -170,12 +159,15 @@ class _Run:
     def _open_journal(self) -> Journal:
         config, run_dir = self.config, self.run_dir
         identity = config.identity()
-        source = _source_identity(config.source) if config.source.exists() else []
+        source = source_identity(config.source) if config.source.exists() else []
         if Journal.exists(run_dir):
             journal = Journal.open(run_dir)
             if config.restart:
                 self._discard(journal)
                 journal.close()
+            elif journal.state == "rolling-back":
+                raise UsageError(f"{run_dir}: a rollback of this run was started; finish it "
+                                 f"with `dualmem-bulk rollback {run_dir}`")
             elif journal.state in ("rolled-back", "finalized"):
                 raise UsageError(f"{run_dir}: this run is {journal.state}; pass --restart to "
                                  "migrate again, or choose another --run-dir")
@@ -224,7 +216,9 @@ class _Run:
 
     def _discard(self, journal: Journal) -> None:
         """--restart: remove what this run wrote (staging, target, snapshot), keep the lock."""
-        if journal.get("mode") == "in-place" and journal.state not in ("planned", "exporting"):
+        if journal.get("mode") == "in-place" and journal.state not in (
+            "planned", "exporting", "rolled-back"
+        ):
             raise UsageError(f"{self.run_dir}: the store is being converted in place; roll the "
                              "run back first (dualmem-bulk rollback), then --restart")
         remove(self.staging)

@@ -14,7 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "data" / "fixtures"
-COMMANDS = ["generate", "convert", "export", "status", "verify", "inspect"]
+COMMANDS = ["generate", "convert", "export", "status", "verify", "inspect", "rollback",
+            "finalize"]
 
 
 def cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,79 @@
+"""The legacy Memory store, written back from a run's snapshot (rollback of an in-place run whose
+backup is gone), and its digest read through the same validating scan as any legacy source.
+
+The written rows are the snapshot's, in :data:`~dualmem_bulk.schema.LEGACY_SCHEMA` exactly (the
+checksum column dropped), so the store's digest equals the snapshot's. Rows the run quarantined
+are not in the snapshot and cannot come back this way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import lance
+import pyarrow as pa
+
+from dualmem_bulk._fs import fsync_dir, fsync_tree
+from dualmem_bulk.checksum import TableDigest
+from dualmem_bulk.errors import SourceError
+from dualmem_bulk.export import DEFAULT_BATCH_SIZE, scan_source
+from dualmem_bulk.progress import NULL_PROGRESS, Progress
+from dualmem_bulk.schema import LEGACY_SCHEMA
+from dualmem_bulk.stores import TargetFormat, open_parquet, parquet_batches, write_store
+
+__all__ = ["LegacyScan", "legacy_digest", "write_legacy"]
+
+
+def _snapshot_batches(snapshot: Path, batch_size: int, progress: Progress
+                      ) -> Iterator[pa.RecordBatch]:
+    """The snapshot's rows as LEGACY_SCHEMA batches (its checksum column left out)."""
+    try:
+        handle = open_parquet(snapshot)
+    except (OSError, pa.ArrowException) as exc:
+        raise SourceError(snapshot, f"not a readable snapshot ({exc})") from exc
+    progress.phase("restore", handle.metadata.num_rows)
+    for batch in parquet_batches(handle, batch_size, LEGACY_SCHEMA.names):
+        yield pa.RecordBatch.from_arrays(batch.columns, schema=LEGACY_SCHEMA)
+        progress.advance(batch.num_rows)
+
+
+def write_legacy(snapshot: Path, path: Path, fmt: TargetFormat, *,
+                 batch_size: int = DEFAULT_BATCH_SIZE, progress: Progress = NULL_PROGRESS) -> None:
+    """Write the snapshot's rows as a legacy store at ``path``.
+
+    ``parquet``: a new directory of part files, built under a hidden sibling name and renamed
+    into place (``path`` must not exist). ``lance``: a new version of the dataset at ``path``
+    (an overwrite commit, so earlier versions stay restorable), or a new dataset; its files are
+    fsynced before this returns.
+    """
+    batches = _snapshot_batches(snapshot, batch_size, progress)
+    if fmt == "parquet":
+        if path.exists():
+            raise FileExistsError(f"{path}: already exists; remove it before rebuilding")
+        write_store(path, "parquet", LEGACY_SCHEMA, batches)
+    else:
+        mode = "overwrite" if (path / "_versions").is_dir() else "create"
+        reader = pa.RecordBatchReader.from_batches(LEGACY_SCHEMA, batches)
+        lance.write_dataset(reader, str(path), schema=LEGACY_SCHEMA, mode=mode)
+        fsync_tree(path)
+        fsync_dir(path.parent)
+    progress.done()
+
+
+@dataclass(frozen=True)
+class LegacyScan:
+    """Digest of a legacy store's valid rows, and how many rows validation rejected."""
+
+    digest: TableDigest
+    quarantined: int
+
+
+def legacy_digest(path: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                  spaces: tuple[str, ...] = (), progress: Progress = NULL_PROGRESS) -> LegacyScan:
+    """The digest of the legacy store or source at ``path`` (Parquet, Lance, JSON lines, WAL)
+    as a snapshot of it would have: valid rows only, through the export's validation."""
+    report = scan_source(path, batch_size, progress, spaces)
+    return LegacyScan(TableDigest.from_hex(report.snapshot_rows, report.snapshot_digest),
+                      report.quarantined)
