@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from blake3 import blake3
 
-__all__ = ["TableDigest", "encode_rows", "row_checksums"]
+__all__ = ["TableDigest", "encode_rows", "episode_checksums", "row_checksums"]
 
 _MOD = 1 << 256
 _EMPTY = pa.scalar(b"", pa.large_binary())
@@ -129,11 +129,69 @@ def _metadata(maps: pa.Array) -> pa.Array:
         pa.table({"owner": owner, "key": keys.cast(pa.large_binary())}),
         sort_keys=[("owner", "ascending"), ("key", "ascending")],
     )
-    encoded = _join(_prefixed(keys.take(order)), _prefixed(values.take(order)))
-    grouped_offsets = np.zeros(len(maps) + 1, dtype=np.int64)
-    np.cumsum(counts, out=grouped_offsets[1:])
-    grouped = pa.LargeListArray.from_arrays(pa.array(grouped_offsets), encoded)
+    return _grouped(counts, _join(_prefixed(keys.take(order)), _prefixed(values.take(order))))
+
+
+def _grouped(counts: np.ndarray, encoded: pa.Array) -> pa.Array:
+    """``u32 count`` then the row's encoded elements, concatenated."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    grouped = pa.LargeListArray.from_arrays(pa.array(offsets), encoded)
     return _join(_fixed(counts.astype("<u4")), pc.binary_join(grouped, _EMPTY))
+
+
+def _string_list(lists: pa.Array) -> pa.Array:
+    """``u32 count`` then each string as ``u32 len, utf8``, in order; null lists count 0."""
+    offsets = lists.offsets.to_numpy()
+    counts = np.diff(offsets)
+    values = lists.values.slice(offsets[0], offsets[-1] - offsets[0])
+    if lists.null_count:
+        valid = lists.is_valid().to_numpy(zero_copy_only=False)
+        owner = np.repeat(np.arange(len(lists), dtype=np.int64), counts)
+        counts = np.where(valid, counts, 0)
+        values = values.filter(pa.array(valid[owner]))
+    return _grouped(counts, _prefixed(values).fill_null(_EMPTY))
+
+
+def _opt_scalar(arr: pa.Array, dtype: str) -> pa.Array:
+    return _optional(pc.is_valid(arr), _scalar_le(arr, dtype))
+
+
+def _opt_text(arr: pa.Array) -> pa.Array:
+    return _optional(pc.is_valid(arr), _prefixed(arr))
+
+
+def episode_checksums(batch: pa.RecordBatch) -> pa.FixedSizeBinaryArray:
+    """BLAKE3-256 over the columns the row checksum leaves out (``space`` and the Engram-only
+    ``episode`` struct), so verification covers what a WAL source carries as well.
+
+    Encoding: ``space`` and ``where_location`` as optional strings; ``who`` optional
+    (``u32 count``, strings in order); the three f32 fields and each decay-function field
+    optional (``u8 0`` or ``u8 1`` + little-endian bits); the decay variant as a string;
+    ``metadata`` as in the row checksum (entries sorted by key).
+    """
+    episode, space = batch.column("episode"), batch.column("space")
+
+    def field(name: str, of: pa.Array = episode) -> pa.Array:
+        return pc.struct_field(of, name)
+
+    decay = field("decay_function")
+    decay_body = _join(
+        _prefixed(field("variant", decay).fill_null("")),
+        *(_opt_scalar(field(name, decay), dtype) for name, dtype in (
+            ("tau_hours", "<f4"), ("beta", "<f4"), ("consolidation_threshold", "<u8"),
+            ("short_term_tau", "<f4"), ("long_term_beta", "<f4"), ("transition_point", "<u8"),
+        )),
+    )
+    body = _join(
+        _opt_text(field("where_location")),
+        _optional(pc.is_valid(field("who")), _string_list(field("who"))),
+        *(_opt_scalar(field(name), "<f4") for name in (
+            "vividness_confidence", "reliability_confidence", "decay_rate")),
+        _optional(pc.is_valid(decay), decay_body),
+        _metadata(field("metadata")),
+    )
+    return _hash_rows(_join(_opt_text(space), _optional(pc.is_valid(episode), body)))
 
 
 def _provenance(prov: pa.Array) -> pa.Array:
@@ -230,3 +288,9 @@ def row_checksums(batch: pa.RecordBatch | pa.Table) -> pa.FixedSizeBinaryArray:
         for h, e, t in zip(_views(head), emb, _views(tail), strict=True)
     )
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), n, [None, pa.py_buffer(out)])
+
+
+def _hash_rows(encoded: pa.Array) -> pa.FixedSizeBinaryArray:
+    out = b"".join(blake3(row).digest() for row in _views(encoded))
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), len(encoded),
+                                                [None, pa.py_buffer(out)])

@@ -4,9 +4,10 @@ What is re-read and why that suffices: every target row is read in full; its leg
 re-encoded and hashed and compared with the row's stored checksum (catches any changed carried
 field), its derived fields are checked against the conversion rules (UUID from the id,
 ``strength`` = ``activation`` bit for bit, ``consolidation_score`` = 0.0, Episode type, Concept
-fields null); the snapshot's ``id`` and ``checksum`` columns are joined with the target's by id
-(catches a missing, extra, duplicated or different node); and the three table digests (recorded
-at export, stored in the target, recomputed from the target's fields) must be equal.
+fields null); the snapshot's ``space``, ``id`` and ``checksum`` columns are joined with the
+target's (catches a missing, extra, duplicated or different node), together with a checksum of
+the Engram-only ``episode`` column that the row checksum leaves out; and the three table
+digests (recorded at export, stored in the target, recomputed from its fields) must be equal.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dualmem_bulk.checksum import TableDigest, row_checksums
+from dualmem_bulk.checksum import TableDigest, episode_checksums, row_checksums
 from dualmem_bulk.convert import node_uuids, to_legacy
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.journal import Journal
@@ -121,40 +122,46 @@ def _join_problems(snapshot: pl.DataFrame, target: pl.DataFrame) -> list[Problem
     joined = snapshot.unique(_KEY).join(target.unique(_KEY), on=_KEY, how="full", coalesce=True)
     for row in joined.filter(
         pl.col("t").is_null() | pl.col("s").is_null() | (pl.col("s") != pl.col("t"))
+        | (pl.col("es") != pl.col("et"))
     ).sort(_KEY).iter_rows(named=True):
         if row["t"] is None:
             why = "missing from the target"
         elif row["s"] is None:
             why = "in the target but not in the snapshot"
-        else:
+        elif row["s"] != row["t"]:
             why = "checksum differs from the snapshot's"
+        else:
+            why = "episode fields differ from the snapshot's"
         problems.append((row["space"], row["id"], why))
     return problems
 
 
 class _Keys:
-    """(space, id, checksum) columns gathered batch by batch, for the join."""
+    """(space, id, row checksum, episode checksum) gathered batch by batch, for the join."""
 
     def __init__(self) -> None:
         self.spaces: list[pa.Array] = []
         self.ids: list[pa.Array] = []
         self.sums: list[pa.Array] = []
+        self.extras: list[pa.Array] = []
 
-    def add(self, space: pa.Array, ids: pa.Array, sums: pa.Array) -> None:
+    def add(self, batch: pa.RecordBatch, id_column: str) -> None:
         """Keep copies: a slice of a batch read by Lance keeps the whole batch's memory alive."""
-        every = pa.array(np.arange(len(ids)))
-        self.spaces.append(space.cast(pa.large_utf8()).take(every))
-        self.ids.append(ids.cast(pa.large_utf8()).take(every))
-        self.sums.append(sums.cast(pa.large_binary()).take(every))
+        every = pa.array(np.arange(batch.num_rows))
+        self.spaces.append(batch.column("space").cast(pa.large_utf8()).take(every))
+        self.ids.append(batch.column(id_column).cast(pa.large_utf8()).take(every))
+        self.sums.append(batch.column("checksum").cast(pa.large_binary()).take(every))
+        self.extras.append(episode_checksums(batch).cast(pa.large_binary()))
 
     def frame(self, name: str) -> pl.DataFrame:
-        schema = {"space": pl.String, "id": pl.String, name: pl.Binary}
+        schema = {"space": pl.String, "id": pl.String, name: pl.Binary, "e" + name: pl.Binary}
         if not self.ids:
             return pl.DataFrame(schema=schema)
         table = pa.table({
             "space": pa.chunked_array(self.spaces, pa.large_utf8()),
             "id": pa.chunked_array(self.ids, pa.large_utf8()),
             name: pa.chunked_array(self.sums, pa.large_binary()),
+            "e" + name: pa.chunked_array(self.extras, pa.large_binary()),
         })
         out = pl.from_arrow(table)
         assert isinstance(out, pl.DataFrame)
@@ -178,8 +185,8 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
 
     snap, snap_digest = _Keys(), TableDigest()
     for batch in parquet_batches(open_parquet(run_dir / "snapshot.parquet"), batch_size,
-                                 ["space", "id", "checksum"]):
-        snap.add(batch.column("space"), batch.column("id"), batch.column("checksum"))
+                                 ["space", "id", "checksum", "episode"]):
+        snap.add(batch, "id")
         snap_digest += TableDigest.of(batch.column("checksum"))
 
     progress.phase("verify", target.count_rows())
@@ -194,7 +201,7 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
                      for i, why in sorted(set(rows))]
         recomputed += digest
         stored += TableDigest.of(batch.column("checksum"))
-        tgt.add(spaces, ids, batch.column("checksum"))
+        tgt.add(batch, "episode_id")
         progress.advance(batch.num_rows)
 
     problems += _join_problems(snap.frame("s"), tgt.frame("t"))

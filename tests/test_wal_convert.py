@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from conftest import assert_bit_equal
@@ -365,3 +366,28 @@ def test_generated_root_converts_end_to_end(tmp_path: Path, generated_root: Path
     assert picked["verified"] and picked["nodes_converted"] == spaces.count(other) > 0
     assert list(picked["source_details"]["spaces"]) == [other]
     assert set(_read_target(tmp_path / "one.lance")["space"].to_pylist()) == {other}
+
+
+def test_verify_covers_episode_fields(tmp_path: Path) -> None:
+    """The row checksum leaves the Engram-only columns out; verify still catches a change."""
+    from dualmem_bulk.verify import verify_run
+
+    target = tmp_path / "nodes"
+    report = run_offline(OfflineConfig(source=DATA, target=target, target_format="parquet"))
+    assert report.verified
+    part = sorted(target.glob("part-*.parquet"))[0]
+    table = pq.read_table(part)
+    episodes = table.column("episode").combine_chunks()
+    where = pc.struct_field(episodes, "where_location").to_pylist()
+    where[0] = "somewhere else"
+    fields = [pc.struct_field(episodes, f.name) for f in episodes.type]
+    fields[0] = pa.array(where, pa.utf8())
+    changed = pa.StructArray.from_arrays(fields, fields=list(episodes.type),
+                                         mask=pc.invert(episodes.is_valid()))
+    table = table.set_column(table.schema.get_field_index("episode"),
+                             table.schema.field("episode"), changed)
+    pq.write_table(table, part)
+    verdict = verify_run(tmp_path / "nodes.run")
+    assert not verdict.ok and verdict.mismatched == 1
+    assert verdict.mismatches[0]["problem"] == "episode fields differ from the snapshot's"
+    assert verdict.mismatches[0]["id"] == table.column("episode_id")[0].as_py()
