@@ -21,7 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dualmem_bulk.checksum import row_checksums
-from dualmem_bulk.schema import DUAL_SCHEMA, EMBEDDING_TYPE, LEGACY_SCHEMA, NODE_TYPE_TYPE
+from dualmem_bulk.schema import (
+    CARRIED,
+    DUAL_SCHEMA,
+    EMBEDDING_TYPE,
+    LEGACY_SCHEMA,
+    NODE_TYPE_TYPE,
+)
 
 __all__ = ["ID_NAMESPACE", "node_uuids", "to_dual", "to_legacy"]
 
@@ -36,19 +42,6 @@ for _i, _c in enumerate(b"0123456789abcdef"):
     _NIBBLE[ord(chr(_c).upper())] = _i
 _NODE_TYPES = pa.array(["Episode", "Concept"], pa.utf8())
 
-_CARRIED = (
-    "embedding",
-    "activation",
-    "confidence",
-    "last_access",
-    "created_at",
-    "access_count",
-    "decay_rate",
-    "content",
-    "embedding_provenance",
-    "space",
-    "episode",
-)
 
 
 def _parse_canonical(ids: pa.Array) -> np.ndarray:
@@ -127,7 +120,7 @@ def to_dual(batch: pa.RecordBatch, checksums: pa.Array | None = None) -> pa.Reco
         "coherence": pa.nulls(n, pa.float32()),
         "instance_count": pa.nulls(n, pa.uint32()),
         "formation_time": pa.nulls(n, DUAL_SCHEMA.field("formation_time").type),
-        **{name: batch.column(name) for name in _CARRIED},
+        **{name: batch.column(name) for name in CARRIED},
         "checksum": row_checksums(batch) if checksums is None else checksums,
     }
     return pa.RecordBatch.from_arrays(
@@ -145,7 +138,7 @@ def to_legacy(batch: pa.RecordBatch) -> pa.RecordBatch:
     if pc.any(concept).as_py():
         first = pc.index(concept, True).as_py()
         raise ValueError(f"row {first} is a {kinds[first]} node; only Episodes map back to Memory")
-    columns = {"id": batch.column("episode_id"), **{n: batch.column(n) for n in _CARRIED}}
+    columns = {"id": batch.column("episode_id"), **{n: batch.column(n) for n in CARRIED}}
     return pa.RecordBatch.from_arrays(
         [columns[f.name].cast(f.type) for f in LEGACY_SCHEMA], schema=LEGACY_SCHEMA
     )

@@ -12,6 +12,7 @@ import hashlib
 import pyarrow as pa
 
 __all__ = [
+    "CARRIED",
     "DECAY_FUNCTION_TYPE",
     "DIM",
     "DUAL_NAME",
@@ -113,7 +114,23 @@ LEGACY_SCHEMA = _with_identity(_LEGACY_FIELDS, LEGACY_NAME, LEGACY_VERSION)
 """The legacy ``Memory`` (snapshot) schema; ``space`` and ``episode`` are null unless the source
 is an Engram WAL."""
 
-_CARRIED = {f.name: f for f in _LEGACY_FIELDS}
+CARRIED = (
+    "embedding",
+    "activation",
+    "confidence",
+    "last_access",
+    "created_at",
+    "access_count",
+    "decay_rate",
+    "content",
+    "embedding_provenance",
+    "space",
+    "episode",
+)
+"""Legacy columns the DualMemoryNode carries unchanged (all but ``id``, which becomes
+``episode_id``), in the dual schema's order."""
+
+_BY_NAME = {f.name: f for f in _LEGACY_FIELDS}
 
 DUAL_SCHEMA = _with_identity(
     [
@@ -126,22 +143,7 @@ DUAL_SCHEMA = _with_identity(
         pa.field("coherence", pa.float32()),
         pa.field("instance_count", pa.uint32()),
         pa.field("formation_time", TIMESTAMP_TYPE),
-        *(
-            _CARRIED[name]
-            for name in (
-                "embedding",
-                "activation",
-                "confidence",
-                "last_access",
-                "created_at",
-                "access_count",
-                "decay_rate",
-                "content",
-                "embedding_provenance",
-                "space",
-                "episode",
-            )
-        ),
+        *(_BY_NAME[name] for name in CARRIED),
         pa.field("checksum", pa.binary(32), nullable=False),
     ],
     DUAL_NAME,

@@ -74,13 +74,20 @@ def unsliced(batch: pa.RecordBatch) -> pa.RecordBatch:
     return batch.take(pa.array(range(batch.num_rows), pa.int64()))
 
 
-class _LanceStaging:
+class _Staging:
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path, self.schema = path, schema
 
-    def resume(self, committed: list[BatchRecord]) -> None:
+    def _fresh(self, committed: list[BatchRecord]) -> bool:
+        """With nothing committed, the staging store starts over: remove what is there."""
         if not committed:
             remove(self.path)
+        return not committed
+
+
+class _LanceStaging(_Staging):
+    def resume(self, committed: list[BatchRecord]) -> None:
+        if self._fresh(committed):
             return
         version = committed[-1].version
         if version is None:
@@ -125,13 +132,9 @@ class _LanceInPlace(_LanceStaging):
         return "overwrite" if unit == 0 else "append"
 
 
-class _ParquetStaging:
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self.path, self.schema = path, schema
-
+class _ParquetStaging(_Staging):
     def resume(self, committed: list[BatchRecord]) -> None:
-        if not committed:
-            remove(self.path)
+        if self._fresh(committed):
             return
         known = {r.part for r in committed}
         for part in self.path.iterdir():
