@@ -13,6 +13,7 @@ digests (recorded at export, stored in the target, recomputed from its fields) m
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,12 @@ from dualmem_bulk.convert import node_uuids, to_legacy
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
+from dualmem_bulk.schema import SNAPSHOT_SCHEMA
 from dualmem_bulk.stores import TargetStore, open_parquet, parquet_batches
 
 __all__ = ["VerifyReport", "verify_run"]
 
+_SNAP_SCHEMA = pa.schema([SNAPSHOT_SCHEMA.field(n) for n in ("space", "id", "checksum", "episode")])
 MAX_LISTED = 20
 _READ_BATCH = 4096
 """Rows per batch when re-reading the target: the Lance reader's buffers grow with the batch;
@@ -168,6 +171,62 @@ class _Keys:
         return out.with_columns(pl.col("space").fill_null(""))
 
 
+_SNAP_COLUMNS = ["space", "id", "checksum", "episode"]
+
+
+class _InOrder:
+    """The snapshot's rows, handed out in the order the target was written from them."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
+        self._batches, self._pending = batches, pa.Table.from_batches([], _SNAP_SCHEMA)
+        self.digest = TableDigest()
+
+    def take(self, n: int) -> pa.Table | None:
+        """The next ``n`` rows, or ``None`` if the snapshot has fewer left."""
+        while self._pending.num_rows < n:
+            batch = next(self._batches, None)
+            if batch is None:
+                return None
+            self.digest += TableDigest.of(batch.column("checksum"))
+            self._pending = pa.concat_tables([self._pending, pa.Table.from_batches([batch])])
+        rows, self._pending = self._pending.slice(0, n), self._pending.slice(n)
+        return rows
+
+    def drain(self) -> TableDigest:
+        """Digest of every snapshot row, read to the end."""
+        for batch in self._batches:
+            self.digest += TableDigest.of(batch.column("checksum"))
+        return self.digest
+
+
+def _same_rows(expected: pa.Table | None, batch: pa.RecordBatch) -> bool:
+    """Whether the target rows are the snapshot rows at the same positions, all columns that
+    the join would compare (space, id, row checksum, episode checksum) being equal."""
+    if expected is None:
+        return False
+    snap = expected.combine_chunks().to_batches()[0] if expected.num_rows else None
+    if snap is None:
+        return bool(batch.num_rows == 0)
+    pairs = [
+        (snap.column("space").fill_null(""), batch.column("space").fill_null("")),
+        (snap.column("id"), batch.column("episode_id")),
+        (snap.column("checksum"), batch.column("checksum")),
+        (episode_checksums(snap), episode_checksums(batch)),
+    ]
+    return all(pc.all(pc.equal(a.cast(b.type), b)).as_py() is True for a, b in pairs)
+
+
+def _keys(snapshot: Path, target: TargetStore, batch_size: int
+          ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Both sides' join keys; only needed when the target is not the snapshot row for row."""
+    snap, tgt = _Keys(), _Keys()
+    for batch in parquet_batches(open_parquet(snapshot), batch_size, _SNAP_COLUMNS):
+        snap.add(batch, "id")
+    for batch in target.batches(min(batch_size, _READ_BATCH)):
+        tgt.add(batch, "episode_id")
+    return snap.frame("s"), tgt.frame("t")
+
+
 def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
                batch_size: int = 16_384) -> VerifyReport:
     """Verify a run directory's target against its snapshot; see the module docstring."""
@@ -183,16 +242,12 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
     report = VerifyReport(ok=False, run_dir=str(run_dir), target=target_path,
                           recorded_digest=snapshot["digest"])
 
-    snap, snap_digest = _Keys(), TableDigest()
-    for batch in parquet_batches(open_parquet(run_dir / "snapshot.parquet"), batch_size,
-                                 ["space", "id", "checksum", "episode"]):
-        snap.add(batch, "id")
-        snap_digest += TableDigest.of(batch.column("checksum"))
-
+    snapshot_file = run_dir / "snapshot.parquet"
+    expected = _InOrder(parquet_batches(open_parquet(snapshot_file), batch_size, _SNAP_COLUMNS))
     progress.phase("verify", target.count_rows())
     problems: list[Problem] = []
-    tgt = _Keys()
     stored, recomputed = TableDigest(), TableDigest()
+    aligned = True
     for batch in target.batches(min(batch_size, _READ_BATCH)):
         rows, digest = _checksum_problems(batch)
         rows += _structural(batch)
@@ -201,10 +256,11 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
                      for i, why in sorted(set(rows))]
         recomputed += digest
         stored += TableDigest.of(batch.column("checksum"))
-        tgt.add(batch, "episode_id")
+        aligned = aligned and _same_rows(expected.take(batch.num_rows), batch)
         progress.advance(batch.num_rows)
-
-    problems += _join_problems(snap.frame("s"), tgt.frame("t"))
+    snap_digest = expected.drain()
+    if not (aligned and snap_digest.rows == stored.rows):
+        problems += _join_problems(*_keys(snapshot_file, target, batch_size))
     report.snapshot_rows, report.target_rows = snap_digest.rows, stored.rows
     report.snapshot_digest, report.target_digest = snap_digest.hex, stored.hex
     report.recomputed_digest = recomputed.hex

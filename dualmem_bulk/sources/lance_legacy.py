@@ -15,7 +15,7 @@ from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.schema.validate import check_schema
 from dualmem_bulk.sources import ROW_COLUMN, SourceBatch
 from dualmem_bulk.sources.detect import refuse_dual
-from dualmem_bulk.stores import _LANCE_IO_BUFFER, _LANCE_READAHEAD
+from dualmem_bulk.stores import lance_batches
 
 __all__ = ["LanceLegacySource"]
 
@@ -47,10 +47,7 @@ class LanceLegacySource:
         columns = [n for n in self._ds.schema.names if n in wanted]
         row = 0
         try:
-            for batch in self._ds.to_batches(
-                columns=columns, batch_size=batch_size, batch_readahead=_LANCE_READAHEAD,
-                io_buffer_size=_LANCE_IO_BUFFER,
-            ):
+            for batch in lance_batches(self._ds, batch_size, columns):
                 rows = pa.array(range(row, row + batch.num_rows), pa.int64())
                 yield SourceBatch(str(self.path), batch.append_column(ROW_COLUMN, rows))
                 row += batch.num_rows
