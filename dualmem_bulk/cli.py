@@ -53,7 +53,7 @@ class _CliProgress:
         self._bar: Progress | None = None
         self._task: TaskID | None = None
         self._every, self._last = every_s, 0.0
-        self._name, self._done, self._start = "", 0, 0.0
+        self._name, self._done, self._start, self._printed = "", 0, 0.0, 0
         self._total: int | None = None
         if _err.is_terminal:
             self._bar = Progress(
@@ -65,7 +65,7 @@ class _CliProgress:
 
     def phase(self, name: str, total: int | None) -> None:
         self._flush()
-        self._name, self._total, self._done = name, total, 0
+        self._name, self._total, self._done, self._printed = name, total, 0, 0
         self._start = self._last = time.monotonic()
         if self._bar is not None:
             self._task = self._bar.add_task(name, total=total, rate="-")
@@ -87,9 +87,10 @@ class _CliProgress:
             eta = f", ETA {max(self._total - self._done, 0) / rate:,.0f} s"
         print(f"{self._name}: {self._done:,}{total} nodes, {rate:,.0f} nodes/s{eta}",
               file=sys.stderr, flush=True)
+        self._printed = self._done
 
     def _flush(self) -> None:
-        if self._bar is None and self._name and self._done:
+        if self._bar is None and self._name and self._done != self._printed:
             self._line(self._done / max(time.monotonic() - self._start, 1e-9))
 
     def message(self, text: str) -> None:
