@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualmem_bulk._fs import atomic_path
+from dualmem_bulk._threads import InOrderWorker, prefetched
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.errors import InvalidRows, SourceDamaged, TargetExists, UsageError
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
@@ -60,7 +61,7 @@ class Exporter:
         """Yield (snapshot batch with checksums, rejected rows) per source batch; ``check`` runs
         before each batch (it raises to stop the export)."""
         seen = SeenIds()
-        for chunk in self.source.batches(self.batch_size):
+        for chunk in prefetched(self.source.batches(self.batch_size)):
             check()
             checked = validate_batch(chunk, seen)
             sums = row_checksums(checked.good)
@@ -84,9 +85,10 @@ class Exporter:
             tmp = stack.enter_context(atomic_path(snapshot))
             writer = stack.enter_context(pq.ParquetWriter(tmp, SNAPSHOT_SCHEMA, **PARQUET_OPTIONS))
             rejects: pq.ParquetWriter | None = None
+            background = stack.enter_context(InOrderWorker())  # exits before the writer closes
             for batch, rejected in self.batches(progress, check):
                 if batch.num_rows:
-                    writer.write_batch(batch)
+                    background.submit(writer.write_batch, batch)
                 if rejected and strict:
                     first = rejected[0]
                     raise InvalidRows(self.report.quarantined,
@@ -96,6 +98,7 @@ class Exporter:
                         rejects = stack.enter_context(pq.ParquetWriter(
                             stack.enter_context(atomic_path(quarantine)), QUARANTINE_SCHEMA))
                     rejects.write_table(_quarantine_table(rejected))
+            background.drain()  # every batch written before the footer
             writer.add_key_value_metadata({
                 "dualmem.snapshot.rows": str(self.digest.rows),
                 "dualmem.snapshot.digest": self.digest.hex,

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from dualmem_bulk import __version__
 from dualmem_bulk._fs import fsync_dir, remove, source_identity, write_json
 from dualmem_bulk._signals import StopRequest, stop_on_signals
+from dualmem_bulk._threads import prefetched
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.convert import to_dual
 from dualmem_bulk.errors import (
@@ -327,7 +328,7 @@ class _Run:
             tally = _Unit(group)
             started = time.perf_counter()
             version, part = writer.commit(
-                unit, tally.batches(handle, groups, self.config.checkpoint_every or 1))
+                unit, prefetched(tally.batches(handle, groups, self.config.checkpoint_every or 1)))
             self.journal.record_batch(BatchRecord(  # durable before it is reported
                 unit, group, tally.end, tally.rows, tally.digest.hex, version, part,
                 round(time.perf_counter() - started, 3), time.time()))

@@ -23,6 +23,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dualmem_bulk._threads import prefetched
 from dualmem_bulk.checksum import TableDigest, episode_checksums, row_checksums
 from dualmem_bulk.convert import node_uuids, to_legacy
 from dualmem_bulk.errors import SourceError
@@ -248,7 +249,7 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
     problems: list[Problem] = []
     stored, recomputed = TableDigest(), TableDigest()
     aligned = True
-    for batch in target.batches(min(batch_size, _READ_BATCH)):
+    for batch in prefetched(target.batches(min(batch_size, _READ_BATCH))):
         rows, digest = _checksum_problems(batch)
         rows += _structural(batch)
         ids, spaces = batch.column("episode_id"), batch.column("space")
