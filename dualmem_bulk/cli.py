@@ -127,6 +127,15 @@ def _run(call: Callable[[], T], as_json: bool) -> T:
         raise typer.Exit(INTERNAL_ERROR) from exc
 
 
+def _with_progress(call: Callable[[_CliProgress], T], as_json: bool) -> T:
+    """:func:`_run` with a progress display that is always closed."""
+    progress = _CliProgress()
+    try:
+        return _run(lambda: call(progress), as_json)
+    finally:
+        progress.done()
+
+
 def _usage(text: str) -> None:
     _err.print(f"[bold red]usage error:[/] {text}", highlight=False)
     raise typer.Exit(2)
@@ -218,11 +227,7 @@ def convert(
         batch_size=batch_size or DEFAULT_BATCH_SIZE, strict=strict, dry_run=dry_run,
         spaces=tuple(space or ()), checkpoint_every=checkpoint_every, restart=restart,
     )
-    progress = _CliProgress()
-    try:
-        report = _run(lambda: run_offline(config, progress), as_json)
-    finally:
-        progress.done()
+    report = _with_progress(lambda progress: run_offline(config, progress), as_json)
     r = report
     lines = [
         f"{r.status}: {r.nodes_converted:,} of {r.nodes_in:,} nodes "
@@ -256,12 +261,9 @@ def export(
     """
     from dualmem_bulk.export import export_snapshot
 
-    progress = _CliProgress()
-    try:
-        report = _run(lambda: export_snapshot(source, snapshot, spaces=tuple(space or ()),
-                                              strict=strict, progress=progress), as_json)
-    finally:
-        progress.done()
+    spaces = tuple(space or ())
+    report = _with_progress(lambda progress: export_snapshot(
+        source, snapshot, spaces=spaces, strict=strict, progress=progress), as_json)
     _emit(report.as_dict(), as_json, [
         f"exported {report.snapshot_rows:,} of {report.nodes_in:,} nodes to {snapshot} in "
         f"{report.elapsed_s:.1f} s; {report.quarantined:,} quarantined",
@@ -280,11 +282,7 @@ def verify(
     """
     from dualmem_bulk.verify import verify_run
 
-    progress = _CliProgress()
-    try:
-        report = _run(lambda: verify_run(run_dir, progress), as_json)
-    finally:
-        progress.done()
+    report = _with_progress(lambda progress: verify_run(run_dir, progress), as_json)
     lines = [report.summary()]
     lines += [f"  {m['id']!r}: {m['problem']}" for m in report.mismatches]
     if report.mismatched > len(report.mismatches):
@@ -332,11 +330,8 @@ def inspect(
     """
     from dualmem_bulk.inspect import inspect_path
 
-    progress = _CliProgress()
-    try:
-        info = _run(lambda: inspect_path(path, progress, tuple(space or ())), as_json)
-    finally:
-        progress.done()
+    spaces = tuple(space or ())
+    info = _with_progress(lambda progress: inspect_path(path, progress, spaces), as_json)
     width = max(len(k) for k in info)
     _emit(info, as_json, [f"{k:<{width}}  {v}" for k, v in info.items()])
 
@@ -373,11 +368,7 @@ def rollback(
     plan = _run(lambda: rollback_plan(run_dir), as_json)
     if not yes:
         _run(lambda: _confirm(f"Roll back: {plan}?"), as_json)
-    progress = _CliProgress()
-    try:
-        report = _run(lambda: rollback_run(run_dir, progress), as_json)
-    finally:
-        progress.done()
+    report = _with_progress(lambda progress: rollback_run(run_dir, progress), as_json)
     r = report
     lines = [f"{r.status}: {r.run_dir} ({r.mode} run, was {r.state_before}) in {r.elapsed_s:.1f} s"]
     lines += [f"  removed {path}" for path in r.removed]

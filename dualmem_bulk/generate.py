@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dualmem_bulk._fs import atomic_path
-from dualmem_bulk.errors import TargetExists
+from dualmem_bulk.errors import TargetExists, UsageError
 from dualmem_bulk.schema import (
     DECAY_FUNCTION_TYPE,
     DIM,
@@ -655,6 +655,8 @@ def write_generated(path: Path, nodes: int, seed: int,
     if fmt == "engram-wal":
         _check(nodes, seed, batch_size)
         return _write_engram_root(path, nodes, seed)
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory; --format {fmt} writes one file: give its name")
     batches = generate_batches(nodes, seed, batch_size)
     if fmt == "jsonl":
         return write_jsonl(batches, path)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from dualmem_bulk.journal import Journal
 from dualmem_bulk.schema import (
     DIM,
     EPISODE_TYPE,
@@ -15,6 +21,26 @@ from dualmem_bulk.schema import (
     PROVENANCE_TYPE,
     TIMESTAMP_TYPE,
 )
+
+
+def kill_after_units(args: list[str], run_dir: Path, units: int) -> None:
+    """Run ``python -m dualmem_bulk *args`` and SIGKILL it once ``units`` units are committed."""
+    from dualmem_bulk.status import run_status
+
+    proc = subprocess.Popen([sys.executable, "-m", "dualmem_bulk", *args],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the conversion ended before it could be killed"
+            if Journal.exists(run_dir) and run_status(run_dir)["units_committed"] >= units:
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"{units} units not committed in time")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 def legacy_table(rows: list[dict[str, Any]]) -> pa.Table:

@@ -164,3 +164,9 @@ def test_console_script_matches_module() -> None:
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert done.returncode == 0
     assert all(c in done.stdout for c in COMMANDS)
+
+
+def test_generate_refuses_a_directory(tmp_path: Path) -> None:
+    done = cli("generate", tmp_path, "--nodes", "5")
+    assert done.returncode == 2 and "is a directory" in done.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import lance
 import pyarrow as pa
 import pytest
+from conftest import kill_after_units
 
 from dualmem_bulk.export import scan_source
 from dualmem_bulk.generate import generate_batches, write_generated
@@ -76,21 +75,10 @@ def test_in_place_killed_then_resumed(tmp_path: Path, fmt: str) -> None:
     store = legacy_store(tmp_path, fmt)
     before = scan_source(store).snapshot_digest
     run_dir = Path(f"{store}.run")
-    args = [sys.executable, "-m", "dualmem_bulk", "convert", str(store), "--in-place",
-            "--target-format", fmt, "--batch-size", "500", "--json"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None
-            if Journal.exists(run_dir) and run_status(run_dir)["units_committed"] >= 3:
-                break
-            time.sleep(0.01)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-    resumed = cli(*args[3:])
+    args = ["convert", str(store), "--in-place", "--target-format", fmt, "--batch-size", "500",
+            "--json"]
+    kill_after_units(args, run_dir, 3)
+    resumed = cli(*args)
     assert resumed.returncode == 0, resumed.stderr
     report = json.loads(resumed.stdout)
     assert report["verified"] and report["target_digest"] == before

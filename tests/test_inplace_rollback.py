@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import lance
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import legacy_table
+from conftest import kill_after_units, legacy_table
 
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.export import scan_source
@@ -175,20 +173,8 @@ def test_rollback_after_sigkill_mid_conversion(rows_large: Path, tmp_path: Path,
     store = make_store(fmt, rows_large, tmp_path)
     digest = scan_source(store).snapshot_digest
     run_dir = store.with_name(store.name + ".run")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dualmem_bulk", "convert", str(store), "--in-place",
-         "--target-format", fmt, "--batch-size", "1000"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "the conversion ended before it could be killed"
-            if Journal.exists(run_dir) and run_status(run_dir)["units_committed"] >= 2:
-                break
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_after_units(["convert", str(store), "--in-place",
+         "--target-format", fmt, "--batch-size", "1000"], run_dir, 2)
     if fmt == "lance":  # the store itself holds part of the converted nodes now
         assert "node_type" in lance.dataset(str(store)).schema.names
     done = cli("rollback", run_dir, "--yes", "--json")

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from conftest import kill_after_units
 
 from dualmem_bulk.errors import UsageError, VerificationFailed
 from dualmem_bulk.export import scan_source
@@ -91,20 +92,8 @@ def test_rollback_of_a_finished_run(small: Path, tmp_path: Path, fmt: str) -> No
 
 def test_rollback_after_sigkill_mid_conversion(large: Path, tmp_path: Path) -> None:
     target, run_dir = tmp_path / "nodes.lance", tmp_path / "nodes.lance.run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dualmem_bulk", "convert", str(large), str(target),
-         "--batch-size", "1000"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "the conversion ended before it could be killed"
-            if Journal.exists(run_dir) and run_status(run_dir)["units_committed"] >= 2:
-                break
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_after_units(["convert", str(large), str(target),
+         "--batch-size", "1000"], run_dir, 2)
     status = as_json(cli("status", run_dir, "--json"))
     assert status["state"] == "converting" and not status["running"]
     assert 0 < status["nodes_done"] < 40_000 and status["rollback_possible"]

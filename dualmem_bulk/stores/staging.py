@@ -87,9 +87,11 @@ class _Staging:
 
 class _LanceStaging(_Staging):
     def resume(self, committed: list[BatchRecord]) -> None:
-        if self._fresh(committed):
-            return
-        version = committed[-1].version
+        if not self._fresh(committed):
+            self._restore(committed[-1].version)
+
+    def _restore(self, version: int | None) -> None:
+        """Make ``version`` the latest again if a later, unrecorded commit exists."""
         if version is None:
             raise ValueError(f"{self.path}: the journal holds no Lance version for the last unit")
         ds = lance.dataset(str(self.path))
@@ -121,12 +123,7 @@ class _LanceInPlace(_LanceStaging):
         self.base_version = base_version
 
     def resume(self, committed: list[BatchRecord]) -> None:
-        version = committed[-1].version if committed else self.base_version
-        if version is None:
-            raise ValueError(f"{self.path}: the journal holds no Lance version for the last unit")
-        ds = lance.dataset(str(self.path))
-        if ds.version != version:
-            ds.checkout_version(version).restore()  # type: ignore[no-untyped-call]
+        self._restore(committed[-1].version if committed else self.base_version)
 
     def _mode(self, unit: int) -> str:
         return "overwrite" if unit == 0 else "append"
