@@ -237,7 +237,7 @@ def validate_batch(chunk: SourceBatch, seen: SeenIds) -> ValidatedBatch:
     source_rows = batch.column(ROW_COLUMN).to_numpy(zero_copy_only=False)
     reasons = _reasons(batch)
     valid = np.array([not r for r in reasons], dtype=bool)
-    good = _conform(batch.filter(pa.array(valid)))
+    good = _conform(batch if valid.all() else batch.filter(pa.array(valid)))
     keep = seen.first_seen(node_uuids(good.column("id")), good.column("space"))
     valid_idx = np.flatnonzero(valid)
     for j in np.flatnonzero(~keep):
@@ -258,5 +258,6 @@ def validate_batch(chunk: SourceBatch, seen: SeenIds) -> ValidatedBatch:
                 _record(batch, i),
             ))
     rejected.sort(key=lambda r: r.row)
-    return ValidatedBatch(good.filter(pa.array(keep)), source_rows[valid_idx[keep]],
+    return ValidatedBatch(good if keep.all() else good.filter(pa.array(keep)),
+                          source_rows[valid_idx[keep]],
                           tuple(rejected))
