@@ -20,7 +20,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from concurrent.futures import Future, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ import pyarrow.parquet as pq
 
 from dualmem_bulk import __version__
 from dualmem_bulk._fs import fsync_dir, remove, source_identity, write_json
+from dualmem_bulk._pool import WorkerPool, default_workers
 from dualmem_bulk._signals import StopRequest, stop_on_signals
 from dualmem_bulk._threads import prefetched
 from dualmem_bulk.checksum import TableDigest
@@ -50,10 +53,11 @@ from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.report import RunReport, finish
 from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
 from dualmem_bulk.stores import TargetFormat, detect_store, open_parquet
-from dualmem_bulk.stores.staging import StagedWriter, staged_writer, staging_path
-from dualmem_bulk.verify import verify_run
+from dualmem_bulk.stores.staging import StagedWriter, Written, staged_writer, staging_path
+from dualmem_bulk.verify import PieceTask, PieceVerdict, verify_piece, verify_run
 
-__all__ = ["DEFAULT_BATCH_SIZE", "SNAPSHOT", "OfflineConfig", "RunReport", "run_offline"]
+__all__ = ["DEFAULT_BATCH_SIZE", "SNAPSHOT", "OfflineConfig", "RunReport", "UnitTask",
+           "UnitWritten", "plan_units", "run_offline", "write_unit"]
 
 SNAPSHOT = "snapshot.parquet"
 PRE_MIGRATION_TAG = "dualmem-pre-migration"
@@ -92,6 +96,9 @@ class OfflineConfig:
     """Memory spaces to read from an Engram data root (default: every space)."""
     restart: bool = False
     """Discard an existing unfinished run in the run directory and start again."""
+    workers: int | None = None
+    """Worker processes for conversion and verification; default: one per core (up to 8),
+    or none besides this process below 50,000 nodes. The output does not depend on it."""
     in_place: bool = False
     """Convert the legacy store at ``source`` (= ``target``) in place; the snapshot keeps the
     original, and rollback restores it until the run is finalized."""
@@ -105,7 +112,7 @@ class OfflineConfig:
         """What must not change between a run and its resumption."""
         out: dict[str, Any] = {
             f.name: getattr(self, f.name) for f in fields(self)
-            if f.name not in ("run_dir", "dry_run", "restart")
+            if f.name not in ("run_dir", "dry_run", "restart", "workers")
         }
         out["source"] = str(self.source.resolve())
         out["target"] = str(self.target.resolve())
@@ -114,33 +121,81 @@ class OfflineConfig:
         return out
 
 
+def _source_rows(config: OfflineConfig) -> int:
+    """Rows in a Parquet source, from its footers; 0 (run in one process) for other kinds,
+    whose size is only known after decoding them."""
+    try:
+        files = [config.source] if config.source.is_file() else sorted(
+            config.source.rglob("*.parquet"))
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    except (OSError, pa.ArrowException):
+        return 0
+
+
 def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
 
 
-@dataclass
-class _Unit:
-    """One commit unit: snapshot row groups from ``end`` (its first) on, until ``every`` nodes."""
+def plan_units(group_rows: list[int], every: int) -> list[tuple[int, int, int]]:
+    """Commit units over the snapshot's row groups: ``(first, end, rows)``, each at least
+    ``every`` rows (the last may be short), at least one group each."""
+    units: list[tuple[int, int, int]] = []
+    first = 0
+    while first < len(group_rows):
+        end, rows = first, 0
+        while end < len(group_rows) and (end == first or rows < every):
+            rows += group_rows[end]
+            end += 1
+        units.append((first, end, rows))
+        first = end
+    return units
 
-    end: int
-    rows: int = 0
-    digest: TableDigest = field(default_factory=TableDigest)
 
-    def batches(self, handle: pq.ParquetFile, groups: int, every: int
-                ) -> Iterator[pa.RecordBatch]:
-        """DualMemoryNode batches of the unit's row groups, reusing the snapshot's checksums."""
-        first = self.end
-        while self.end < groups and (self.end == first or self.rows < every):
-            table = handle.read_row_group(self.end, use_threads=False).combine_chunks()
+@dataclass(frozen=True)
+class UnitTask:
+    """One commit unit to write, for a worker process: what to read and where to write."""
+
+    unit: int
+    first_group: int
+    end_group: int
+    snapshot: Path
+    target_format: TargetFormat
+    path: Path
+    in_place_base: int | None
+
+
+@dataclass(frozen=True)
+class UnitWritten:
+    """A written (not yet committed) unit: its rows, digest and what the commit needs."""
+
+    rows: int
+    digest: str
+    written: Written
+    seconds: float
+
+
+def write_unit(task: UnitTask) -> UnitWritten:
+    """Convert the unit's snapshot row groups (reusing their checksums) and write them."""
+    started = time.perf_counter()
+    digest = TableDigest()
+    handle = open_parquet(task.snapshot)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        nonlocal digest
+        for group in range(task.first_group, task.end_group):
+            table = handle.read_row_group(group, use_threads=False).combine_chunks()
             for batch in table.to_batches():
                 legacy = pa.RecordBatch.from_arrays(
                     [batch.column(n) for n in LEGACY_SCHEMA.names], schema=LEGACY_SCHEMA)
                 sums = batch.column("checksum")
-                self.digest += TableDigest.of(sums)
-                self.rows += batch.num_rows
+                digest += TableDigest.of(sums)
                 yield to_dual(legacy, sums)
-            self.end += 1
+
+    writer = staged_writer(task.target_format, task.path, DUAL_SCHEMA, task.in_place_base)
+    written = writer.write(task.unit, prefetched(batches()))
+    return UnitWritten(digest.rows, digest.hex, written,
+                       round(time.perf_counter() - started, 3))
 
 
 class _Run:
@@ -151,6 +206,11 @@ class _Run:
         self.config, self.run_dir, self.progress, self.stop = config, run_dir, progress, stop
         self.staging = staging_path(config.target)
         self.journal = self._open_journal()
+        snapshot = self.journal.get("snapshot")
+        self.checked: dict[int, Future[PieceVerdict]] = {}
+        """Units verified as soon as committed, while later ones are written."""
+        self.pool = WorkerPool(config.workers or default_workers(
+            snapshot["rows"] if snapshot else _source_rows(config)))
         stored = self.journal.get("report")
         self.report = RunReport(**stored) if stored else RunReport(
             status="running", source=str(config.source), source_kind="",
@@ -243,13 +303,18 @@ class _Run:
             self.progress.message(f"{self.run_dir}: already done, nothing to resume")
             return self.report
         try:
-            if phase == "exporting":
-                self._export()
-            if self.journal.get("phase") == "converting":
-                self._convert()
-            self._verify()
+            with self.pool:
+                if phase == "exporting":
+                    self._export()
+                if self.journal.get("phase") == "converting":
+                    self._convert()
+                self._verify()
         except (Interrupted, KeyboardInterrupt):
             raise
+        except BrokenProcessPool as exc:
+            self.journal.set_state("failed", f"a worker process died: {exc}")
+            raise Interrupted(f"a worker process died ({exc}); run the same command again to "
+                              "resume") from exc
         except Exception as exc:
             self.journal.set_state("failed", f"{type(exc).__name__}: {exc}")
             if isinstance(exc, OSError):
@@ -275,6 +340,7 @@ class _Run:
                                 run_dir=str(self.run_dir))
         source = open_checked(self.config.source, self.config.spaces, self.config.batch_size,
                               self.config.strict, self.report)
+        self.pool.start()  # the workers import while the export runs
         self.progress.phase("export", source.total_rows)
         Exporter(source, self.config.batch_size, self.report).write(
             self.run_dir / SNAPSHOT, self.run_dir / QUARANTINE, self.config.strict,
@@ -295,6 +361,7 @@ class _Run:
         mark = time.perf_counter()
         if not (records and records[-1].end_group == groups):
             self._write_units(records, groups, snapshot["rows"])
+        wait(self.checked.values())  # they read the staging store, about to be renamed
         self._place()
         done = journal.committed()
         self.report.nodes_converted = done.rows
@@ -321,23 +388,28 @@ class _Run:
         writer.resume(records)
         self.progress.phase("convert", rows)
         self.progress.advance(sum(r.rows for r in records))
-        handle = open_parquet(self.run_dir / SNAPSHOT)
-        group = records[-1].end_group if records else 0
-        unit = len(records)
-        while group < groups or (unit == 0 and groups == 0):
-            tally = _Unit(group)
-            started = time.perf_counter()
-            version, part = writer.commit(
-                unit, prefetched(tally.batches(handle, groups, self.config.checkpoint_every or 1)))
+        group_rows = [g.num_rows for g in (open_parquet(self.run_dir / SNAPSHOT).metadata
+                                          .row_group(i) for i in range(groups))]
+        plan = plan_units(group_rows, self.config.checkpoint_every or 1) or [(0, 0, 0)]
+        base = self.journal.get("pre_migration_version")
+        tasks = [UnitTask(unit, first, end, self.run_dir / SNAPSHOT,
+                          self.config.target_format, writer.path, base)
+                 for unit, (first, end, _rows) in enumerate(plan) if unit >= len(records)]
+        start = sum(r.rows for r in records)
+        for task, done in self.pool.ordered(write_unit, tasks):
+            version, part = writer.commit(task.unit, done.written)
+            self.checked[task.unit] = self.pool.submit(verify_piece, PieceTask(
+                writer.path, task.unit, self.run_dir / SNAPSHOT, start, self.config.batch_size))
+            start += done.rows
             self.journal.record_batch(BatchRecord(  # durable before it is reported
-                unit, group, tally.end, tally.rows, tally.digest.hex, version, part,
-                round(time.perf_counter() - started, 3), time.time()))
-            if unit == 0 and self.config.in_place:
+                task.unit, task.first_group, task.end_group, done.rows, done.digest, version,
+                part, done.seconds, time.time()))
+            if task.unit == 0 and self.config.in_place:
                 self.journal.set(swapped=True)
-            self.progress.advance(tally.rows)
-            group, unit = tally.end, unit + 1
-            if group < groups:
-                self._check_stop(f"after unit {unit} ({group} of {groups} batches converted)")
+            self.progress.advance(done.rows)
+            if task.end_group < groups:
+                self._check_stop(f"after unit {task.unit + 1} ({task.end_group} of {groups} "
+                                 "batches converted)")
 
     def _place(self) -> None:
         """Put the finished store where it belongs; every step can be repeated after a crash."""
@@ -363,7 +435,8 @@ class _Run:
 
     def _verify(self) -> None:
         mark = time.perf_counter()
-        verdict = verify_run(self.run_dir, self.progress, batch_size=self.config.batch_size)
+        verdict = verify_run(self.run_dir, self.progress, batch_size=self.config.batch_size,
+                             pool=self.pool, checked=self.checked)
         self.report.phases_s["verify"] = round(time.perf_counter() - mark, 3)
         self.report.verified = verdict.ok
         done = self.journal.committed()

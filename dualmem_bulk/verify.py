@@ -4,16 +4,23 @@ What is re-read and why that suffices: every target row is read in full; its leg
 re-encoded and hashed and compared with the row's stored checksum (catches any changed carried
 field), its derived fields are checked against the conversion rules (UUID from the id,
 ``strength`` = ``activation`` bit for bit, ``consolidation_score`` = 0.0, Episode type, Concept
-fields null); the snapshot's ``space``, ``id`` and ``checksum`` columns are joined with the
-target's (catches a missing, extra, duplicated or different node), together with a checksum of
-the Engram-only ``episode`` column that the row checksum leaves out; and the three table
-digests (recorded at export, stored in the target, recomputed from its fields) must be equal.
+fields null); the snapshot's ``space``, ``id``, ``checksum`` and ``episode`` columns are compared
+with the target's row at the same position (the join of all keys runs only when they do not line
+up, to name what is missing, extra, duplicated or different); and the three table digests
+(recorded at export, stored in the target, recomputed from its fields) must be equal.
+
+The target is checked piece by piece (Lance fragment, Parquet part file), each piece against the
+snapshot rows from the position it should start at, so pieces are independent tasks for worker
+processes, and a conversion can verify each unit as soon as it is committed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +30,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dualmem_bulk._pool import WorkerPool
 from dualmem_bulk._threads import prefetched
 from dualmem_bulk.checksum import TableDigest, episode_checksums, row_checksums
 from dualmem_bulk.convert import node_uuids, to_legacy
@@ -32,7 +40,7 @@ from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import SNAPSHOT_SCHEMA
 from dualmem_bulk.stores import TargetStore, open_parquet, parquet_batches
 
-__all__ = ["VerifyReport", "verify_run"]
+__all__ = ["PieceTask", "PieceVerdict", "VerifyReport", "verify_piece", "verify_run"]
 
 _SNAP_SCHEMA = pa.schema([SNAPSHOT_SCHEMA.field(n) for n in ("space", "id", "checksum", "episode")])
 MAX_LISTED = 20
@@ -180,7 +188,6 @@ class _InOrder:
 
     def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
         self._batches, self._pending = batches, pa.Table.from_batches([], _SNAP_SCHEMA)
-        self.digest = TableDigest()
 
     def take(self, n: int) -> pa.Table | None:
         """The next ``n`` rows, or ``None`` if the snapshot has fewer left."""
@@ -188,16 +195,9 @@ class _InOrder:
             batch = next(self._batches, None)
             if batch is None:
                 return None
-            self.digest += TableDigest.of(batch.column("checksum"))
             self._pending = pa.concat_tables([self._pending, pa.Table.from_batches([batch])])
         rows, self._pending = self._pending.slice(0, n), self._pending.slice(n)
         return rows
-
-    def drain(self) -> TableDigest:
-        """Digest of every snapshot row, read to the end."""
-        for batch in self._batches:
-            self.digest += TableDigest.of(batch.column("checksum"))
-        return self.digest
 
 
 def _same_rows(expected: pa.Table | None, batch: pa.RecordBatch) -> bool:
@@ -228,9 +228,83 @@ def _keys(snapshot: Path, target: TargetStore, batch_size: int
     return snap.frame("s"), tgt.frame("t")
 
 
+def _snapshot_from(snapshot: Path, start: int, batch_size: int) -> Iterator[pa.RecordBatch]:
+    """The snapshot's verification columns from row ``start`` on."""
+    handle = open_parquet(snapshot)
+    meta = handle.metadata
+    first, skip = 0, start
+    while first < meta.num_row_groups and skip >= meta.row_group(first).num_rows:
+        skip -= meta.row_group(first).num_rows
+        first += 1
+    groups = list(range(first, meta.num_row_groups))
+    if not groups:
+        return
+    for batch in handle.iter_batches(batch_size=batch_size, row_groups=groups,
+                                     columns=_SNAP_COLUMNS, use_threads=False):
+        if skip >= batch.num_rows:
+            skip -= batch.num_rows
+            continue
+        yield batch.slice(skip)
+        skip = 0
+
+
+@dataclass(frozen=True)
+class PieceTask:
+    """One piece of the target (Lance fragment, Parquet part) to verify, for a worker."""
+
+    target: Path
+    piece: int
+    snapshot: Path
+    start: int
+    """The snapshot row the piece's first row was written from, if nothing was lost."""
+    batch_size: int
+
+
+@dataclass
+class PieceVerdict:
+    """What one piece showed: rows breaking a rule, its digests, whether it lines up with the
+    snapshot at ``start``."""
+
+    rows: int
+    problems: list[Problem]
+    stored: TableDigest
+    recomputed: TableDigest
+    aligned: bool
+
+
+def verify_piece(task: PieceTask) -> PieceVerdict:
+    """Re-read one piece in full: checksums recomputed from its fields, conversion rules, and
+    the snapshot's rows at the same positions."""
+    target = TargetStore(task.target)
+    expected = _InOrder(_snapshot_from(task.snapshot, task.start, task.batch_size))
+    verdict = PieceVerdict(0, [], TableDigest(), TableDigest(), True)
+    for batch in prefetched(target.piece_batches(task.piece, min(task.batch_size, _READ_BATCH))):
+        rows, digest = _checksum_problems(batch)
+        rows += _structural(batch)
+        ids, spaces = batch.column("episode_id"), batch.column("space")
+        verdict.problems += [(spaces[i].as_py() or "", str(ids[i].as_py()), why)
+                             for i, why in sorted(set(rows))]
+        verdict.recomputed += digest
+        verdict.stored += TableDigest.of(batch.column("checksum"))
+        verdict.aligned = verdict.aligned and _same_rows(expected.take(batch.num_rows), batch)
+        verdict.rows += batch.num_rows
+    return verdict
+
+
+def _snapshot_digest(snapshot: Path, batch_size: int) -> TableDigest:
+    digest = TableDigest()
+    for batch in parquet_batches(open_parquet(snapshot), batch_size, ["checksum"]):
+        digest += TableDigest.of(batch.column("checksum"))
+    return digest
+
+
 def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
-               batch_size: int = 16_384) -> VerifyReport:
-    """Verify a run directory's target against its snapshot; see the module docstring."""
+               batch_size: int = 16_384, pool: WorkerPool | None = None,
+               checked: Mapping[int, Future[PieceVerdict]] | None = None) -> VerifyReport:
+    """Verify a run directory's target against its snapshot; see the module docstring.
+
+    The target's pieces are checked by ``pool``'s workers (default: in this process), except
+    those in ``checked``: pieces a conversion verified right after committing them."""
     started = time.perf_counter()
     journal = Journal.open(run_dir)
     try:
@@ -244,22 +318,27 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
                           recorded_digest=snapshot["digest"])
 
     snapshot_file = run_dir / "snapshot.parquet"
-    expected = _InOrder(parquet_batches(open_parquet(snapshot_file), batch_size, _SNAP_COLUMNS))
-    progress.phase("verify", target.count_rows())
+    pieces = target.pieces()
+    progress.phase("verify", sum(pieces))
+    starts = np.concatenate([[0], np.cumsum(pieces)[:-1]]).astype(int).tolist() if pieces else []
+    checked = checked or {}
+    tasks = [PieceTask(target.path, i, snapshot_file, start, batch_size)
+             for i, start in enumerate(starts) if i not in checked]
     problems: list[Problem] = []
     stored, recomputed = TableDigest(), TableDigest()
     aligned = True
-    for batch in prefetched(target.batches(min(batch_size, _READ_BATCH))):
-        rows, digest = _checksum_problems(batch)
-        rows += _structural(batch)
-        ids, spaces = batch.column("episode_id"), batch.column("space")
-        problems += [(spaces[i].as_py() or "", str(ids[i].as_py()), why)
-                     for i, why in sorted(set(rows))]
-        recomputed += digest
-        stored += TableDigest.of(batch.column("checksum"))
-        aligned = aligned and _same_rows(expected.take(batch.num_rows), batch)
-        progress.advance(batch.num_rows)
-    snap_digest = expected.drain()
+    with contextlib.ExitStack() as stack:
+        workers = pool or stack.enter_context(WorkerPool(1))
+        verdicts = itertools.chain(
+            (checked[i].result() for i in range(len(pieces)) if i in checked),
+            (verdict for _task, verdict in workers.ordered(verify_piece, tasks)))
+        for verdict in verdicts:
+            problems += verdict.problems
+            stored += verdict.stored
+            recomputed += verdict.recomputed
+            aligned = aligned and verdict.aligned
+            progress.advance(verdict.rows)
+    snap_digest = _snapshot_digest(snapshot_file, batch_size)
     if not (aligned and snap_digest.rows == stored.rows):
         problems += _join_problems(*_keys(snapshot_file, target, batch_size))
     report.snapshot_rows, report.target_rows = snap_digest.rows, stored.rows

@@ -87,7 +87,8 @@ def wait_for(proc: subprocess.Popen[str], run_dir: Path, ready: Callable[[dict[s
     """Poll the run's journal until ``ready(status)`` (the process must still be running)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"migrator ended early: {proc.returncode}"
+        assert proc.poll() is None, (f"migrator ended early: {proc.returncode}",
+                                     proc.communicate()[1])
         if Journal.exists(run_dir):
             try:
                 status = run_status(run_dir)

@@ -148,6 +148,24 @@ class TargetStore:
         for part in sorted(self.path.glob("*.parquet")):
             yield from parquet_batches(open_parquet(part), batch_size, columns)
 
+    def pieces(self) -> list[int]:
+        """Row counts of the store's independently readable pieces, in written order: Lance
+        fragments, or Parquet part files."""
+        if self._lance is not None:
+            return [int(f.count_rows()) for f in self._lance.get_fragments()]
+        return [pq.ParquetFile(p).metadata.num_rows for p in sorted(self.path.glob("*.parquet"))]
+
+    def piece_batches(self, piece: int, batch_size: int,
+                      columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """Stream one piece (an index into :meth:`pieces`) in bounded batches."""
+        if self._lance is not None:
+            fragment = self._lance.get_fragments()[piece]
+            yield from fragment.to_batches(columns=columns, batch_size=batch_size,
+                                           batch_readahead=_LANCE_READAHEAD)
+            return
+        part = sorted(self.path.glob("*.parquet"))[piece]
+        yield from parquet_batches(open_parquet(part), batch_size, columns)
+
     def describe(self) -> dict[str, object]:
         """Format-specific facts for ``inspect`` (Lance: version and fragments)."""
         if self._lance is not None:

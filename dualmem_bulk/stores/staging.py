@@ -1,14 +1,16 @@
-"""Resumable target writers: one atomic commit per unit of batches, recorded by the journal.
+"""Resumable target writers: units written by any process, committed by the driver alone.
 
 The store is built under a hidden staging path next to the target and renamed onto it when the
-last unit is committed. A unit in flight when the process died is either committed (and then
-recorded in the journal only if the journal write happened) or invisible: on resume,
-:meth:`resume` rolls the staging store back to exactly the units the journal recorded, so a unit
-is redone, never doubled.
+last unit is committed. Writing a unit (:meth:`StagedWriter.write`, in a worker process or the
+driver) leaves it invisible; only :meth:`StagedWriter.commit`, run by the driver in unit order,
+makes it part of the store, and the journal records it after that. A unit written or committed
+but not recorded when the process died is invisible or rolled back on resume
+(:meth:`StagedWriter.resume`), so a unit is redone, never doubled.
 
-- Lance: one ``write_dataset`` commit (a new version) per unit; the version is recorded. Resume
-  restores the recorded version if a later, unrecorded commit exists. Lance itself does not
-  fsync, so the files of each commit are fsynced before the commit is reported.
+- Lance: each unit is written as a fragment (``lance.fragment.write_fragments``, files fsynced)
+  and committed as one version (Overwrite for the first unit, Append after); the version is
+  recorded. Resume restores the recorded version if a later, unrecorded commit exists. The
+  migrator stays the table's only committer.
 - Parquet: one part file per unit (``part-00000.parquet``...), written under a temporary name,
   fsynced and renamed. Resume deletes parts the journal does not know.
 """
@@ -19,17 +21,39 @@ import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import lance
 import pyarrow as pa
 import pyarrow.parquet as pq
+from lance.fragment import FragmentMetadata, write_fragments
 
 from dualmem_bulk._fs import atomic_path, fault_point, fsync_dir, remove
 from dualmem_bulk.journal import BatchRecord
 from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat
 
-__all__ = ["StagedWriter", "staged_writer", "staging_path", "unsliced"]
+__all__ = ["StagedWriter", "Written", "lance_write_schema", "staged_writer", "staging_path",
+           "unsliced"]
+
+Written = Any
+"""What :meth:`StagedWriter.write` hands to :meth:`StagedWriter.commit` (picklable): Lance
+fragment metadata, or a Parquet part file name."""
+
+_UNCOMPRESSED = ("content", "embedding", "centroid")
+"""Columns Lance stores without compression. On 65K nodes Lance's default string compression
+of ``content`` doubled the write time (0.77 s against 0.37 s) to save 5% of the bytes, and
+float vectors hardly compress (benchmarks/RESULTS.md)."""
+
+
+def lance_write_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with the Lance encoding choices made for speed (field metadata)."""
+    for name in _UNCOMPRESSED:
+        if name in schema.names:
+            i = schema.get_field_index(name)
+            field = schema.field(i)
+            schema = schema.set(i, field.with_metadata(
+                {**(field.metadata or {}), b"lance-encoding:compression": b"none"}))
+    return schema
 
 
 def staging_path(target: Path) -> Path:
@@ -38,29 +62,36 @@ def staging_path(target: Path) -> Path:
 
 
 class StagedWriter(Protocol):
-    """Commits units of DualMemoryNode batches to a staging store."""
+    """Writes units of DualMemoryNode batches (any process) and commits them (driver only)."""
 
     path: Path
 
     def resume(self, committed: list[BatchRecord]) -> None:
         """Bring the staging store back to exactly the ``committed`` units."""
 
-    def commit(self, unit: int, batches: Iterable[pa.RecordBatch]) -> tuple[int | None, str | None]:
-        """Write one unit atomically; return (Lance version, part file name)."""
+    def write(self, unit: int, batches: Iterable[pa.RecordBatch]) -> Written:
+        """Write one unit durably but invisibly; safe to run in several processes at once."""
+
+    def commit(self, unit: int, written: Written) -> tuple[int | None, str | None]:
+        """Make a written unit part of the store; return (Lance version, part file name)."""
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_newer(root: Path, since_ns: int) -> None:
     """fsync the files under ``root`` modified since ``since_ns``, then their directories."""
-    dirs: set[Path] = set()
+    dirs: set[Path] = {root} if root.is_dir() else set()
     for top, _subdirs, files in os.walk(root):
         for name in files:
             path = Path(top) / name
             if path.stat().st_mtime_ns >= since_ns:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                _fsync_file(path)
                 dirs.add(Path(top))
     for changed in dirs:
         fsync_dir(changed)
@@ -98,18 +129,38 @@ class _LanceStaging(_Staging):
         if ds.version != version:
             ds.checkout_version(version).restore()  # type: ignore[no-untyped-call]
 
-    def _mode(self, unit: int) -> str:
-        return "append" if (self.path / "_versions").is_dir() else "create"
+    def write(self, unit: int, batches: Iterable[pa.RecordBatch]) -> list[FragmentMetadata]:
+        schema = lance_write_schema(self.schema)
+        reader = pa.RecordBatchReader.from_batches(
+            schema, (pa.RecordBatch.from_arrays(unsliced(b).columns, schema=schema)
+                     for b in batches))
+        fragments: list[FragmentMetadata] = write_fragments(
+            reader, str(self.path), schema=schema, mode="overwrite", max_rows_per_file=1 << 30)
+        data = self.path / "data"
+        for fragment in fragments:
+            for file in fragment.files:
+                _fsync_file(data / file.path)
+        fsync_dir(data)
+        return fragments
 
-    def commit(self, unit: int, batches: Iterable[pa.RecordBatch]) -> tuple[int | None, str | None]:
+    def _first(self, unit: int) -> bool:
+        return not (self.path / "_versions").is_dir()
+
+    def commit(self, unit: int, written: list[FragmentMetadata]
+               ) -> tuple[int | None, str | None]:
         fault_point("target-write")
         since = time.time_ns() - 1_000_000_000
-        mode = self._mode(unit)
-        reader = pa.RecordBatchReader.from_batches(self.schema, map(unsliced, batches))
-        ds = lance.write_dataset(reader, str(self.path), schema=self.schema, mode=mode,
-                                 max_rows_per_file=1 << 30,
-                                 transaction_properties={"dualmem.unit": str(unit)})
-        _fsync_newer(self.path, since)
+        exists = (self.path / "_versions").is_dir()
+        operation: Any = (
+            lance.LanceOperation.Overwrite(lance_write_schema(self.schema), written)
+            if self._first(unit) else lance.LanceOperation.Append(written))
+        ds = lance.LanceDataset.commit(
+            str(self.path), operation,
+            read_version=lance.dataset(str(self.path)).version if exists else None,
+            commit_message=f"dualmem unit {unit}")
+        for meta in ("_versions", "_transactions"):
+            _fsync_newer(self.path / meta, since)
+        fsync_dir(self.path)
         fsync_dir(self.path.parent)
         return int(ds.version), None
 
@@ -125,8 +176,8 @@ class _LanceInPlace(_LanceStaging):
     def resume(self, committed: list[BatchRecord]) -> None:
         self._restore(committed[-1].version if committed else self.base_version)
 
-    def _mode(self, unit: int) -> str:
-        return "overwrite" if unit == 0 else "append"
+    def _first(self, unit: int) -> bool:
+        return unit == 0
 
 
 class _ParquetStaging(_Staging):
@@ -138,10 +189,9 @@ class _ParquetStaging(_Staging):
             if part.name not in known:
                 remove(part)
 
-    def commit(self, unit: int, batches: Iterable[pa.RecordBatch]) -> tuple[int | None, str | None]:
-        fault_point("target-write")
+    def write(self, unit: int, batches: Iterable[pa.RecordBatch]) -> str:
         if not self.path.exists():
-            self.path.mkdir()
+            self.path.mkdir(exist_ok=True)
             fsync_dir(self.path.parent)
         name = f"part-{unit:05d}.parquet"
         with atomic_path(self.path / name) as tmp, pq.ParquetWriter(
@@ -149,7 +199,11 @@ class _ParquetStaging(_Staging):
         ) as writer:
             for batch in batches:
                 writer.write_batch(batch)
-        return None, name
+        return name
+
+    def commit(self, unit: int, written: str) -> tuple[int | None, str | None]:
+        fault_point("target-write")
+        return None, written
 
 
 def staged_writer(fmt: TargetFormat, path: Path, schema: pa.Schema,

@@ -1,0 +1,119 @@
+"""Independent tasks in worker processes, results handed back in task order.
+
+Per-row BLAKE3 and Python around it hold the GIL, so threads cannot use a second core
+(DESIGN.md section 7); processes can. A task is a picklable spec for a module-level function
+that reads its own input from disk and returns something small (digests, fragment metadata),
+so nothing large crosses the process boundary. With one worker the tasks run in the calling
+process: no start-up cost, same code path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from types import TracebackType
+from typing import TypeVar
+
+__all__ = ["AUTO_MIN_ROWS", "WorkerPool", "default_workers"]
+
+S = TypeVar("S")
+R = TypeVar("R")
+
+AUTO_MIN_ROWS = 50_000
+"""Below this many rows a run stays in one process: starting a worker (importing Arrow, Polars
+and Lance) takes about a second, which a small run does not win back."""
+
+_PR_SET_PDEATHSIG = 1
+
+
+def default_workers(rows: int) -> int:
+    """Workers for a run of ``rows`` when the user did not say: one per core, or one for small
+    runs."""
+    return 1 if rows < AUTO_MIN_ROWS else max(1, min(os.cpu_count() or 1, 8))
+
+
+def _worker_init(driver: int) -> None:
+    """Leave Ctrl-C to the driver (it stops after the commit in flight) and die with it: a
+    worker outliving a killed driver would keep writing into the store being resumed, and
+    would hold the driver's stdout open."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != driver:  # the driver died while this worker was starting
+        os._exit(1)
+
+
+class WorkerPool:
+    """``workers`` processes (or the caller alone, for 1), started lazily on first use."""
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close(cancel=kind is not None)
+
+    def close(self, cancel: bool = False) -> None:
+        """Stop the workers; with ``cancel``, drop queued tasks (running ones finish)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=cancel)
+            self._executor = None
+
+    def start(self) -> None:
+        """Start the worker processes now (they import while the caller works on)."""
+        if self.workers > 1 and self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init, initargs=(os.getpid(),))
+            for _ in range(self.workers):  # spawn every worker now, not on first submit
+                self._executor.submit(os.getpid)
+
+    def submit(self, fn: Callable[[S], R], spec: S) -> Future[R]:
+        """Run ``fn(spec)`` beside the ordered tasks (at once, here, with one worker)."""
+        if self.workers == 1:
+            done: Future[R] = Future()
+            try:
+                done.set_result(fn(spec))
+            except Exception as exc:
+                done.set_exception(exc)
+            return done
+        self.start()
+        assert self._executor is not None
+        return self._executor.submit(fn, spec)
+
+    def ordered(self, fn: Callable[[S], R], specs: Iterable[S]) -> Iterator[tuple[S, R]]:
+        """Yield ``(spec, fn(spec))`` in the order of ``specs``, running at most one task per
+        worker ahead of the consumer. A task's exception is raised at its place in the order.
+        """
+        if self.workers == 1:
+            for spec in specs:
+                yield spec, fn(spec)
+            return
+        self.start()
+        assert self._executor is not None
+        pending: deque[tuple[S, Future[R]]] = deque()
+        items = iter(specs)
+        for spec in items:
+            pending.append((spec, self._executor.submit(fn, spec)))
+            if len(pending) >= self.workers:
+                break
+        while pending:
+            spec, future = pending.popleft()
+            result = future.result()
+            nxt = next(items, None)
+            if nxt is not None:
+                pending.append((nxt, self._executor.submit(fn, nxt)))
+            yield spec, result

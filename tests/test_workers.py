@@ -1,0 +1,100 @@
+"""Worker processes: the same output whatever their number, and failures surfaced in order."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lance
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import assert_bit_equal, legacy_table
+
+from dualmem_bulk._pool import WorkerPool
+from dualmem_bulk.offline import OfflineConfig, plan_units, run_offline
+from dualmem_bulk.stores import TargetStore
+from dualmem_bulk.verify import verify_run
+
+
+def _square_or_fail(n: int) -> int:
+    if n == 3:
+        raise ValueError("three")
+    return n * n
+
+
+def _pid(_n: int) -> int:
+    return os.getpid()
+
+
+def test_pool_yields_in_order_and_raises_in_place() -> None:
+    with WorkerPool(2) as pool:
+        out = pool.ordered(_square_or_fail, range(6))
+        assert [next(out) for _ in range(3)] == [(0, 0), (1, 1), (2, 4)]
+        with pytest.raises(ValueError, match="three"):
+            next(out)
+        pids = {pid for _n, pid in pool.ordered(_pid, range(8))}
+        assert os.getpid() not in pids
+        assert pool.submit(_square_or_fail, 5).result() == 25
+
+
+def test_one_worker_runs_in_this_process() -> None:
+    with WorkerPool(1) as pool:
+        assert {pid for _n, pid in pool.ordered(_pid, range(3))} == {os.getpid()}
+        failed = pool.submit(_square_or_fail, 3)
+        assert isinstance(failed.exception(), ValueError)
+    with pytest.raises(ValueError):
+        WorkerPool(0)
+
+
+def test_plan_units_cover_every_group_once() -> None:
+    assert plan_units([5, 5, 5, 2], 1) == [(0, 1, 5), (1, 2, 5), (2, 3, 5), (3, 4, 2)]
+    assert plan_units([5, 5, 5, 2], 8) == [(0, 2, 10), (2, 4, 7)]
+    assert plan_units([5, 5, 5, 2], 100) == [(0, 4, 17)]
+    assert plan_units([], 1) == []
+
+
+def _convert(src: Path, target: Path, fmt: str, workers: int) -> tuple[str, pa.Table]:
+    report = run_offline(OfflineConfig(source=src, target=target, target_format=fmt,  # type: ignore[arg-type]
+                                       batch_size=700, workers=workers))
+    assert report.verified
+    rows = pa.Table.from_batches(list(TargetStore(target).batches(1000)))
+    return report.target_digest, rows
+
+
+@pytest.mark.parametrize("fmt", ["lance", "parquet"])
+def test_output_is_the_same_for_any_number_of_workers(tmp_path: Path, fmt: str,
+                                                      sample_rows: list[dict[str, Any]]) -> None:
+    rows = sample_rows + [{"id": f"m{i}", "content": f"c{i}"} for i in range(3000)]
+    src = tmp_path / "src.parquet"
+    pq.write_table(legacy_table(rows), src, row_group_size=1000)
+    one = _convert(src, tmp_path / "one.out", fmt, 1)
+    two = _convert(src, tmp_path / "two.out", fmt, 2)
+    assert one[0] == two[0]
+    assert one[1].num_rows == len(rows)
+    assert_bit_equal(one[1], two[1])
+    if fmt == "lance":  # one fragment (and one version after the first) per unit
+        ds = lance.dataset(str(tmp_path / "two.out"))
+        assert len(ds.get_fragments()) == -(-len(rows) // 700)
+
+
+def test_workers_find_a_changed_row(tmp_path: Path, sample_rows: list[dict[str, Any]]) -> None:
+    rows = [{"id": f"m{i}"} for i in range(2000)]
+    src = tmp_path / "src.parquet"
+    pq.write_table(legacy_table(rows), src)
+    target = tmp_path / "nodes.lance"
+    run_offline(OfflineConfig(source=src, target=target, batch_size=500, workers=2))
+    table = lance.dataset(str(target)).to_table()
+    emb = table.column("embedding").combine_chunks()
+    bits = np.frombuffer(emb.values.buffers()[1], dtype=np.uint32).copy()
+    bits[1234 * 768] ^= 1  # one bit of row 1234's embedding
+    changed = pa.FixedSizeListArray.from_arrays(pa.array(bits.view(np.float32)), 768)
+    table = table.set_column(table.schema.get_field_index("embedding"),
+                             table.schema.field("embedding"), changed)
+    lance.write_dataset(table, str(target), mode="overwrite")
+    with WorkerPool(2) as pool:
+        report = verify_run(target.with_name("nodes.lance.run"), pool=pool)
+    assert not report.ok and report.mismatched == 1
+    assert report.mismatches[0]["id"] == "m1234"
