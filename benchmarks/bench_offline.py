@@ -2,31 +2,29 @@
 
 - ``io_floor``: pyarrow reads the same Parquet and writes the same bytes, no conversion; the
   least any converter that reads and writes Parquet-sized data must pay.
-- ``row_by_row``: what the seed's design would do: one Python dict per row, uuid5, a BLAKE3 of a
-  struct-packed encoding, rows collected and written at the end.
-- ``convert``: the whole ``run_offline`` (snapshot, conversion, checksums, Lance target, verify).
+- ``row_by_row``: the seed's design doing the same work as ``convert``, one dict per row
+  (``benchmarks/rowwise.py``): validate, full checksum, snapshot + Lance target, verify.
+- ``convert``: the whole ``run_offline`` (snapshot, conversion, checksums, Lance target, verify),
+  with the default workers and with one process.
+- ``convert_cli_N``: ``dualmem-bulk convert`` in its own process on N nodes; peak RSS is the
+  largest sum over the process tree (driver + workers), sampled every 20 ms.
 """
 
 from __future__ import annotations
 
 import shutil
-import struct
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from blake3 import blake3
-from conftest import NODES, ROW_NODES, RSS_SIZES, generated, record
+from conftest import NODES, ROW_NODES, RSS_SIZES, generated, record, tree_peak_rss
+from rowwise import migrate_row_by_row
 
 from dualmem_bulk.offline import OfflineConfig, run_offline
-
-_NS = uuid.uuid5(uuid.NAMESPACE_URL, "engram:memory-id")
 
 
 def _once(benchmark: Any, fn: Any) -> float:
@@ -46,63 +44,44 @@ def test_io_floor(benchmark: Any, source: Path, fresh: Path) -> None:
     record("io_floor", NODES, _once(benchmark, copy))
 
 
-def _row_by_row(source: Path, out: Path) -> None:
-    rows_out: list[dict[str, Any]] = []
-    table = pq.read_table(source)
-    for name in ("last_access", "created_at"):
-        table = table.set_column(table.schema.get_field_index(name), name,
-                                 table[name].cast(pa.int64()))
-    for row in table.to_pylist():
-        ident = row["id"]
-        try:
-            node_id = uuid.UUID(ident).bytes if len(ident) == 36 else uuid.uuid5(_NS, ident).bytes
-        except ValueError:
-            node_id = uuid.uuid5(_NS, ident).bytes
-        encoded = struct.pack("<I", len(ident.encode())) + ident.encode()
-        encoded += struct.pack("<768f", *row["embedding"])
-        encoded += struct.pack("<ff", row["activation"], row["confidence"])
-        encoded += (row["content"] or "").encode()
-        rows_out.append({
-            "id": node_id, "node_type": "Episode", "episode_id": ident,
-            "strength": row["activation"], "consolidation_score": 0.0,
-            "embedding": row["embedding"], "activation": row["activation"],
-            "confidence": row["confidence"], "content": row["content"],
-            "checksum": blake3(encoded).digest(),
-        })
-    pq.write_table(pa.Table.from_pylist(rows_out), out / "rows.parquet")
-
-
 def test_row_by_row(benchmark: Any, row_source: Path, fresh: Path) -> None:
-    record("row_by_row", ROW_NODES, _once(benchmark, lambda: _row_by_row(row_source, fresh)))
-
-
-@pytest.mark.parametrize("fmt", ["lance", "parquet"])
-def test_convert(benchmark: Any, source: Path, fresh: Path, fmt: str) -> None:
     def run() -> None:
-        run_offline(OfflineConfig(source=source, target=fresh / "nodes.out",
-                                  target_format=fmt))  # type: ignore[arg-type]
+        migrate_row_by_row(row_source, fresh / "snapshot.parquet", fresh / "rows.lance")
 
-    record(f"convert_{fmt}", NODES, _once(benchmark, run))
+    record("row_by_row", ROW_NODES, _once(benchmark, run))
+
+
+@pytest.mark.parametrize(("fmt", "workers"), [("lance", None), ("lance", 1), ("parquet", None)])
+def test_convert(benchmark: Any, source: Path, fresh: Path, fmt: str, workers: int | None
+                 ) -> None:
+    reports = []
+
+    def run() -> None:
+        reports.append(run_offline(OfflineConfig(
+            source=source, target=fresh / "nodes.out", target_format=fmt,  # type: ignore[arg-type]
+            workers=workers)))
+
+    name = f"convert_{fmt}" + ("" if workers is None else f"_{workers}_worker")
+    record(name, NODES, _once(benchmark, run), phases_s=reports[-1].phases_s,
+           digest=reports[-1].target_digest[:16])
 
 
 @pytest.mark.parametrize("nodes", RSS_SIZES)
 def test_peak_rss(benchmark: Any, workdir: Path, fresh: Path, nodes: int) -> None:
-    """Peak RSS of a whole ``dualmem-bulk convert`` run in its own process."""
+    """A whole ``dualmem-bulk convert`` in its own process tree: time and peak RSS."""
     src = generated(workdir, nodes)
-    args = ["dualmem-bulk", "convert", str(src), str(fresh / "n.lance"), "--json"]
-    code = ("import resource, runpy, sys\n"
-            f"sys.argv = {args!r}\n"
-            "try:\n    runpy.run_module('dualmem_bulk', run_name='__main__')\n"
-            "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
-    stderr: list[str] = []
+    args = [sys.executable, "-m", "dualmem_bulk", "convert", str(src), str(fresh / "n.lance"),
+            "--json"]
+    peaks: list[tuple[int, int]] = []
 
     def run() -> None:
-        done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                              text=True)
-        stderr.append(done.stderr)
+        with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) as proc:
+            peaks.append(tree_peak_rss(proc))
+            assert proc.wait() == 0, proc.stderr.read() if proc.stderr else ""
 
     seconds = _once(benchmark, run)
-    peak_kib = int(stderr[-1].strip().splitlines()[-1])
-    record(f"convert_cli_{nodes}", nodes, seconds, peak_rss_mib=round(peak_kib / 1024))
+    total, driver = peaks[-1]
+    record(f"convert_cli_{nodes}", nodes, seconds, peak_rss_mib=total // 1024,
+           driver_peak_rss_mib=driver // 1024)
     shutil.rmtree(fresh / "n.lance", ignore_errors=True)

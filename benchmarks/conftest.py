@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ from dualmem_bulk.generate import write_generated
 
 NODES = int(os.environ.get("BENCH_NODES", "200000"))
 ROW_NODES = int(os.environ.get("BENCH_ROW_NODES", "20000"))
-RSS_SIZES = [int(s) for s in os.environ.get("BENCH_RSS_SIZES", "200000,1000000").split(",") if s]
+RSS_SIZES = [int(s) for s in
+             os.environ.get("BENCH_RSS_SIZES", "100000,1000000,2000000").split(",") if s]
 RESULTS: dict[str, dict[str, Any]] = {}
 
 
@@ -44,6 +47,42 @@ def source(workdir: Path) -> Path:
 @pytest.fixture(scope="session")
 def row_source(workdir: Path) -> Path:
     return generated(workdir, ROW_NODES)
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as kids:
+            return [int(k) for k in kids.read().split()]
+    except OSError:
+        return []
+
+
+def tree_peak_rss(proc: subprocess.Popen[str], every: float = 0.02) -> tuple[int, int]:
+    """Sample a running process and its descendants until it exits: (largest sum of their
+    RSS, largest RSS of the process itself), in KiB."""
+    total_peak = own_peak = 0
+    while proc.poll() is None:
+        tree, todo = [], [proc.pid]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo += _children(pid)
+        sizes = [_rss_kib(p) for p in tree]
+        total_peak = max(total_peak, sum(sizes))
+        own_peak = max(own_peak, sizes[0])
+        time.sleep(every)
+    return total_peak, own_peak
 
 
 def record(name: str, nodes: int, seconds: float, **extra: Any) -> None:
