@@ -20,7 +20,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from types import TracebackType
 from typing import TypeVar
 
-__all__ = ["AUTO_MIN_ROWS", "WorkerPool", "default_workers"]
+import pyarrow as pa
+
+__all__ = ["AUTO_MIN_ROWS", "WorkerPool", "default_workers", "release_memory"]
 
 S = TypeVar("S")
 R = TypeVar("R")
@@ -30,6 +32,23 @@ AUTO_MIN_ROWS = 50_000
 and Lance) takes about a second, which a small run does not win back."""
 
 _PR_SET_PDEATHSIG = 1
+
+
+def release_memory() -> None:
+    """Hand freed memory back to the system: Arrow's allocator and glibc's keep it otherwise,
+    and a worker that converts and verifies units in turn then grows to the sum of both peaks
+    (measured: 755 MiB a worker; 200-400 MiB with this after every task)."""
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def _released(call: tuple[Callable[[S], R], S]) -> R:
+    fn, spec = call
+    try:
+        return fn(spec)
+    finally:
+        release_memory()
 
 
 def default_workers(rows: int) -> int:
@@ -92,7 +111,7 @@ class WorkerPool:
             return done
         self.start()
         assert self._executor is not None
-        return self._executor.submit(fn, spec)
+        return self._executor.submit(_released, (fn, spec))
 
     def ordered(self, fn: Callable[[S], R], specs: Iterable[S]) -> Iterator[tuple[S, R]]:
         """Yield ``(spec, fn(spec))`` in the order of ``specs``, running at most one task per
@@ -107,7 +126,7 @@ class WorkerPool:
         pending: deque[tuple[S, Future[R]]] = deque()
         items = iter(specs)
         for spec in items:
-            pending.append((spec, self._executor.submit(fn, spec)))
+            pending.append((spec, self._executor.submit(_released, (fn, spec))))
             if len(pending) >= self.workers:
                 break
         while pending:
@@ -115,5 +134,5 @@ class WorkerPool:
             result = future.result()
             nxt = next(items, None)
             if nxt is not None:
-                pending.append((nxt, self._executor.submit(fn, nxt)))
+                pending.append((nxt, self._executor.submit(_released, (fn, nxt))))
             yield spec, result
