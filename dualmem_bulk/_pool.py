@@ -22,7 +22,8 @@ from typing import TypeVar
 
 import pyarrow as pa
 
-__all__ = ["AUTO_MIN_ROWS", "WorkerPool", "default_workers", "release_memory"]
+__all__ = ["AUTO_MIN_ROWS", "WorkerPool", "default_workers", "limit_malloc_arenas",
+           "release_memory"]
 
 S = TypeVar("S")
 R = TypeVar("R")
@@ -32,6 +33,16 @@ AUTO_MIN_ROWS = 50_000
 and Lance) takes about a second, which a small run does not win back."""
 
 _PR_SET_PDEATHSIG = 1
+_M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas() -> None:
+    """At most two glibc malloc arenas in this process. Lance's reader threads each get an arena
+    by default, and freed memory scattered over them is not returned: reading 8 fragments of
+    16,384 nodes held 397 MiB afterwards with the default and 217 MiB with two arenas. Call it
+    before Lance starts its threads."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 2)
 
 
 def release_memory() -> None:
@@ -62,6 +73,7 @@ def _worker_init(driver: int) -> None:
     worker outliving a killed driver would keep writing into the store being resumed, and
     would hold the driver's stdout open."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_malloc_arenas()
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
@@ -105,7 +117,7 @@ class WorkerPool:
         if self.workers == 1:
             done: Future[R] = Future()
             try:
-                done.set_result(fn(spec))
+                done.set_result(_released((fn, spec)))
             except Exception as exc:
                 done.set_exception(exc)
             return done
@@ -119,7 +131,7 @@ class WorkerPool:
         """
         if self.workers == 1:
             for spec in specs:
-                yield spec, fn(spec)
+                yield spec, _released((fn, spec))
             return
         self.start()
         assert self._executor is not None

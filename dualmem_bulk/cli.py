@@ -214,7 +214,8 @@ def convert(
     target_format: Annotated[
         Literal["lance", "parquet"], typer.Option(help="Target store format.")
     ] = "lance",
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Rows per batch.")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Rows per batch, one commit each (default 16,384).")] = None,
     strict: Annotated[bool, typer.Option(help="Fail (exit 3) on any invalid row.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Validate and estimate; write nothing.")] = False,
     space: SpaceOpt = None,
@@ -432,4 +433,7 @@ def finalize(
 
 def main() -> None:
     """Console-script entry point."""
+    from dualmem_bulk._pool import limit_malloc_arenas
+
+    limit_malloc_arenas()
     app()

@@ -396,7 +396,8 @@ class _Run:
         self.progress.advance(sum(r.rows for r in records))
         group_rows = [g.num_rows for g in (open_parquet(self.run_dir / SNAPSHOT).metadata
                                           .row_group(i) for i in range(groups))]
-        plan = plan_units(group_rows, self.config.checkpoint_every or 1) or [(0, 0, 0)]
+        every = self.config.checkpoint_every or self.config.batch_size
+        plan = plan_units(group_rows, every) or [(0, 0, 0)]
         base = self.journal.get("pre_migration_version")
         tasks = [UnitTask(unit, first, end, self.run_dir / SNAPSHOT,
                           self.config.target_format, writer.path, base)
