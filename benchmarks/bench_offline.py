@@ -66,12 +66,14 @@ def test_convert(benchmark: Any, source: Path, fresh: Path, fmt: str, workers: i
            digest=reports[-1].target_digest[:16])
 
 
+@pytest.mark.parametrize("workers", [None, 1])
 @pytest.mark.parametrize("nodes", RSS_SIZES)
-def test_peak_rss(benchmark: Any, workdir: Path, fresh: Path, nodes: int) -> None:
+def test_peak_rss(benchmark: Any, workdir: Path, fresh: Path, nodes: int, workers: int | None
+                  ) -> None:
     """A whole ``dualmem-bulk convert`` in its own process tree: time and peak RSS."""
     src = generated(workdir, nodes)
     args = [sys.executable, "-m", "dualmem_bulk", "convert", str(src), str(fresh / "n.lance"),
-            "--json"]
+            "--json", *(["--workers", str(workers)] if workers else [])]
     peaks: list[tuple[int, int]] = []
 
     def run() -> None:
@@ -82,6 +84,7 @@ def test_peak_rss(benchmark: Any, workdir: Path, fresh: Path, nodes: int) -> Non
 
     seconds = _once(benchmark, run)
     total, driver = peaks[-1]
-    record(f"convert_cli_{nodes}", nodes, seconds, peak_rss_mib=total // 1024,
+    name = f"convert_cli_{nodes}" + (f"_{workers}_worker" if workers else "")
+    record(name, nodes, seconds, peak_rss_mib=total // 1024,
            driver_peak_rss_mib=driver // 1024)
     shutil.rmtree(fresh / "n.lance", ignore_errors=True)

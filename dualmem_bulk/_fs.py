@@ -14,7 +14,7 @@ from typing import Any
 __all__ = [
     "atomic_path",
     "fault_point",
-    "fsync_dir",
+    "fsync_path",
     "fsync_tree",
     "remove",
     "source_identity",
@@ -40,8 +40,8 @@ def fault_point(name: str) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or creation inside ``path`` durable."""
+def fsync_path(path: Path) -> None:
+    """Make a file's data, or the renames and creations inside a directory, durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -53,12 +53,8 @@ def fsync_tree(path: Path) -> None:
     """fsync every file and directory under ``path`` (a dataset written by a library)."""
     for root, _dirs, files in os.walk(path):
         for name in files:
-            fd = os.open(Path(root) / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(root))
+            fsync_path(Path(root) / name)
+        fsync_path(Path(root))
 
 
 def remove(path: Path) -> None:
@@ -82,13 +78,9 @@ def atomic_path(final: Path) -> Iterator[Path]:
         if tmp.is_dir():
             fsync_tree(tmp)
         else:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(tmp)
         os.replace(tmp, final)
-        fsync_dir(final.parent)
+        fsync_path(final.parent)
     except BaseException:
         remove(tmp)
         raise

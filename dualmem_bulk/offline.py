@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualmem_bulk import __version__
-from dualmem_bulk._fs import fsync_dir, remove, source_identity, write_json
+from dualmem_bulk._fs import fsync_path, remove, source_identity, write_json
 from dualmem_bulk._pool import WorkerPool, default_workers, release_memory
 from dualmem_bulk._signals import StopRequest, stop_on_signals
 from dualmem_bulk._threads import prefetched
@@ -428,13 +428,13 @@ class _Run:
             backup = target.with_name(f".{target.name}.dualmem-legacy")
             if target.exists() and staging.exists() and not backup.exists():
                 os.replace(target, backup)
-                fsync_dir(target.parent)
+                fsync_path(target.parent)
             journal.set(legacy_backup=str(backup.resolve()))
         if staging.exists():
             if target.exists():
                 raise TargetExists(target)
             os.replace(staging, target)
-            fsync_dir(target.parent)
+            fsync_path(target.parent)
             journal.set(swapped=True)
         elif not target.exists():
             raise SourceError(staging, "the converted store is missing; roll back or re-run "

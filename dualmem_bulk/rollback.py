@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dualmem_bulk._fs import fsync_dir, fsync_tree, remove, source_identity, write_json
+from dualmem_bulk._fs import fsync_path, fsync_tree, remove, source_identity, write_json
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.errors import InputError, SourceError, UsageError, VerificationFailed
 from dualmem_bulk.export import DEFAULT_BATCH_SIZE
@@ -189,7 +189,7 @@ class _Rollback:
         remove(trash)
         if path.exists():
             os.replace(path, trash)
-            fsync_dir(path.parent)
+            fsync_path(path.parent)
             remove(trash)
             self.report.removed.append(str(path))
             self._step(f"removed {path}")
@@ -360,13 +360,13 @@ class _Rollback:
             self.report.notes.append(f"{store} already holds the legacy store")
         elif backup.exists():
             os.replace(backup, store)
-            fsync_dir(store.parent)
+            fsync_path(store.parent)
             self.report.restored_from = f"the backup {backup}"
         else:
             if not rebuilt.exists():
                 self._rebuild(rebuilt, "parquet")
             os.replace(rebuilt, store)
-            fsync_dir(store.parent)
+            fsync_path(store.parent)
             self.report.restored_from = "the snapshot"
         for leftover in (rebuilt, _hidden(store, "trash")):  # of a crashed rollback
             remove(leftover)
@@ -463,7 +463,7 @@ def finalize_run(run_dir: Path, drop_snapshot: bool = False) -> FinalizeReport:
             snapshot = run_dir / SNAPSHOT
             if drop_snapshot and snapshot.exists():
                 remove(snapshot)
-                fsync_dir(run_dir)
+                fsync_path(run_dir)
                 report.removed.append(str(snapshot))
             report.snapshot_dropped = not snapshot.exists()
             journal.set(finalize=report.as_dict())
@@ -480,7 +480,7 @@ def _finalize_in_place(journal: Journal, report: FinalizeReport) -> None:
     backup = journal.get("legacy_backup")
     if backup and Path(backup).exists():
         remove(Path(backup))
-        fsync_dir(Path(backup).parent)
+        fsync_path(Path(backup).parent)
         report.removed.append(backup)
     tag = journal.get("pre_migration_tag")
     if tag and (store / "_versions").is_dir():

@@ -15,7 +15,7 @@ from pathlib import Path
 import lance
 import pyarrow as pa
 
-from dualmem_bulk._fs import fsync_dir, fsync_tree
+from dualmem_bulk._fs import fsync_path, fsync_tree
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.export import DEFAULT_BATCH_SIZE, scan_source
@@ -58,7 +58,7 @@ def write_legacy(snapshot: Path, path: Path, fmt: TargetFormat, *,
         reader = pa.RecordBatchReader.from_batches(LEGACY_SCHEMA, batches)
         lance.write_dataset(reader, str(path), schema=LEGACY_SCHEMA, mode=mode)
         fsync_tree(path)
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
     progress.done()
 
 

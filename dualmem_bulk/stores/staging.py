@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from lance.fragment import FragmentMetadata, write_fragments
 
-from dualmem_bulk._fs import atomic_path, fault_point, fsync_dir, remove
+from dualmem_bulk._fs import atomic_path, fault_point, fsync_path, remove
 from dualmem_bulk.journal import BatchRecord
 from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat
 
@@ -76,14 +76,6 @@ class StagedWriter(Protocol):
         """Make a written unit part of the store; return (Lance version, part file name)."""
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_newer(root: Path, since_ns: int) -> None:
     """fsync the files under ``root`` modified since ``since_ns``, then their directories."""
     dirs: set[Path] = {root} if root.is_dir() else set()
@@ -91,10 +83,10 @@ def _fsync_newer(root: Path, since_ns: int) -> None:
         for name in files:
             path = Path(top) / name
             if path.stat().st_mtime_ns >= since_ns:
-                _fsync_file(path)
+                fsync_path(path)
                 dirs.add(Path(top))
     for changed in dirs:
-        fsync_dir(changed)
+        fsync_path(changed)
 
 
 def unsliced(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -139,8 +131,8 @@ class _LanceStaging(_Staging):
         data = self.path / "data"
         for fragment in fragments:
             for file in fragment.files:
-                _fsync_file(data / file.path)
-        fsync_dir(data)
+                fsync_path(data / file.path)
+        fsync_path(data)
         return fragments
 
     def _first(self, unit: int) -> bool:
@@ -160,8 +152,8 @@ class _LanceStaging(_Staging):
             commit_message=f"dualmem unit {unit}")
         for meta in ("_versions", "_transactions"):
             _fsync_newer(self.path / meta, since)
-        fsync_dir(self.path)
-        fsync_dir(self.path.parent)
+        fsync_path(self.path)
+        fsync_path(self.path.parent)
         return int(ds.version), None
 
 
@@ -192,7 +184,7 @@ class _ParquetStaging(_Staging):
     def write(self, unit: int, batches: Iterable[pa.RecordBatch]) -> str:
         if not self.path.exists():
             self.path.mkdir(exist_ok=True)
-            fsync_dir(self.path.parent)
+            fsync_path(self.path.parent)
         name = f"part-{unit:05d}.parquet"
         with atomic_path(self.path / name) as tmp, pq.ParquetWriter(
             tmp, self.schema, **PARQUET_OPTIONS
