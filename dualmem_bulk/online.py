@@ -161,7 +161,7 @@ class _Online:
             self.progress.message(f"resuming the online run in {run_dir} "
                                   f"({journal.get('phase')})")
             return journal
-        if any(p.name != "lock" for p in run_dir.iterdir()):
+        if any(p.name not in ("lock", PAUSE_FILE) for p in run_dir.iterdir()):
             raise UsageError(f"{run_dir}: not empty and holds no journal; remove it or pass "
                              "another --run-dir")
         if config.target.exists():

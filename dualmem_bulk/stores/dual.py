@@ -120,7 +120,7 @@ class DualStore:
         """Create (or bring up to date) the scalar index on the id; the new version."""
         since = time.time_ns()
         ds = self.dataset()
-        if any(KEY in idx["fields"] for idx in ds.list_indices()):
+        if any(KEY in idx.field_names for idx in ds.describe_indices()):
             ds.optimize.optimize_indices()
         else:
             ds.create_scalar_index(KEY, "BTREE")
