@@ -9,6 +9,7 @@ needs only the number of operations the writer completed. Run as a script:
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import time
@@ -95,8 +96,9 @@ def _writer(adapter: CompatibilityAdapter, seed: int, stop: Path, out: Path,
             break
         done += 1
         dual += not adapter.legacy_mode
-        if done % 50 == 0:
-            out.with_suffix(".progress").write_text(f"{done} {dual}")
+        if done % 50 == 0:  # atomically: the test polls it
+            out.with_suffix(".tmp").write_text(f"{done} {dual}")
+            os.replace(out.with_suffix(".tmp"), out.with_suffix(".progress"))
         time.sleep(0.002)
     return {"ops": done, "dual_ops": dual, "errors": errors}
 

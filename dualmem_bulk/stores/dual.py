@@ -32,7 +32,12 @@ __all__ = ["DUAL_LOCK", "Applied", "DualStore", "apply_changes", "minus", "write
 
 DUAL_LOCK = "dual.lock"
 KEY = "episode_id"
+_INDEX = f"{KEY}_idx"
 _CHUNK = 500
+_REINDEX_AFTER = 4
+"""Bring the id index up to date once this many fragments (commits) are not in it: a read or
+merge by id scans every unindexed fragment (measured: 25 ms a read with 50 of them, 2 ms
+after ``optimize_indices``, which itself takes ~16 ms)."""
 _MOD = 1 << 256
 
 
@@ -106,6 +111,10 @@ class DualStore:
         if upserts.num_rows:
             (ds.merge_insert(KEY).when_matched_update_all().when_not_matched_insert_all()
              .execute(unsliced(to_dual(upserts))))
+            ds = self.dataset()
+            if (_INDEX in {i.name for i in ds.describe_indices()} and ds.stats.index_stats(
+                    _INDEX)["num_unindexed_fragments"] >= _REINDEX_AFTER):
+                ds.optimize.optimize_indices()
         return self._committed(since)
 
     def restore(self, version: int) -> None:
@@ -120,10 +129,10 @@ class DualStore:
         """Create (or bring up to date) the scalar index on the id; the new version."""
         since = time.time_ns()
         ds = self.dataset()
-        if any(KEY in idx.field_names for idx in ds.describe_indices()):
+        if _INDEX in {i.name for i in ds.describe_indices()}:
             ds.optimize.optimize_indices()
         else:
-            ds.create_scalar_index(KEY, "BTREE")
+            ds.create_scalar_index(KEY, "BTREE", name=_INDEX)
         return self._committed(since)
 
     def digests(self, batch_size: int) -> tuple[TableDigest, TableDigest]:
