@@ -118,6 +118,7 @@ def _reader(adapter: CompatibilityAdapter, seed: int, stop: Path, original: Path
                 continue
             reads += 1
             dual += not adapter.legacy_mode
+            time.sleep(0.002)  # a service, not a benchmark: leave the migrator some CPU
             want = base.retrieve(memory_id)
             assert want is not None
             if got is None:
