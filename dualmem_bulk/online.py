@@ -192,9 +192,10 @@ class _Online:
                                   "command again to resume")
             if not (self.run_dir / PAUSE_FILE).exists():
                 return
-            if not announced:
-                self.progress.message(f"paused: {self.run_dir / PAUSE_FILE} exists; remove it "
-                                      "to go on")
+            if not announced:  # in the journal's events too, so `status` shows it
+                note = f"paused: {self.run_dir / PAUSE_FILE} exists; remove it to go on"
+                self.journal.set_state(self.journal.state, note)
+                self.progress.message(note)
                 announced = True
             time.sleep(self.config.poll_s)
 

@@ -3,8 +3,10 @@ resume after a crash, pause file, postponed cut-over, refusals, rollback and fin
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -211,3 +213,37 @@ def test_cli_migrate_and_cutover(tmp_path: Path) -> None:
         help_text = cli(command, "--help")
         assert help_text.returncode == 0 and "Example" in help_text.stdout
         assert f"dualmem-bulk {command}" in readme
+
+
+def test_max_rate_sleeps_between_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                         ) -> None:
+    path = _store(tmp_path / "m.sqlite", 300)
+    slept: list[float] = []
+    monkeypatch.setattr("dualmem_bulk.online.time.sleep", slept.append)
+    config = OnlineConfig(store=path, target=tmp_path / "n.lance", batch_size=150,
+                          target_batch_s=1000, max_rate=1)
+    assert run_online(config).nodes_copied == 300
+    assert len(slept) == 2 and all(100 < s <= 150 for s in slept)  # 150 nodes at 1 node/s
+
+
+def test_sigterm_stops_between_batches_and_resumes(tmp_path: Path) -> None:
+    path = _store(tmp_path / "m.sqlite", 300)
+    run_dir = tmp_path / "n.lance.run"
+    run_dir.mkdir()
+    (run_dir / PAUSE_FILE).touch()  # the migrator waits before its first batch
+    args = [sys.executable, "-m", "dualmem_bulk", "migrate", "--online", str(path),
+            str(tmp_path / "n.lance")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not (Journal.exists(run_dir) and (run_status(run_dir)["last_event"] or {})
+               .get("detail", "").startswith("paused")):
+        assert proc.poll() is None
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4 and "run the same command again" in err
+    (run_dir / PAUSE_FILE).unlink()
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    journal = Journal.open(run_dir)
+    assert journal.state == "done" and journal.get("report")["resumed"] == 1
+    journal.close()
