@@ -461,7 +461,7 @@ def cutover(
 
     Example: dualmem-bulk cutover nodes.lance.run
     """
-    from dualmem_bulk.online import request_cutover
+    from dualmem_bulk.online_cutover import request_cutover
 
     info = _run(lambda: request_cutover(run_dir), as_json)
     _emit(info, as_json, [f"{run_dir}: cut-over {info['status']}"])

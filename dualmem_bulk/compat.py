@@ -31,12 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from dualmem_bulk.journal import Journal
-from dualmem_bulk.stores.dual import DualStore, apply_changes, writer_lock
+from dualmem_bulk.stores.dual import ROUND, DualStore, apply_changes, writer_lock
 from dualmem_bulk.stores.memory_store import Memory, MemoryStore, batch_to_memories, top_k
 
 __all__ = ["CompatibilityAdapter"]
-
-_ROUND = 5_000
 
 
 class CompatibilityAdapter:
@@ -116,7 +114,7 @@ class CompatibilityAdapter:
             while True:
                 with self._legacy.snapshot():
                     applied = apply_changes(self._legacy, self._dual_store(), after,
-                                            limit=_ROUND)
+                                            limit=ROUND)
                 if applied.position == after:
                     return
                 after = applied.position

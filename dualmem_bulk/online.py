@@ -33,7 +33,7 @@ from typing import Any
 from dualmem_bulk import __version__
 from dualmem_bulk._fs import remove, write_json
 from dualmem_bulk._signals import StopRequest, stop_on_signals
-from dualmem_bulk.checksum import TableDigest, row_checksums
+from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.errors import (
     Interrupted,
     RunChanged,
@@ -42,20 +42,24 @@ from dualmem_bulk.errors import (
     VerificationFailed,
 )
 from dualmem_bulk.journal import Journal, RunLock
+from dualmem_bulk.online_cutover import compare_at_pin
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
-from dualmem_bulk.stores.dual import Applied, DualStore, apply_changes, minus, writer_lock
+from dualmem_bulk.stores.dual import (
+    ROUND,
+    Applied,
+    DualStore,
+    apply_changes,
+    minus,
+    writer_lock,
+)
 from dualmem_bulk.stores.memory_store import MemoryStore
 
-__all__ = ["PAUSE_FILE", "OnlineConfig", "OnlineReport", "prove_legacy", "request_cutover",
-           "run_online"]
+__all__ = ["PAUSE_FILE", "OnlineConfig", "OnlineReport", "run_online"]
 
 PAUSE_FILE = "pause"
 REPORT = "report.json"
 _MIN_BATCH, _MAX_BATCH = 100, 50_000
-_ROUND = 5_000
-"""Change-log entries per catch-up round."""
-_VERIFY_BATCH = 4_096
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -275,15 +279,19 @@ class _Online:
         """Apply one round of changes and journal the position; the caller holds the writer
         lock and a read (or write) transaction on the store."""
         after = self.journal.get("online_applied")
-        applied = apply_changes(self.store, self.dual, after, limit=_ROUND, upto=upto,
+        applied = apply_changes(self.store, self.dual, after, limit=ROUND, upto=upto,
                                 track=track)
         if applied.position != after:
-            self.report.changes_applied += applied.upserts + applied.deletes
-            self.report.catch_up_rounds += 1
+            self._counted(applied)
             self._save(online_applied=applied.position, **(
                 {"online_version": applied.version} if applied.version is not None else {}))
-            self.progress.advance(applied.upserts + applied.deletes)
         return applied
+
+    def _counted(self, applied: Applied) -> None:
+        """Count an applied round in the report and the progress."""
+        self.report.changes_applied += applied.upserts + applied.deletes
+        self.report.catch_up_rounds += 1
+        self.progress.advance(applied.upserts + applied.deletes)
 
     def _round(self, *, track: bool = False) -> Applied:
         """One catch-up round in its own read transaction."""
@@ -319,31 +327,17 @@ class _Online:
             if applied.version is None:
                 time.sleep(self.config.poll_s)
 
-    def _source_digest(self) -> TableDigest:
-        digest = TableDigest()
-        for batch in self.store.scan(_VERIFY_BATCH):
-            digest += TableDigest.of(row_checksums(batch))
-            self.progress.advance(batch.num_rows)
-        return digest
-
     def _verified_digest(self) -> TableDigest:
         """Pin a position, bring the target to it and compare full digests there."""
         self.progress.phase("verify", None)
         with writer_lock(self.run_dir):
-            with self.store.snapshot():
-                pinned = self.store.change_position()
-                while self.journal.get("online_applied") < pinned:
-                    self._apply(upto=pinned)
-                source = self._source_digest()
-            recomputed, stored = self.dual.digests(_VERIFY_BATCH)
-            if not source == recomputed == stored:
-                raise VerificationFailed(
-                    f"{self.config.target}: at change {pinned} the store has {source.rows} rows "
-                    f"(digest {source.hex}), the target {recomputed.rows} (digest recomputed "
-                    f"from the fields {recomputed.hex}, stored {stored.hex}); not cut over, the "
-                    "service stays on the legacy store")
+            pinned = compare_at_pin(self.store, self.dual, self.journal, self._counted,
+                                    self.progress)
+            if not pinned.same:
+                raise VerificationFailed(f"{pinned.describe(self.config.store, self.config.target)}"
+                                         "; not cut over, the service stays on the legacy store")
             self._save(online_version=self.dual.index())
-        return source
+        return pinned.source
 
     def _cutover(self) -> None:
         source = target = self._verified_digest()
@@ -412,54 +406,3 @@ def run_online(config: OnlineConfig, progress: Progress = NULL_PROGRESS) -> Onli
             remove(run_dir)  # a refused run leaves nothing behind
         raise
 
-
-def request_cutover(run_dir: Path) -> dict[str, Any]:
-    """Ask the online migrator of ``run_dir`` (started with ``postpone_cutover``) to cut over;
-    the request is durable, so a migrator resumed later sees it too."""
-    journal = Journal.open(run_dir)
-    try:
-        if journal.get("mode") != "online":
-            raise UsageError(f"{run_dir}: not an online run")
-        if journal.state == "done":
-            return {"status": "done", "run_dir": str(run_dir), "detail": "already cut over"}
-        journal.set(cutover_requested=True)
-        return {"status": "requested", "run_dir": str(run_dir), "phase": journal.get("phase")}
-    finally:
-        journal.close()
-
-
-def prove_legacy(run_dir: Path, store: Path, target: Path) -> str | None:
-    """For a rollback after the cut-over: prove that the legacy store holds what the dual
-    store holds, then serve the legacy store again (journal ``serving = legacy``).
-
-    Under the dual store's writer lock (dual writes wait; legacy writes go on), the change log
-    is applied up to a pinned position and both digests are compared there, the target's
-    recomputed from its fields. Returns ``None`` when proven, else what differs (nothing is
-    switched then).
-    """
-    journal = Journal.open(run_dir)
-    legacy = MemoryStore(store, create=False)
-    dual = DualStore(target)
-    try:
-        with writer_lock(run_dir):
-            with legacy.snapshot():
-                pinned = legacy.change_position()
-                while (after := journal.get("online_applied")) < pinned:
-                    applied = apply_changes(legacy, dual, after, limit=_ROUND, upto=pinned)
-                    journal.set(online_applied=applied.position,
-                                online_version=applied.version)
-                source = TableDigest()
-                for batch in legacy.scan(_VERIFY_BATCH):
-                    source += TableDigest.of(row_checksums(batch))
-            recomputed, stored = dual.digests(_VERIFY_BATCH)
-            if not source == recomputed == stored:
-                return (f"{store}: at change {pinned} the legacy store has {source.rows} rows "
-                        f"(digest {source.hex}) but {target} has {recomputed.rows} (digest "
-                        f"{recomputed.hex}, stored {stored.hex}); the service stays on the "
-                        "dual store and nothing was removed")
-            journal.set(serving="legacy", rollback_proof={
-                "rows": source.rows, "digest": source.hex, "position": pinned})
-            return None
-    finally:
-        legacy.close()
-        journal.close()

@@ -310,18 +310,18 @@ class _Rollback:
     def _online(self) -> None:
         """Online run: the legacy store has every write. After a cut-over, prove that it holds
         what the dual store holds (digests at one change-log position, see
-        :func:`~dualmem_bulk.online.prove_legacy`) and serve it again, both under the dual
+        :func:`~dualmem_bulk.online_cutover.prove_legacy`) and serve it again, both under the dual
         store's writer lock; then remove the dual store."""
-        from dualmem_bulk.online import prove_legacy
+        from dualmem_bulk.online_cutover import prove_legacy
 
         if self.journal.get("serving") == "dual":
             proof = prove_legacy(self.run_dir, self.source, self.target)
-            if proof is not None:
-                raise self._fail(proof)
-            self.report.proven_rows = self.journal.get("rollback_proof", {}).get("rows")
-            self.report.proven_digest = self.journal.get("rollback_proof", {}).get("digest")
+            if not proof.same:
+                raise self._fail(proof.describe(self.source, self.target) + "; the service "
+                                 "stays on the dual store and nothing was removed")
+            self.report.proven_rows, self.report.proven_digest = (proof.source.rows,
+                                                                  proof.source.hex)
             self._step("the legacy store holds what the dual store held; serving it again")
-        self.report.source_untouched = None
         if self.journal.get("rollback_target_ours"):
             self._remove(self.target)
 

@@ -17,7 +17,8 @@ from dualmem_bulk import MemoryStore, OnlineConfig, rollback_run, run_online, ru
 from dualmem_bulk.errors import RunChanged, SourceError, TargetExists, UsageError
 from dualmem_bulk.generate import generate_batches
 from dualmem_bulk.journal import Journal
-from dualmem_bulk.online import PAUSE_FILE, request_cutover
+from dualmem_bulk.online import PAUSE_FILE
+from dualmem_bulk.online_cutover import request_cutover
 from dualmem_bulk.rollback import finalize_run
 from dualmem_bulk.stores.dual import DualStore
 from tests.online_workload import digest, new_memory

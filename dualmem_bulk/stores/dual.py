@@ -28,9 +28,11 @@ from dualmem_bulk.schema import DUAL_SCHEMA
 from dualmem_bulk.stores.memory_store import MemoryStore
 from dualmem_bulk.stores.staging import _fsync_newer, unsliced
 
-__all__ = ["DUAL_LOCK", "Applied", "DualStore", "apply_changes", "minus", "writer_lock"]
+__all__ = ["DUAL_LOCK", "ROUND", "Applied", "DualStore", "apply_changes", "minus", "writer_lock"]
 
 DUAL_LOCK = "dual.lock"
+ROUND = 5_000
+"""Change-log entries applied per round (bounds each round's memory and commit size)."""
 KEY = "episode_id"
 _INDEX = f"{KEY}_idx"
 _CHUNK = 500
