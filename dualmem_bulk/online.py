@@ -341,10 +341,13 @@ class _Online:
 
     def _cutover(self) -> None:
         source = target = self._verified_digest()
-        while self._lag() > self.config.cutover_lag:
+        lag, previous = self._lag(), None
+        # catch up until the lag is small and stops shrinking: the pause applies only the rest
+        while lag > self.config.cutover_lag or (lag > 0 and (previous is None or lag < previous)):
             applied = self._round(track=True)
             source = minus(source, applied.removed) + applied.source_added
             target = minus(target, applied.removed) + applied.target_added
+            lag, previous = self._lag(), lag
         mark = time.perf_counter()
         with self.store.write_lock(), writer_lock(self.run_dir):
             self.report.lag_at_pause = self._lag()

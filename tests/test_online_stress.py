@@ -154,7 +154,8 @@ def test_online_migration_under_load(tmp_path: Path, original: Path) -> None:
     assert reader["dual_reads"] > 0
     print(f"\nonline under load: {writer['ops']} ops ({writer['dual_ops']} after the cut-over), "
           f"{reader['reads']} reads; copy {report['copy_nodes_per_s']:,.0f} nodes/s, pause "
-          f"{report['pause_ms']} ms, {report['changes_applied']} changes applied")
+          f"{report['pause_ms']} ms ({report['changes_in_pause']} changes in it), "
+          f"{report['changes_applied']} changes applied")
 
 
 def test_killed_mid_copy_and_mid_catch_up_resumes(tmp_path: Path, original: Path) -> None:
