@@ -206,6 +206,7 @@ class _Online:
     def go(self, started: float) -> OnlineReport:
         if self.journal.state == "done":
             self.progress.message(f"{self.run_dir}: already cut over, nothing to resume")
+            write_json(self.run_dir / REPORT, self.report.as_dict())
             return self.report
         try:
             if self.journal.get("phase") == "copying":
@@ -221,7 +222,6 @@ class _Online:
                 raise Interrupted(f"the run stopped: {exc}; fix the cause and run the same "
                                   "command again to resume") from exc
             raise
-        self.report.status = "done"
         self.report.elapsed_s = round(time.perf_counter() - started, 3)
         self._save()
         write_json(self.run_dir / REPORT, self.report.as_dict())
@@ -363,7 +363,7 @@ class _Online:
             self.report.pause_ms = round((time.perf_counter() - mark) * 1000, 1)
             self.report.verified, self.report.rows, self.report.digest = same, counts[1], target.hex
             if same:
-                self.report.phase = "cut-over"
+                self.report.phase, self.report.status = "cut-over", "done"
                 self.journal.set_state(
                     "done", f"cut over at change {self.journal.get('online_applied')}, pause "
                             f"{self.report.pause_ms} ms", phase="cut-over", serving="dual",
