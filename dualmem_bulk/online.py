@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dualmem_bulk import __version__
-from dualmem_bulk._fs import remove, write_json
+from dualmem_bulk._fs import fault_point, remove, write_json
 from dualmem_bulk._signals import StopRequest, stop_on_signals
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.errors import (
@@ -357,6 +357,7 @@ class _Online:
                 in_pause += applied.upserts + applied.deletes
                 source = minus(source, applied.removed) + applied.source_added
                 target = minus(target, applied.removed) + applied.target_added
+            fault_point("cutover-pause")
             counts = (self.store.count(), int(self.dual.dataset().count_rows()))
             same = source == target and source.rows == counts[0] == counts[1]
             self.report.changes_in_pause = in_pause

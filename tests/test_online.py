@@ -14,7 +14,7 @@ import lance
 import pytest
 
 from dualmem_bulk import MemoryStore, OnlineConfig, rollback_run, run_online, run_status
-from dualmem_bulk.errors import RunChanged, SourceError, TargetExists, UsageError
+from dualmem_bulk.errors import Interrupted, RunChanged, SourceError, TargetExists, UsageError
 from dualmem_bulk.generate import generate_batches
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.online import PAUSE_FILE
@@ -248,3 +248,23 @@ def test_sigterm_stops_between_batches_and_resumes(tmp_path: Path) -> None:
     journal = Journal.open(run_dir)
     assert journal.state == "done" and journal.get("report")["resumed"] == 1
     journal.close()
+
+
+def test_failure_inside_the_pause_keeps_legacy_and_resumes(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    path = _store(tmp_path / "m.sqlite", 300)
+    config = OnlineConfig(store=path, target=tmp_path / "n.lance")
+    writer = MemoryStore(path)
+    monkeypatch.setenv("DUALMEM_FAULT", "cutover-pause:1:EIO")
+    with pytest.raises(Interrupted, match="run the same command again"):
+        run_online(config, Hooks(verify=lambda: writer.store(new_memory(7, 1, "late"))))
+    journal = Journal.open(config.resolved_run_dir)
+    assert journal.state == "failed" and journal.get("serving") == "legacy"
+    journal.close()
+    writer.store(new_memory(7, 2, "after-the-failure"))  # the store's lock was released
+    writer.close()
+    monkeypatch.delenv("DUALMEM_FAULT")
+    report = run_online(config)
+    assert report.verified and report.resumed == 1 and report.rows == 302
+    _check_equal(path, config.target)
