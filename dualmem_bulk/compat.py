@@ -25,8 +25,9 @@ One adapter per thread: it keeps SQLite connections, which are not shared across
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -35,6 +36,8 @@ from dualmem_bulk.stores.dual import ROUND, DualStore, apply_changes, writer_loc
 from dualmem_bulk.stores.memory_store import Memory, MemoryStore, batch_to_memories, top_k
 
 __all__ = ["CompatibilityAdapter"]
+
+T = TypeVar("T")
 
 
 class CompatibilityAdapter:
@@ -114,7 +117,7 @@ class CompatibilityAdapter:
             while True:
                 with self._legacy.snapshot():
                     applied = apply_changes(self._legacy, self._dual_store(), after,
-                                            limit=ROUND)
+                                            limit=ROUND, maintain=True)
                 if applied.position == after:
                     return
                 after = applied.position
@@ -139,39 +142,47 @@ class CompatibilityAdapter:
         self._sync()
         return found
 
+    def _serve(self, dual: Callable[[DualStore], T], legacy: Callable[[], T]) -> T:
+        """Read from the store that serves. A dual read that fails is retried once on the
+        latest version (its version may have been cleaned up meanwhile), or served by the
+        legacy store if a rollback switched back meanwhile."""
+        if self._mode() != "dual":
+            return legacy()
+        try:
+            return dual(self._dual_store())
+        except Exception:
+            if self._mode() != "dual":
+                return legacy()
+            return dual(self._dual_store())
+
     def retrieve(self, memory_id: str) -> Memory | None:
         """The memory with this id, or ``None``."""
-        if self._mode() == "dual":
-            try:
-                rows = self._dual_store().legacy_rows([memory_id])
-                return batch_to_memories(rows)[0] if rows.num_rows else None
-            except Exception:
-                if self._mode() == "dual":
-                    raise  # else rolled back meanwhile: the legacy store serves
-        return self._legacy.retrieve(memory_id)
+        def from_dual(store: DualStore) -> Memory | None:
+            rows = store.legacy_rows([memory_id])
+            return batch_to_memories(rows)[0] if rows.num_rows else None
+
+        return self._serve(from_dual, lambda: self._legacy.retrieve(memory_id))
 
     def contains(self, memory_id: str) -> bool:
         """Whether a memory with this id exists."""
-        if self._mode() == "dual":
-            return bool(self._dual_store().read([memory_id], ["episode_id"]).num_rows > 0)
-        return self._legacy.contains(memory_id)
+        return self._serve(lambda store: bool(store.read([memory_id], ["episode_id"]).num_rows),
+                           lambda: self._legacy.contains(memory_id))
 
     def count(self) -> int:
         """Number of memories."""
-        if self._mode() == "dual":
-            return int(self._dual_store().dataset().count_rows())
-        return self._legacy.count()
+        return self._serve(lambda store: int(store.dataset().count_rows()), self._legacy.count)
 
     def all_ids(self) -> list[str]:
         """Every memory id, in id order."""
-        if self._mode() == "dual":
-            ids = self._dual_store().dataset().to_table(columns=["episode_id"]).column(0)
-            return sorted(ids.to_pylist(), key=lambda i: i.encode())
-        return self._legacy.all_ids()
+        def from_dual(store: DualStore) -> list[str]:
+            ids = store.dataset().to_table(columns=["episode_id"]).column(0).to_pylist()
+            return sorted(ids, key=lambda i: i.encode())
+
+        return self._serve(from_dual, self._legacy.all_ids)
 
     def search(self, embedding: Sequence[float] | np.ndarray, k: int) -> list[tuple[str, float]]:
         """The ``k`` memories most similar to ``embedding`` (cosine), best first."""
-        if self._mode() == "dual":
-            ds = self._dual_store().dataset()
-            return top_k(embedding, k, ds.to_batches(columns=["episode_id", "embedding"]))
-        return self._legacy.search(embedding, k)
+        return self._serve(
+            lambda store: top_k(embedding, k, store.dataset().to_batches(
+                columns=["episode_id", "embedding"])),
+            lambda: self._legacy.search(embedding, k))

@@ -348,6 +348,8 @@ class _Online:
             source = minus(source, applied.removed) + applied.source_added
             target = minus(target, applied.removed) + applied.target_added
             lag, previous = self._lag(), lag
+        with writer_lock(self.run_dir):  # a fresh index: no index update inside the pause
+            self._save(online_version=self.dual.index())
         mark = time.perf_counter()
         with self.store.write_lock(), writer_lock(self.run_dir):
             self.report.lag_at_pause = self._lag()

@@ -3,9 +3,11 @@ both stores, exact reads from the dual store, recovery of an unapplied write, ro
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from dualmem_bulk import (
     CompatibilityAdapter,
@@ -95,4 +97,23 @@ def test_dual_writes_keep_one_row_per_id(tmp_path: Path) -> None:
             (one if i % 2 else two).store(new_memory(6, i, "same"))
     ids = DualStore(config.target).dataset().to_table(columns=["episode_id"]).column(0)
     assert ids.to_pylist().count("same") == 1
+    _check_equal(path, config.target)
+
+
+def test_dual_store_compacts_itself_after_many_writes(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("dualmem_bulk.stores.dual._MAINTAIN_EVERY", 8)
+    monkeypatch.setattr("dualmem_bulk.stores.dual._KEEP_VERSIONS_FOR", timedelta(0))
+    path = _store(tmp_path / "m.sqlite", 50)
+    config = OnlineConfig(store=path, target=tmp_path / "n.lance")
+    run_online(config)
+    with CompatibilityAdapter(path, config.resolved_run_dir) as adapter:
+        ids = adapter.all_ids()
+        for i in range(30):
+            adapter.store(new_memory(8, i, f"w{i % 12}"))
+            if i % 5 == 0:
+                adapter.remove(ids[i])
+        _exact(adapter.retrieve("w5"), new_memory(8, 29, "w5"))  # its last write
+    ds = DualStore(config.target).dataset()
+    assert len(ds.get_fragments()) < 12 and len(ds.versions()) < 12
     _check_equal(path, config.target)
