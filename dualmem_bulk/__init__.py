@@ -17,19 +17,28 @@ os.environ.setdefault("LANCE_LOG", "error")  # Lance's native logger reads it on
 __version__ = "0.1.0"
 
 from dualmem_bulk.checksum import TableDigest, encode_rows, row_checksums
+from dualmem_bulk.compat import CompatibilityAdapter
 from dualmem_bulk.convert import node_uuids, to_dual, to_legacy
 from dualmem_bulk.errors import DualmemError
 from dualmem_bulk.export import export_snapshot, scan_source
 from dualmem_bulk.inspect import inspect_path
 from dualmem_bulk.offline import OfflineConfig, RunReport, run_offline
+from dualmem_bulk.online import OnlineConfig, OnlineReport, run_online
 from dualmem_bulk.rollback import FinalizeReport, RollbackReport, finalize_run, rollback_run
 from dualmem_bulk.status import run_status
+from dualmem_bulk.stores.memory_store import EmbeddingProvenance, Memory, MemoryStore
 from dualmem_bulk.verify import VerifyReport, verify_run
 
 __all__ = [
+    "CompatibilityAdapter",
     "DualmemError",
+    "EmbeddingProvenance",
     "FinalizeReport",
+    "Memory",
+    "MemoryStore",
     "OfflineConfig",
+    "OnlineConfig",
+    "OnlineReport",
     "RollbackReport",
     "RunReport",
     "TableDigest",
@@ -43,6 +52,7 @@ __all__ = [
     "rollback_run",
     "row_checksums",
     "run_offline",
+    "run_online",
     "run_status",
     "scan_source",
     "to_dual",

@@ -122,6 +122,11 @@ class Journal:
             tx.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                            [(k, json.dumps(v, sort_keys=True)) for k, v in values.items()])
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits to the journal: a cheap
+        way for a long-lived reader (the compatibility adapter) to notice a switch."""
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
     @property
     def state(self) -> State:
         """The run's state."""

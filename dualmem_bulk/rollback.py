@@ -54,7 +54,7 @@ class RollbackReport:
     """``rolled-back`` when done; ``rolling-back`` in the report of a failed proof."""
     run_dir: str
     mode: str
-    """``copy`` or ``in-place``."""
+    """``copy``, ``in-place`` or ``online``."""
     state_before: str
     """The run's state when the rollback started."""
     source: str
@@ -138,6 +138,9 @@ def rollback_plan(run_dir: Path) -> str:
         config = journal.get("config") or {}
         if journal.state == "rolled-back":
             return f"{run_dir} is already rolled back; nothing will change"
+        if journal.get("mode") == "online":
+            return (f"serve the legacy store {config.get('source')} again (it has every "
+                    f"write) and remove {journal.get('target')}")
         if journal.get("mode") == "in-place":
             return (f"restore the {journal.get('store_format')} store {config.get('source')} to "
                     "its state before the run, and remove what the run wrote")
@@ -215,6 +218,8 @@ class _Rollback:
             remove(leftover)
         if self.report.mode == "in-place":
             self._in_place()
+        elif self.report.mode == "online":
+            self._online()
         else:
             self._copy()
         self.report.status = "rolled-back"
@@ -301,6 +306,24 @@ class _Rollback:
         if not same_files:
             self.report.notes.append(f"{self.source}: file sizes or times changed since the "
                                      "run started, but its rows are the snapshot's")
+
+    def _online(self) -> None:
+        """Online run: the legacy store has every write. After a cut-over, prove that it holds
+        what the dual store holds (digests at one change-log position, see
+        :func:`~dualmem_bulk.online_cutover.prove_legacy`) and serve it again, both under the dual
+        store's writer lock; then remove the dual store."""
+        from dualmem_bulk.online_cutover import prove_legacy
+
+        if self.journal.get("serving") == "dual":
+            proof = prove_legacy(self.run_dir, self.source, self.target)
+            if not proof.same:
+                raise self._fail(proof.describe(self.source, self.target) + "; the service "
+                                 "stays on the dual store and nothing was removed")
+            self.report.proven_rows, self.report.proven_digest = (proof.source.rows,
+                                                                  proof.source.hex)
+            self._step("the legacy store holds what the dual store held; serving it again")
+        if self.journal.get("rollback_target_ours"):
+            self._remove(self.target)
 
     def _prove(self, path: Path, what: str) -> None:
         """Recompute the digest of the legacy store or source at ``path``; it must equal the

@@ -1,0 +1,483 @@
+"""The live legacy store: ``MemoryStore``, a SQLite database in WAL mode with Engram's
+``MemoryBackend`` API, and the ``Memory`` value it stores.
+
+Every legacy field round-trips bit for bit: the embedding is a 3,072-byte BLOB of little-endian
+float32; ``activation``, ``confidence`` and ``decay_rate`` are stored as their float32 bit
+patterns (SQLite turns a NaN REAL into NULL); timestamps are int64 nanoseconds; ``access_count``
+(u64) is stored as its int64 two's complement; the provenance is JSON text (``quality_score``
+as float32 bits, metadata entries as an ordered list of pairs).
+
+Triggers append every insert, update and delete to ``memory_changes`` in the same transaction
+as the write: the change feed of an online migration (:mod:`dualmem_bulk.online`). WAL mode
+lets readers (the migrator's scans) run while the service writes; writers wait up to the
+busy timeout for the write lock, which is how the migrator's cut-over pause holds them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from dualmem_bulk.errors import SourceError
+from dualmem_bulk.schema import DIM, EPISODE_TYPE, LEGACY_SCHEMA, PROVENANCE_TYPE, TIMESTAMP_TYPE
+
+__all__ = [
+    "EMBEDDING_BYTES",
+    "EmbeddingProvenance",
+    "Memory",
+    "MemoryStore",
+    "batch_to_memories",
+    "memories_to_batch",
+    "top_k",
+]
+
+EMBEDDING_BYTES = DIM * 4
+"""Size of an embedding BLOB: 768 little-endian float32."""
+
+_COLUMNS = ("id, embedding, activation, confidence, last_access, access_count, created_at, "
+            "decay_rate, content, embedding_provenance")
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS memories (
+    id TEXT PRIMARY KEY NOT NULL,
+    embedding BLOB NOT NULL,            -- {EMBEDDING_BYTES} bytes: 768 little-endian float32
+    activation INTEGER NOT NULL,        -- float32 bit pattern
+    confidence INTEGER NOT NULL,        -- float32 bit pattern
+    last_access INTEGER NOT NULL,       -- ns since the Unix epoch
+    access_count INTEGER NOT NULL,      -- u64 as its int64 two's complement
+    created_at INTEGER NOT NULL,        -- ns since the Unix epoch
+    decay_rate INTEGER NOT NULL,        -- float32 bit pattern
+    content TEXT,
+    embedding_provenance TEXT           -- JSON, see the module docstring
+);
+CREATE TABLE IF NOT EXISTS memory_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    op TEXT NOT NULL                    -- insert, update or delete
+);
+CREATE TRIGGER IF NOT EXISTS memories_log_insert AFTER INSERT ON memories
+BEGIN INSERT INTO memory_changes (id, op) VALUES (NEW.id, 'insert'); END;
+CREATE TRIGGER IF NOT EXISTS memories_log_update AFTER UPDATE ON memories
+BEGIN
+    INSERT INTO memory_changes (id, op) VALUES (OLD.id, 'update');
+    INSERT INTO memory_changes (id, op) SELECT NEW.id, 'update' WHERE NEW.id IS NOT OLD.id;
+END;
+CREATE TRIGGER IF NOT EXISTS memories_log_delete AFTER DELETE ON memories
+BEGIN INSERT INTO memory_changes (id, op) VALUES (OLD.id, 'delete'); END;
+"""
+
+_UPSERT = (f"INSERT INTO memories ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+           "ON CONFLICT(id) DO UPDATE SET embedding = excluded.embedding, "
+           "activation = excluded.activation, confidence = excluded.confidence, "
+           "last_access = excluded.last_access, access_count = excluded.access_count, "
+           "created_at = excluded.created_at, decay_rate = excluded.decay_rate, "
+           "content = excluded.content, embedding_provenance = excluded.embedding_provenance")
+
+_CHUNK = 500
+"""Ids per ``IN (...)`` query."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingProvenance:
+    """Engram's ``EmbeddingProvenance``; ``created_at`` is unix seconds, ``metadata`` ordered
+    (key, value) pairs."""
+
+    model_name: str
+    model_version: str
+    dimension: int
+    language: str | None = None
+    created_at: int = 0
+    quality_score: float | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Memory:
+    """One legacy Engram ``Memory``.
+
+    ``embedding`` is the raw 3,072 bytes of 768 little-endian float32 (so NaN payloads and -0.0
+    survive); timestamps are int64 nanoseconds since the Unix epoch. The float32 scalars are
+    Python floats: a quiet NaN keeps its payload, a signalling one comes back quiet.
+    """
+
+    id: str
+    embedding: bytes
+    activation: float
+    confidence: float
+    last_access: int
+    access_count: int
+    created_at: int
+    decay_rate: float = 0.1
+    content: str | None = None
+    embedding_provenance: EmbeddingProvenance | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.embedding) != EMBEDDING_BYTES:
+            raise ValueError(f"memory {self.id!r}: embedding must be {EMBEDDING_BYTES} bytes "
+                             f"(768 float32), got {len(self.embedding)}")
+
+    @classmethod
+    def with_vector(cls, vector: Sequence[float] | np.ndarray, **fields: Any) -> Memory:
+        """A Memory whose embedding is ``vector`` as 768 little-endian float32."""
+        return cls(embedding=np.asarray(vector, dtype="<f4").tobytes(), **fields)
+
+
+def memories_to_batch(memories: Sequence[Memory]) -> pa.RecordBatch:
+    """A LEGACY_SCHEMA batch of ``memories`` (``space`` and ``episode`` null)."""
+    n = len(memories)
+    emb = np.frombuffer(b"".join(m.embedding for m in memories), dtype="<f4")
+    provs = [m.embedding_provenance for m in memories]
+    columns = {
+        "id": pa.array([m.id for m in memories], pa.utf8()),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb, pa.float32()), DIM),
+        "activation": pa.array([m.activation for m in memories], pa.float32()),
+        "confidence": pa.array([m.confidence for m in memories], pa.float32()),
+        "last_access": pa.array([m.last_access for m in memories], pa.int64()),
+        "access_count": pa.array([m.access_count for m in memories], pa.uint64()),
+        "created_at": pa.array([m.created_at for m in memories], pa.int64()),
+        "decay_rate": pa.array([m.decay_rate for m in memories], pa.float32()),
+        "content": pa.array([m.content for m in memories], pa.utf8()),
+        "embedding_provenance": pa.array(
+            [None if p is None else {**p.__dict__, "metadata": list(p.metadata)} for p in provs],
+            PROVENANCE_TYPE),
+        "space": pa.nulls(n, pa.utf8()),
+        "episode": pa.nulls(n, EPISODE_TYPE),
+    }
+    return pa.RecordBatch.from_arrays([columns[f.name].cast(f.type) for f in LEGACY_SCHEMA],
+                                      schema=LEGACY_SCHEMA)
+
+
+def batch_to_memories(batch: pa.RecordBatch) -> list[Memory]:
+    """The Memory of each row of a LEGACY_SCHEMA batch (``space``/``episode`` are not kept)."""
+    emb = _embedding_bytes(batch.column("embedding"))
+    plain = batch.select([n for n in LEGACY_SCHEMA.names if n != "embedding"])
+    rows = pa.table([c.cast(pa.int64()) if pa.types.is_timestamp(c.type) else c
+                     for c in plain.columns], names=plain.schema.names).to_pylist()
+    out = []
+    for i, row in enumerate(rows):
+        prov = row["embedding_provenance"]
+        out.append(Memory(
+            id=row["id"], embedding=emb[i * EMBEDDING_BYTES:(i + 1) * EMBEDDING_BYTES],
+            activation=row["activation"], confidence=row["confidence"],
+            last_access=row["last_access"], access_count=row["access_count"],
+            created_at=row["created_at"], decay_rate=row["decay_rate"],
+            content=row["content"],
+            embedding_provenance=None if prov is None else EmbeddingProvenance(
+                **{**prov, "metadata": tuple(prov["metadata"] or ())})))
+    return out
+
+
+def _embedding_bytes(column: pa.Array) -> bytes:
+    values = column.values.slice(column.offset * DIM, len(column) * DIM)
+    return bytes(np.asarray(values.to_numpy(zero_copy_only=False), dtype="<f4").tobytes())
+
+
+def _bits(column: pa.Array) -> list[int]:
+    bits: list[int] = np.asarray(column.to_numpy(zero_copy_only=False),
+                                 dtype="<f4").view("<u4").tolist()
+    return bits
+
+
+def _prov_json(prov: pa.StructArray) -> list[str | None]:
+    quality = prov.field("quality_score")
+    q_bits = np.asarray(quality.fill_null(0).to_numpy(zero_copy_only=False),
+                        dtype="<f4").view("<u4").tolist()
+    out: list[str | None] = []
+    for i, value in enumerate(prov.to_pylist()):
+        if value is None:
+            out.append(None)
+            continue
+        value["quality_score"] = q_bits[i] if quality[i].is_valid else None
+        value["metadata"] = [list(kv) for kv in value["metadata"] or ()]
+        out.append(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    return out
+
+
+def _rows_of(batch: pa.RecordBatch) -> list[tuple[Any, ...]]:
+    """SQLite parameter rows of a LEGACY_SCHEMA batch."""
+    emb = _embedding_bytes(batch.column("embedding"))
+    ts = {n: batch.column(n).cast(pa.int64()).to_pylist() for n in ("last_access", "created_at")}
+    counts = np.asarray(batch.column("access_count").to_numpy(zero_copy_only=False),
+                        dtype=np.uint64).view(np.int64).tolist()
+    bits = {n: _bits(batch.column(n)) for n in ("activation", "confidence", "decay_rate")}
+    prov = _prov_json(batch.column("embedding_provenance"))
+    return [
+        (ident, emb[i * EMBEDDING_BYTES:(i + 1) * EMBEDDING_BYTES], bits["activation"][i],
+         bits["confidence"][i], ts["last_access"][i], counts[i], ts["created_at"][i],
+         bits["decay_rate"][i], content, prov[i])
+        for i, (ident, content) in enumerate(zip(batch.column("id").to_pylist(),
+                                                 batch.column("content").to_pylist(),
+                                                 strict=True))
+    ]
+
+
+def _f32(values: list[int]) -> pa.Array:
+    return pa.array(np.asarray(values, dtype=np.int64).astype("<u4").view("<f4"), pa.float32())
+
+
+def _provenance_array(texts: list[str | None]) -> pa.Array:
+    parsed = [None if t is None else json.loads(t) for t in texts]
+    q_bits = [0 if p is None or p["quality_score"] is None else p["quality_score"]
+              for p in parsed]
+    q_valid = [p is not None and p["quality_score"] is not None for p in parsed]
+    for p in parsed:
+        if p is not None:
+            p["quality_score"] = None
+            p["metadata"] = [tuple(kv) for kv in p["metadata"]]
+    struct = pa.array(parsed, PROVENANCE_TYPE)
+    quality = pa.array(np.asarray(q_bits, dtype=np.int64).astype("<u4").view("<f4"),
+                       pa.float32(), mask=~np.asarray(q_valid, dtype=bool))
+    children = [quality if f.name == "quality_score" else struct.field(f.name)
+                for f in PROVENANCE_TYPE]
+    return pa.StructArray.from_arrays(children, fields=list(PROVENANCE_TYPE),
+                                      mask=struct.is_null())
+
+
+def _batch_of(rows: list[tuple[Any, ...]], where: str) -> pa.RecordBatch:
+    """A LEGACY_SCHEMA batch of ``memories`` rows (in ``_COLUMNS`` order)."""
+    n = len(rows)
+    cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [()] * 10
+    for ident, blob in zip(cols[0], cols[1], strict=True):
+        if not isinstance(blob, bytes) or len(blob) != EMBEDDING_BYTES:
+            size = len(blob) if isinstance(blob, bytes) else type(blob).__name__
+            raise SourceError(where, f"memory {ident!r}: embedding is {size}, expected "
+                                     f"{EMBEDDING_BYTES} bytes")
+    emb = np.frombuffer(b"".join(cols[1]), dtype="<f4")
+    columns = {
+        "id": pa.array(cols[0], pa.utf8()),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb, pa.float32()), DIM),
+        "activation": _f32(list(cols[2])),
+        "confidence": _f32(list(cols[3])),
+        "last_access": pa.array(cols[4], pa.int64()).cast(TIMESTAMP_TYPE),
+        "access_count": pa.array(np.asarray(cols[5], dtype=np.int64).view(np.uint64)),
+        "created_at": pa.array(cols[6], pa.int64()).cast(TIMESTAMP_TYPE),
+        "decay_rate": _f32(list(cols[7])),
+        "content": pa.array(cols[8], pa.utf8()),
+        "embedding_provenance": _provenance_array(list(cols[9])),
+        "space": pa.nulls(n, pa.utf8()),
+        "episode": pa.nulls(n, EPISODE_TYPE),
+    }
+    return pa.RecordBatch.from_arrays([columns[f.name] for f in LEGACY_SCHEMA],
+                                      schema=LEGACY_SCHEMA)
+
+
+def top_k(embedding: Sequence[float] | np.ndarray, k: int,
+          batches: Iterable[pa.RecordBatch]) -> list[tuple[str, float]]:
+    """The ``k`` ids of ``batches`` (with ``id`` or ``episode_id`` and ``embedding`` columns)
+    most similar to ``embedding`` by cosine, best first; NaN similarities rank last."""
+    query = np.asarray(embedding, dtype=np.float32)
+    best: list[tuple[str, float]] = []
+    for batch in batches:
+        key = "id" if "id" in batch.schema.names else "episode_id"
+        vectors = np.asarray(batch.column("embedding").flatten().to_numpy()).reshape(-1, DIM)
+        with np.errstate(all="ignore"):
+            sims = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
+        sims = np.where(np.isnan(sims), -np.inf, sims)
+        ids = batch.column(key).to_pylist()
+        best += [(ids[i], float(sims[i])) for i in np.argsort(-sims, kind="stable")[:k]]
+        best = sorted(best, key=lambda t: -t[1])[:k]
+    return best
+
+
+class MemoryStore:
+    """Engram's ``MemoryBackend`` over a SQLite file in WAL mode, with a change log.
+
+    Safe to share between threads (one connection behind a lock) and between processes (SQLite
+    locking). ``busy_timeout_ms`` is how long a write waits for the write lock; it must exceed
+    an online migration's cut-over pause. ``write_guard``, if given, is called inside every
+    write transaction once the write lock is held (the compatibility adapter checks there
+    which store it serves).
+
+    Example:
+        >>> import tempfile
+        >>> store = MemoryStore(Path(tempfile.mkdtemp()) / "memories.sqlite")
+        >>> store.store(Memory(id="mem_1", embedding=bytes(3072), activation=0.5,
+        ...                    confidence=0.9, last_access=1, access_count=0, created_at=1))
+        >>> store.retrieve("mem_1").confidence  # the float32 nearest to 0.9
+        0.8999999761581421
+    """
+
+    def __init__(self, path: Path, *, create: bool = True, busy_timeout_ms: int = 10_000,
+                 write_guard: Callable[[], None] | None = None) -> None:
+        if not create and not path.is_file():
+            raise SourceError(path, "no such MemoryStore (SQLite file)")
+        self.path = path
+        self._guard = write_guard
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000,
+                                         isolation_level=None, check_same_thread=False)
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            if create:
+                self._conn.executescript(_SCHEMA)
+            tables = {r[0] for r in self._conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            raise SourceError(path, f"not a MemoryStore SQLite database ({exc})") from exc
+        if not {"memories", "memory_changes"} <= tables:
+            self._conn.close()
+            raise SourceError(path, "not a MemoryStore: the memories and memory_changes "
+                                    "tables are missing")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._guard is not None:
+                    self._guard()
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # --- Engram's MemoryBackend API ---------------------------------------------------------
+
+    def store(self, memory: Memory) -> None:
+        """Insert or replace ``memory`` (by id)."""
+        self.store_batch(memories_to_batch([memory]))
+
+    def retrieve(self, memory_id: str) -> Memory | None:
+        """The memory with this id, or ``None``."""
+        batch = self.rows([memory_id])
+        return batch_to_memories(batch)[0] if batch.num_rows else None
+
+    def remove(self, memory_id: str) -> bool:
+        """Delete a memory; whether it existed."""
+        with self._write() as conn:
+            return conn.execute("DELETE FROM memories WHERE id = ?", (memory_id,)).rowcount > 0
+
+    def update_activation(self, memory_id: str, activation: float) -> bool:
+        """Set a memory's activation; whether it exists."""
+        bits = _bits(pa.array([activation], pa.float32()))[0]
+        with self._write() as conn:
+            return conn.execute("UPDATE memories SET activation = ? WHERE id = ?",
+                                (bits, memory_id)).rowcount > 0
+
+    def count(self) -> int:
+        """Number of memories."""
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM memories").fetchone()[0])
+
+    def contains(self, memory_id: str) -> bool:
+        """Whether a memory with this id exists."""
+        with self._lock:
+            return self._conn.execute("SELECT 1 FROM memories WHERE id = ?",
+                                      (memory_id,)).fetchone() is not None
+
+    def all_ids(self) -> list[str]:
+        """Every memory id, in id order."""
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT id FROM memories ORDER BY id")]
+
+    def search(self, embedding: Sequence[float] | np.ndarray, k: int) -> list[tuple[str, float]]:
+        """The ``k`` memories most similar to ``embedding`` (cosine), best first; an exact scan
+        (NaN similarities rank last)."""
+        return top_k(embedding, k, self.scan(4096))
+
+    # --- bulk access, for migrations ------------------------------------------------------------
+
+    def store_batch(self, batch: pa.RecordBatch) -> None:
+        """Insert or replace every row of a LEGACY_SCHEMA batch, in one transaction."""
+        rows = _rows_of(batch)
+        with self._write() as conn:
+            conn.executemany(_UPSERT, rows)
+
+    def rows(self, ids: Sequence[str]) -> pa.RecordBatch:
+        """The current rows of those ids that exist, as a LEGACY_SCHEMA batch."""
+        found: list[tuple[Any, ...]] = []
+        with self._lock:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = list(ids[start:start + _CHUNK])
+                marks = ",".join("?" * len(chunk))
+                found += self._conn.execute(
+                    f"SELECT {_COLUMNS} FROM memories WHERE id IN ({marks})", chunk).fetchall()
+        return _batch_of(found, str(self.path))
+
+    def batch_after(self, after: str | None, limit: int) -> pa.RecordBatch:
+        """Up to ``limit`` rows with ids after ``after`` (``None``: from the first), in id
+        order: a keyset page for a resumable scan."""
+        where = "id >= ''" if after is None else "id > ?"
+        args: tuple[Any, ...] = (limit,) if after is None else (after, limit)
+        with self._lock:
+            found = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM memories WHERE {where} ORDER BY id LIMIT ?",
+                args).fetchall()
+        return _batch_of(found, str(self.path))
+
+    def scan(self, batch_size: int) -> Iterator[pa.RecordBatch]:
+        """Every row in id order, in LEGACY_SCHEMA batches (consistent inside :meth:`snapshot`)."""
+        after: str | None = None
+        while True:
+            batch = self.batch_after(after, batch_size)
+            if batch.num_rows == 0:
+                return
+            yield batch
+            after = batch.column("id")[-1].as_py()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: every read inside sees one state; writers are not blocked."""
+        with self._lock:
+            self._conn.execute("BEGIN DEFERRED")
+            try:
+                self._conn.execute("SELECT count(*) FROM memory_changes WHERE seq < 0")
+                yield
+            finally:
+                self._conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Hold the write lock (``BEGIN IMMEDIATE``): every other writer waits, readers don't;
+        nothing is written. Used for the cut-over pause."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            finally:
+                self._conn.execute("ROLLBACK")
+
+    def change_position(self) -> int:
+        """The sequence number of the last logged change (0 if none)."""
+        with self._lock:
+            row = self._conn.execute("SELECT max(seq) FROM memory_changes").fetchone()
+            return int(row[0] or 0)
+
+    def changes(self, after: int, limit: int, upto: int | None = None) -> tuple[list[str], int]:
+        """Ids changed in the next ``limit`` log entries after ``after`` (up to ``upto``), each
+        once, and the sequence number of the last entry read (``after`` if none)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, id FROM memory_changes WHERE seq > ? AND seq <= ? "
+                "ORDER BY seq LIMIT ?", (after, (1 << 62) if upto is None else upto, limit)
+            ).fetchall()
+        if not rows:
+            return [], after
+        return list(dict.fromkeys(r[1] for r in rows)), int(rows[-1][0])
+
+    def trim_changes(self, upto: int) -> None:
+        """Drop the change-log entries up to ``upto`` (applied and checkpointed)."""
+        with self._lock:
+            self._conn.execute("DELETE FROM memory_changes WHERE seq <= ?", (upto,))
