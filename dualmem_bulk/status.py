@@ -34,8 +34,16 @@ def run_status(run_dir: Path) -> dict[str, Any]:
         if running and rate and total is not None and state == "converting":
             eta = round((total - done) / rate, 1)
         last = records[-1].committed_at if records else None
+        online: dict[str, Any] = {}
+        if journal.get("mode") == "online":  # no snapshot and no units: copy and change log
+            report = journal.get("report") or {}
+            online = {"serving": journal.get("serving", "legacy"),
+                      "changes_applied": report.get("changes_applied"),
+                      "cutover_pause_ms": report.get("pause_ms")}
+            done = int((journal.get("online_copied") or {}).get("rows") or 0)
         return {
             "run_dir": str(run_dir),
+            "mode": journal.get("mode", "copy"),
             "state": state,
             "phase": journal.get("phase"),
             "running": running,
@@ -55,6 +63,7 @@ def run_status(run_dir: Path) -> dict[str, Any]:
             "rollback_possible": state in ROLLBACK_POSSIBLE,
             "last_event": {"at": _iso(events[-1][0]), "state": events[-1][1],
                            "detail": events[-1][2]} if events else None,
+            **online,
         }
     finally:
         journal.close()

@@ -34,7 +34,7 @@ from dualmem_bulk._pool import WorkerPool
 from dualmem_bulk._threads import prefetched
 from dualmem_bulk.checksum import TableDigest, episode_checksums, row_checksums
 from dualmem_bulk.convert import node_uuids, to_legacy
-from dualmem_bulk.errors import SourceError
+from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import SNAPSHOT_SCHEMA
@@ -308,6 +308,8 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
     started = time.perf_counter()
     journal = Journal.open(run_dir)
     try:
+        if journal.get("mode") == "online":
+            return _verify_online(run_dir, journal, progress, started)
         target_path, snapshot = journal.get("target"), journal.get("snapshot")
     finally:
         journal.close()
@@ -353,5 +355,38 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
                          for sp, i, p in problems[:MAX_LISTED]]
     report.ok = not problems and snap_digest.rows == stored.rows
     report.elapsed_s = round(time.perf_counter() - started, 3)
+    progress.done()
+    return report
+
+
+def _verify_online(run_dir: Path, journal: Journal, progress: Progress,
+                   started: float) -> VerifyReport:
+    """An online run has no snapshot: both stores are compared at one pinned change-log
+    position (the cut-over's proof), every dual-store checksum recomputed from its fields."""
+    from dualmem_bulk.online_cutover import compare_at_pin
+    from dualmem_bulk.stores.dual import DualStore, writer_lock
+    from dualmem_bulk.stores.memory_store import MemoryStore
+
+    if journal.get("phase") == "copying":
+        raise UsageError(f"{run_dir}: the online copy is still under way; verify once "
+                         "`dualmem-bulk status` shows it catching up or cut over")
+    config = journal.get("config")
+    store, target = Path(config["source"]), Path(config["target"])
+    legacy = MemoryStore(store, create=False)
+    try:
+        progress.phase("verify", legacy.count())
+        with writer_lock(run_dir):
+            pinned = compare_at_pin(legacy, DualStore(target), journal, progress=progress)
+    finally:
+        legacy.close()
+    report = VerifyReport(
+        ok=pinned.same, run_dir=str(run_dir), target=str(target),
+        snapshot_rows=pinned.source.rows, target_rows=pinned.stored.rows,
+        recorded_digest=pinned.source.hex, snapshot_digest=pinned.source.hex,
+        target_digest=pinned.stored.hex, recomputed_digest=pinned.recomputed.hex,
+        elapsed_s=round(time.perf_counter() - started, 3))
+    if not pinned.same:
+        report.mismatched = 1
+        report.mismatches = [{"id": "", "problem": pinned.describe(store, target)}]
     progress.done()
     return report

@@ -21,6 +21,7 @@ from dualmem_bulk.online import PAUSE_FILE
 from dualmem_bulk.online_cutover import request_cutover
 from dualmem_bulk.rollback import finalize_run
 from dualmem_bulk.stores.dual import DualStore
+from dualmem_bulk.verify import verify_run
 from tests.online_workload import digest, new_memory
 
 NODES = 1_200
@@ -268,3 +269,22 @@ def test_failure_inside_the_pause_keeps_legacy_and_resumes(tmp_path: Path,
     report = run_online(config)
     assert report.verified and report.resumed == 1 and report.rows == 302
     _check_equal(path, config.target)
+
+
+def test_status_and_verify_of_an_online_run(tmp_path: Path) -> None:
+    path = _store(tmp_path / "m.sqlite", 120)
+    target, run_dir = tmp_path / "n.lance", tmp_path / "n.lance.run"
+    run_online(OnlineConfig(store=path, target=target, batch_size=50))
+    info = run_status(run_dir)
+    assert info["mode"] == "online" and info["serving"] == "dual" and info["nodes_done"] == 120
+    assert info["cutover_pause_ms"] is not None
+    with MemoryStore(path, create=False) as store:  # a write the dual store has not seen yet
+        store.store(new_memory(7, 1, "late-1"))
+    report = verify_run(run_dir)  # applies the change log up to its pin, then compares
+    assert report.ok and report.snapshot_rows == report.target_rows == 121
+    assert report.snapshot_digest == report.target_digest == report.recomputed_digest
+    first = DualStore(target).dataset().to_table().slice(0, 1)
+    lance.write_dataset(first, str(target), mode="append")  # one node twice
+    report = verify_run(run_dir)
+    assert not report.ok and report.target_rows == 122
+    assert str(target) in report.mismatches[0]["problem"]

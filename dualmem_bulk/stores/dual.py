@@ -27,7 +27,7 @@ from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.convert import to_dual, to_legacy
 from dualmem_bulk.schema import DUAL_SCHEMA
 from dualmem_bulk.stores.memory_store import MemoryStore
-from dualmem_bulk.stores.staging import _fsync_newer, unsliced
+from dualmem_bulk.stores.staging import fsync_newer, unsliced
 
 __all__ = ["DUAL_LOCK", "ROUND", "Applied", "DualStore", "apply_changes", "minus", "writer_lock"]
 
@@ -98,7 +98,7 @@ class DualStore:
         return to_legacy(unsliced(batches[0]))
 
     def _committed(self, since_ns: int) -> int:
-        _fsync_newer(self.path, since_ns)
+        fsync_newer(self.path, since_ns)
         return int(self.dataset().version)
 
     def append(self, legacy: pa.RecordBatch) -> int:

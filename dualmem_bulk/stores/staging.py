@@ -32,8 +32,8 @@ from dualmem_bulk._fs import atomic_path, fault_point, fsync_path, remove
 from dualmem_bulk.journal import BatchRecord
 from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat
 
-__all__ = ["StagedWriter", "Written", "lance_write_schema", "staged_writer", "staging_path",
-           "unsliced"]
+__all__ = ["StagedWriter", "Written", "fsync_newer", "lance_write_schema", "staged_writer",
+           "staging_path", "unsliced"]
 
 Written = Any
 """What :meth:`StagedWriter.write` hands to :meth:`StagedWriter.commit` (picklable): Lance
@@ -76,7 +76,7 @@ class StagedWriter(Protocol):
         """Make a written unit part of the store; return (Lance version, part file name)."""
 
 
-def _fsync_newer(root: Path, since_ns: int) -> None:
+def fsync_newer(root: Path, since_ns: int) -> None:
     """fsync the files under ``root`` modified since ``since_ns``, then their directories."""
     dirs: set[Path] = {root} if root.is_dir() else set()
     for top, _subdirs, files in os.walk(root):
@@ -151,7 +151,7 @@ class _LanceStaging(_Staging):
             read_version=lance.dataset(str(self.path)).version if exists else None,
             commit_message=f"dualmem unit {unit}")
         for meta in ("_versions", "_transactions"):
-            _fsync_newer(self.path / meta, since)
+            fsync_newer(self.path / meta, since)
         fsync_path(self.path)
         fsync_path(self.path.parent)
         return int(ds.version), None
