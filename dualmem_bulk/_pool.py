@@ -54,12 +54,27 @@ def release_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
 
 
+_RELEASE_ABOVE = 400 << 20
+"""Release only above this RSS: memory handed back is faulted in again by the next task, which
+cost 15% of a run's time when done after every task (200K nodes, 2 workers: 6.6 s against
+7.9 s) for 65 MiB less peak RSS."""
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
 def _released(call: tuple[Callable[[S], R], S]) -> R:
     fn, spec = call
     try:
         return fn(spec)
     finally:
-        release_memory()
+        if _rss() > _RELEASE_ABOVE:
+            release_memory()
 
 
 def default_workers(rows: int) -> int:

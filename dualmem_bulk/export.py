@@ -85,8 +85,10 @@ class Exporter:
         self.report.snapshot_rows = self.digest.rows
 
     def write(self, snapshot: Path, quarantine: Path, strict: bool, progress: Progress,
-              check: Callable[[], None] = lambda: None) -> None:
-        """Write the snapshot (and the quarantine, if any row is rejected), each atomically."""
+              check: Callable[[], None] = lambda: None,
+              on_batch: Callable[[pa.RecordBatch], None] = lambda _batch: None) -> None:
+        """Write the snapshot (and the quarantine, if any row is rejected), each atomically;
+        ``on_batch`` sees each snapshot batch (one row group each), in order."""
         with contextlib.ExitStack() as stack:
             tmp = stack.enter_context(atomic_path(snapshot))
             writer = stack.enter_context(pq.ParquetWriter(tmp, SNAPSHOT_SCHEMA, **PARQUET_OPTIONS))
@@ -95,6 +97,7 @@ class Exporter:
             for batch, rejected in self.batches(progress, check):
                 if batch.num_rows:
                     background.submit(writer.write_batch, batch)
+                    on_batch(batch)
                 if rejected and strict:
                     first = rejected[0]
                     raise InvalidRows(self.report.quarantined,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
@@ -60,6 +60,8 @@ __all__ = ["DEFAULT_BATCH_SIZE", "SNAPSHOT", "OfflineConfig", "RunReport", "Unit
            "UnitWritten", "plan_units", "run_offline", "write_unit"]
 
 SNAPSHOT = "snapshot.parquet"
+SPOOL = "spool"
+"""Snapshot batches handed to the workers during the export (removed after the conversion)."""
 PRE_MIGRATION_TAG = "dualmem-pre-migration"
 """Tag on the last legacy version of a Lance store converted in place (cleanup keeps it)."""
 QUARANTINE = "quarantine.parquet"
@@ -168,6 +170,9 @@ class UnitTask:
     target_format: TargetFormat
     path: Path
     in_place_base: int | None
+    spool: tuple[Path, ...] = ()
+    """Arrow IPC files holding the unit's snapshot batches, written during the export (the
+    snapshot is not readable before its footer); empty: read the snapshot's row groups."""
 
 
 @dataclass(frozen=True)
@@ -184,13 +189,21 @@ def write_unit(task: UnitTask) -> UnitWritten:
     """Convert the unit's snapshot row groups (reusing their checksums) and write them."""
     started = time.perf_counter()
     digest = TableDigest()
-    handle = open_parquet(task.snapshot)
+
+    def snapshot_batches() -> Iterator[pa.RecordBatch]:
+        if task.spool:
+            for path in task.spool:
+                with pa.OSFile(str(path)) as spooled:
+                    yield from pa.ipc.open_file(spooled).read_all().to_batches()
+            return
+        groups = list(range(task.first_group, task.end_group))
+        if groups:
+            yield from open_parquet(task.snapshot).iter_batches(
+                batch_size=_UNIT_READ_ROWS, row_groups=groups, use_threads=False)
 
     def batches() -> Iterator[pa.RecordBatch]:
         nonlocal digest
-        groups = list(range(task.first_group, task.end_group))
-        for batch in handle.iter_batches(batch_size=_UNIT_READ_ROWS, row_groups=groups,
-                                         use_threads=False) if groups else ():
+        for batch in snapshot_batches():
             legacy = pa.RecordBatch.from_arrays(
                 [batch.column(n) for n in LEGACY_SCHEMA.names], schema=LEGACY_SCHEMA)
             sums = batch.column("checksum")
@@ -203,6 +216,49 @@ def write_unit(task: UnitTask) -> UnitWritten:
                        round(time.perf_counter() - started, 3))
 
 
+Prewritten = dict[int, tuple[UnitTask, "Future[UnitWritten]"]]
+
+
+class _Spool:
+    """Hands each unit of snapshot batches to a worker while the export goes on, so the target
+    is written alongside the snapshot. The units are committed only once the snapshot is
+    durable (an interrupted export starts over, and so do these uncommitted fragments)."""
+
+    def __init__(self, run_dir: Path, pool: WorkerPool, make: Callable[..., UnitTask],
+                 every: int) -> None:
+        self.dir, self.pool, self.make, self.every = run_dir / SPOOL, pool, make, every
+        remove(self.dir)
+        self.dir.mkdir()
+        self.units: Prewritten = {}
+        self.paths: list[Path] = []
+        self.first = self.groups = self.rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Spool one snapshot batch (one row group); submit the unit once it is full."""
+        path = self.dir / f"group-{self.groups:07d}.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as out:
+            out.write_batch(batch)
+        self.paths.append(path)
+        self.groups += 1
+        self.rows += batch.num_rows
+        if self.rows >= self.every:
+            self._submit()
+
+    def _submit(self) -> None:
+        task = self.make(len(self.units), self.first, self.groups, tuple(self.paths))
+        self.units[task.unit] = (task, self.pool.submit(write_unit, task))
+        self.paths, self.first, self.rows = [], self.groups, 0
+        unfinished = [f for _t, f in self.units.values() if not f.done()]
+        if len(unfinished) > self.pool.workers:  # bound the spool: wait for the oldest
+            unfinished[0].result()
+
+    def finish(self) -> Prewritten:
+        """Submit the last unit; the units by number (their results may still be running)."""
+        if self.paths:
+            self._submit()
+        return self.units
+
+
 class _Run:
     """One invocation of a run: picks up where the journal says and goes to the end."""
 
@@ -212,6 +268,8 @@ class _Run:
         self.staging = staging_path(config.target)
         self.journal = self._open_journal()
         snapshot = self.journal.get("snapshot")
+        self.prewritten: Prewritten = {}
+        """Units whose fragments workers wrote during this invocation's export."""
         self.checked: dict[int, Future[PieceVerdict]] = {}
         """Units verified as soon as committed, while later ones are written."""
         self.pool = WorkerPool(config.workers or default_workers(
@@ -334,7 +392,7 @@ class _Run:
 
     def _export(self) -> None:
         self.journal.set_state("exporting", phase="exporting")
-        for name in (SNAPSHOT, QUARANTINE):
+        for name in (SNAPSHOT, QUARANTINE, SPOOL):
             remove(self.run_dir / name)
         for leftover in self.run_dir.glob(".*.tmp-*"):
             remove(leftover)
@@ -345,11 +403,13 @@ class _Run:
                                 run_dir=str(self.run_dir))
         source = open_checked(self.config.source, self.config.spaces, self.config.batch_size,
                               self.config.strict, self.report)
-        self.pool.start()  # the workers import while the export runs
         self.progress.phase("export", source.total_rows)
+        spool = self._spool()
         Exporter(source, self.config.batch_size, self.report).write(
             self.run_dir / SNAPSHOT, self.run_dir / QUARANTINE, self.config.strict,
-            self.progress, lambda: self._check_stop("during the export (it starts over)"))
+            self.progress, lambda: self._check_stop("during the export (it starts over)"),
+            on_batch=spool.add if spool else lambda _batch: None)
+        self.prewritten = spool.finish() if spool else {}
         self.report.phases_s["export"] = round(time.perf_counter() - mark, 3)
         release_memory()  # the export's buffers; the workers need the memory now
         groups = open_parquet(self.run_dir / SNAPSHOT).metadata.num_row_groups
@@ -368,6 +428,7 @@ class _Run:
         if not (records and records[-1].end_group == groups):
             self._write_units(records, groups, snapshot["rows"])
         wait(self.checked.values())  # they read the staging store, about to be renamed
+        remove(self.run_dir / SPOOL)
         self._place()
         done = journal.committed()
         self.report.nodes_converted = done.rows
@@ -375,6 +436,24 @@ class _Run:
         self.report.phases_s["convert"] = round(time.perf_counter() - mark, 3)
         journal.set_state("verifying", "target in place", phase="verifying",
                           target_created=True, report=self.report.as_dict())
+
+    def _spool(self) -> _Spool | None:
+        """With worker processes, a spool that has them write the target during the export (not
+        in place: files written into the live store would change what the source is checked
+        against when an interrupted export starts again)."""
+        if self.pool.workers == 1 or self.config.in_place:
+            return None
+        writer = self._writer()
+        writer.resume([])  # what an earlier attempt left; the spooled units start afresh
+        base = self.journal.get("pre_migration_version")
+
+        def make(unit: int, first: int, end: int, spool: tuple[Path, ...]) -> UnitTask:
+            return UnitTask(unit, first, end, self.run_dir / SNAPSHOT,
+                            self.config.target_format, writer.path, base, spool)
+
+        self.pool.start()
+        return _Spool(self.run_dir, self.pool, make,
+                      self.config.checkpoint_every or self.config.batch_size)
 
     def _writer(self) -> StagedWriter:
         journal, config = self.journal, self.config
@@ -391,19 +470,24 @@ class _Run:
 
     def _write_units(self, records: list[BatchRecord], groups: int, rows: int) -> None:
         writer = self._writer()
-        writer.resume(records)
-        self.progress.phase("convert", rows)
-        self.progress.advance(sum(r.rows for r in records))
         group_rows = [g.num_rows for g in (open_parquet(self.run_dir / SNAPSHOT).metadata
                                           .row_group(i) for i in range(groups))]
         every = self.config.checkpoint_every or self.config.batch_size
         plan = plan_units(group_rows, every) or [(0, 0, 0)]
+        spooled = [(t.first_group, t.end_group) for t, _f in self.prewritten.values()]
+        if records or spooled != [(first, end) for first, end, _rows in plan]:
+            self.prewritten = {}  # not this export's units: written again from the snapshot
+            writer.resume(records)
+        self.progress.phase("convert", rows)
+        self.progress.advance(sum(r.rows for r in records))
         base = self.journal.get("pre_migration_version")
         tasks = [UnitTask(unit, first, end, self.run_dir / SNAPSHOT,
                           self.config.target_format, writer.path, base)
                  for unit, (first, end, _rows) in enumerate(plan) if unit >= len(records)]
+        units = ((task, future.result()) for task, future in self.prewritten.values()) \
+            if self.prewritten else self.pool.ordered(write_unit, tasks)
         start = sum(r.rows for r in records)
-        for task, done in self.pool.ordered(write_unit, tasks):
+        for task, done in units:
             version, part = writer.commit(task.unit, done.written)
             self.checked[task.unit] = self.pool.submit(verify_piece, PieceTask(
                 writer.path, task.unit, self.run_dir / SNAPSHOT, start, self.config.batch_size))

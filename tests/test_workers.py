@@ -60,6 +60,7 @@ def _convert(src: Path, target: Path, fmt: str, workers: int) -> tuple[str, pa.T
     report = run_offline(OfflineConfig(source=src, target=target, target_format=fmt,  # type: ignore[arg-type]
                                        batch_size=700, workers=workers))
     assert report.verified
+    assert not (target.with_name(target.name + ".run") / "spool").exists()
     rows = pa.Table.from_batches(list(TargetStore(target).batches(1000)))
     return report.target_digest, rows
 
