@@ -86,8 +86,13 @@ class InOrderWorker:
         while self._pending:
             self._pending.popleft().result()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         try:
-            self.drain()
+            if kind is None:
+                self.drain()
+            else:  # already failing: the queued calls finish or fail quietly, the first error
+                for pending in self._pending:  # (a full disk, say) is the one reported
+                    pending.exception()
+                self._pending.clear()
         finally:
             self._pool.shutdown(wait=True)

@@ -65,3 +65,22 @@ def test_in_order_worker_keeps_order_and_raises_first_failure() -> None:
             worker.submit(write, i)
     assert done[:7] == list(range(7))
     assert 7 not in done
+
+
+def test_in_order_worker_reports_the_first_failure_not_its_consequences() -> None:
+    """A full disk fails one write; the writes queued behind it then fail on the closed file.
+    The full disk is what the caller must see (it makes the run resumable, exit 4)."""
+    closed = threading.Event()
+
+    def write(i: int) -> None:
+        if closed.is_set():
+            raise RuntimeError("operation on closed file")
+        if i == 3:
+            closed.set()
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"), InOrderWorker(depth=2) as worker:
+        for i in range(4):
+            worker.submit(write, i)
+        worker.submit(write, 4)  # queued behind the failure
+        worker.submit(write, 5)
