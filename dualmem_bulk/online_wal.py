@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from dualmem_bulk._fs import fault_point
 from dualmem_bulk._signals import StopRequest
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.errors import VerificationFailed
@@ -149,10 +150,11 @@ class OnlineWal(_Online):
             if touched:
                 upserts, deletes = feed.outcome(touched)
                 version = self.dual.apply_in_spaces(upserts, deletes)
+                fault_point("wal-applied")
                 self.report.changes_applied += len(touched)
                 self.report.catch_up_rounds += 1
-                self.progress.advance(len(touched))
                 self._save(online_applied=feed.position, online_version=version)
+                self.progress.advance(len(touched))
             else:
                 self._save(online_applied=feed.position)
         return read

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from dualmem_bulk import OnlineConfig, rollback_run, run_online, run_status
+from dualmem_bulk.errors import Interrupted, SourceError
 from dualmem_bulk.generate import write_generated
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.sources.engram_wal import read_engram_wal
@@ -89,23 +89,8 @@ def test_online_wal_catches_up_with_appended_records(tmp_path: Path) -> None:
     assert _files(root) == before  # the WAL was only read
 
 
-class _CrashInCatchUp(Hooks):
-    """Dies right after the first catch-up commit, before the journal records it."""
-
-    def __init__(self, append: Callable[[], None]) -> None:
-        super().__init__(catch_up=append)
-        self.catching = False
-
-    def phase(self, name: str, total: int | None) -> None:
-        super().phase(name, total)
-        self.catching = name == "catch-up"
-
-    def advance(self, nodes: int) -> None:
-        if self.catching:
-            raise KeyboardInterrupt
-
-
-def test_online_wal_resumes_after_an_unrecorded_catch_up_commit(tmp_path: Path) -> None:
+def test_online_wal_resumes_after_an_unrecorded_catch_up_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _root(tmp_path, 1_000)
     w = Appender(root)
     target = tmp_path / "nodes.lance"
@@ -116,8 +101,10 @@ def test_online_wal_resumes_after_an_unrecorded_catch_up_commit(tmp_path: Path) 
             w.store("default", f"late_{i}")
         w.delete("default", "late_3")
 
-    with pytest.raises(KeyboardInterrupt):
-        run_online(config, _CrashInCatchUp(append))
+    monkeypatch.setenv("DUALMEM_FAULT", "wal-applied:1:EIO")  # dies between commit and journal
+    with pytest.raises(Interrupted):
+        run_online(config, Hooks(catch_up=append))
+    monkeypatch.delenv("DUALMEM_FAULT")
     w.store("default", "after_the_crash")
     report = run_online(config)
     assert report.status == "done" and report.resumed == 1
@@ -168,3 +155,16 @@ def test_wal_feed_waits_for_a_whole_record(tmp_path: Path) -> None:
     assert feed.advance() == (1, {("default", "slow")})
     rows, deletes = feed.outcome({("default", "slow"), ("default", "never_stored")})
     assert rows.column("id").to_pylist() == ["slow"] and deletes == [("default", "never_stored")]
+
+
+def test_wal_feed_refuses_a_rewritten_wal(tmp_path: Path) -> None:
+    root = _root(tmp_path, 200)
+    feed = WalFeed(root)
+    feed.advance()
+    newest = sorted((root / "default" / "wal").glob("wal-*.log"))[-1]
+    newest.write_bytes(newest.read_bytes()[:100])
+    with pytest.raises(SourceError, match="shrank below the migrated position"):
+        feed.advance()
+    newest.unlink()
+    with pytest.raises(SourceError, match="vanished from the live WAL"):
+        feed.advance()
