@@ -433,7 +433,8 @@ def finalize(
 
 @app.command()
 def migrate(
-    store: Annotated[Path, typer.Argument(help="The live legacy MemoryStore (SQLite file).")],
+    store: Annotated[Path, typer.Argument(
+        help="The live legacy MemoryStore (SQLite file), or an Engram data root.")],
     target: Annotated[Path, typer.Argument(help="DualMemoryNode Lance dataset to create.")],
     online: Annotated[bool, typer.Option(
         "--online", help="Migrate while the service keeps using STORE (required).")] = False,
@@ -456,8 +457,10 @@ def migrate(
     Copies the store in checkpointed batches while the service writes, applies its change log
     until the lag is small, then holds the service's writes for a short pause, applies the last
     changes, compares digests and records the cut-over: CompatibilityAdapter processes switch
-    to the new store. Touch RUN_DIR/pause to hold the copy between batches. Re-running the same
-    command resumes; rollback stays possible until finalize.
+    to the new store. From an Engram data root, the WAL's new records are the changes and the
+    cut-over proves the new store equal to the WAL's replay at a position. Touch RUN_DIR/pause
+    to hold the copy between batches. Re-running the same command resumes; rollback stays
+    possible until finalize.
 
     Example: dualmem-bulk migrate --online memories.sqlite nodes.lance --json
     """
@@ -474,7 +477,10 @@ def migrate(
         f"({r.copy_nodes_per_s:,.0f} nodes/s), {r.changes_applied:,} changes applied in "
         f"{r.catch_up_rounds:,} rounds",
         f"cut-over pause {r.pause_ms} ms ({r.changes_in_pause} changes applied in it, lag "
-        f"{r.lag_at_pause} when it began); {r.rows:,} nodes, digest {r.digest}",
+        f"{r.lag_at_pause} when it began); {r.rows:,} nodes, digest {r.digest}"
+        if r.pause_ms is not None else
+        f"equal to the WAL's replay at the applied position: {r.rows:,} nodes, digest "
+        f"{r.digest}; switch the service's reads to the new store", *r.notes,
         f"run directory {config.resolved_run_dir}",
     ])
 

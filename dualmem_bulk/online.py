@@ -45,6 +45,7 @@ from dualmem_bulk.journal import Journal, RunLock
 from dualmem_bulk.online_cutover import compare_at_pin
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
+from dualmem_bulk.sources.engram_wal import is_engram_root
 from dualmem_bulk.stores.dual import (
     ROUND,
     Applied,
@@ -67,7 +68,8 @@ class OnlineConfig:
     """What an online migration reads, writes and how fast."""
 
     store: Path
-    """The live legacy MemoryStore (SQLite file) the service keeps using."""
+    """The live legacy MemoryStore (SQLite file) the service keeps using, or an Engram data
+    root whose WAL Engram keeps appending to."""
     target: Path
     """The DualMemoryNode Lance dataset to create; must not exist yet (unless this run's)."""
     run_dir: Path | None = None
@@ -90,11 +92,17 @@ class OnlineConfig:
         """The run directory actually used."""
         return self.run_dir or self.target.with_name(self.target.name + ".run")
 
+    @property
+    def wal_source(self) -> bool:
+        """Whether ``store`` is an Engram data root (its WAL is the change feed)."""
+        return is_engram_root(self.store)
+
     def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resumption."""
         return {"mode": "online", "source": str(self.store.resolve()),
                 "target": str(self.target.resolve()),
-                "schemas": [fingerprint(LEGACY_SCHEMA), fingerprint(DUAL_SCHEMA)]}
+                "schemas": [fingerprint(LEGACY_SCHEMA), fingerprint(DUAL_SCHEMA)],
+                **({"kind": "engram-wal"} if self.wal_source else {})}
 
 
 @dataclass
@@ -170,7 +178,7 @@ class _Online:
                              "another --run-dir")
         if config.target.exists():
             raise TargetExists(config.target)
-        pin = self.store.change_position()
+        pin = self._pin()
         report = OnlineReport(status="running", store=str(config.store),
                               target=str(config.target), run_dir=str(run_dir))
         journal = Journal.open(run_dir, create=True)
@@ -181,6 +189,15 @@ class _Online:
                           online_copied={"after": None, "rows": 0}, online_version=None,
                           tool=__version__, created_at=time.time(), report=report.as_dict())
         return journal
+
+    def _pin(self) -> Any:
+        """The source position the copy starts from (here: the change-log position)."""
+        return self.store.change_position()
+
+    def close(self) -> None:
+        """Close the journal and the store."""
+        self.journal.close()
+        self.store.close()
 
     def _save(self, **values: Any) -> None:
         """Record progress (durably, before it is reported)."""
@@ -380,6 +397,15 @@ class _Online:
                               f"{in_pause} change(s) applied in the pause")
 
 
+def _driver(config: OnlineConfig) -> type[_Online]:
+    """The driver for the source: an Engram data root's WAL, or a MemoryStore."""
+    if config.wal_source:
+        from dualmem_bulk.online_wal import OnlineWal
+
+        return OnlineWal
+    return _Online
+
+
 def run_online(config: OnlineConfig, progress: Progress = NULL_PROGRESS) -> OnlineReport:
     """Migrate the live store ``config.store`` into ``config.target`` and cut over (see the
     module docstring), or resume the run in its run directory.
@@ -401,12 +427,11 @@ def run_online(config: OnlineConfig, progress: Progress = NULL_PROGRESS) -> Onli
         with RunLock(run_dir) as lock, stop_on_signals() as stop:
             if lock.took_over:
                 progress.message(lock.took_over)
-            online = _Online(config, run_dir, progress, stop)
+            online = _driver(config)(config, run_dir, progress, stop)
             try:
                 return online.go(started)
             finally:
-                online.journal.close()
-                online.store.close()
+                online.close()
     except Exception:
         if fresh and not Journal.exists(run_dir):
             remove(run_dir)  # a refused run leaves nothing behind

@@ -371,6 +371,8 @@ def _verify_online(run_dir: Path, journal: Journal, progress: Progress,
         raise UsageError(f"{run_dir}: the online copy is still under way; verify once "
                          "`dualmem-bulk status` shows it catching up or cut over")
     config = journal.get("config")
+    if config.get("kind") == "engram-wal":
+        return _verify_online_wal(run_dir, journal, progress, started)
     store, target = Path(config["source"]), Path(config["target"])
     legacy = MemoryStore(store, create=False)
     try:
@@ -388,5 +390,26 @@ def _verify_online(run_dir: Path, journal: Journal, progress: Progress,
     if not pinned.same:
         report.mismatched = 1
         report.mismatches = [{"id": "", "problem": pinned.describe(store, target)}]
+    progress.done()
+    return report
+
+
+def _verify_online_wal(run_dir: Path, journal: Journal, progress: Progress,
+                       started: float) -> VerifyReport:
+    """An online run from an Engram data root: the WAL's replay at the applied position against
+    the dual store, every checksum recomputed from the fields."""
+    from dualmem_bulk.online_wal import verify_wal_run
+
+    progress.phase("verify", None)
+    pinned, root, target = verify_wal_run(run_dir, journal, progress)
+    report = VerifyReport(
+        ok=pinned.same, run_dir=str(run_dir), target=str(target),
+        snapshot_rows=pinned.source.rows, target_rows=pinned.stored.rows,
+        recorded_digest=pinned.source.hex, snapshot_digest=pinned.source.hex,
+        target_digest=pinned.stored.hex, recomputed_digest=pinned.recomputed.hex,
+        elapsed_s=round(time.perf_counter() - started, 3))
+    if not pinned.same:
+        report.mismatched = 1
+        report.mismatches = [{"id": "", "problem": pinned.describe(root, target)}]
     progress.done()
     return report

@@ -11,6 +11,7 @@ dropped, so memory stays bounded. :meth:`SpaceIndex.replay` then applies Engram'
 from __future__ import annotations
 
 from array import array
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -58,12 +59,14 @@ class Reject(NamedTuple):
 class SpaceIndex:
     """Pass 1 state of one space: its report, the replay index and the rejects."""
 
-    def __init__(self, name: str, wal_dir: Path) -> None:
+    def __init__(self, name: str, wal_dir: Path, upto: Mapping[str, int] | None = None) -> None:
         self.name = name
+        self.upto = upto
+        """Read only these files, each up to this byte offset (a position of the live WAL)."""
         names = sorted(p.name for p in wal_dir.iterdir())
-        self.files = [wal_dir / n for n in names if is_wal_name(n) and (wal_dir / n).is_file()]
-        self.report = SpaceReport(name, ignored_files=[n for n in names
-                                                       if wal_dir / n not in self.files])
+        wal = [wal_dir / n for n in names if is_wal_name(n) and (wal_dir / n).is_file()]
+        self.files = [f for f in wal if upto is None or f.name in upto]
+        self.report = SpaceReport(name, ignored_files=[n for n in names if wal_dir / n not in wal])
         self.issues: list[WalIssue] = []
         self.rejects: list[Reject] = []
         # The index, one entry per valid EpisodeStore or MemoryDelete, in file and offset order.
@@ -153,6 +156,8 @@ def _scan_file(space: SpaceIndex, file: int) -> None:
     """Pass 1 over one WAL file: count, check and index its records."""
     path = space.files[file]
     size = path.stat().st_size
+    if space.upto is not None:
+        size = min(size, space.upto[path.name])
     report = WalFileReport(path.name, size)
     space.report.files.append(report)
     offset = 0
@@ -237,11 +242,11 @@ def header_problem(header: bytes, magic: int, stored_crc: int) -> str | None:
     return None
 
 
-def index_space(root: Path, name: str) -> SpaceIndex:
-    """Pass 1 and replay for one space."""
+def index_space(root: Path, name: str, upto: Mapping[str, int] | None = None) -> SpaceIndex:
+    """Pass 1 and replay for one space (only the files of ``upto``, each up to its offset)."""
     wal_dir = root / name / "wal"
     try:
-        space = SpaceIndex(name, wal_dir)
+        space = SpaceIndex(name, wal_dir, upto)
         for file in range(len(space.files)):
             _scan_file(space, file)
     except OSError as exc:

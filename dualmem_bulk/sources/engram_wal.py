@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
@@ -208,9 +208,12 @@ def _empty_batch() -> pa.RecordBatch:
                                       schema=BATCH_SCHEMA)
 
 
-def read_engram_wal(root: Path, batch_size: int,
-                    spaces: Sequence[str] | None = None) -> EngramWalSource:
+def read_engram_wal(root: Path, batch_size: int, spaces: Sequence[str] | None = None,
+                    upto: Mapping[str, Mapping[str, int]] | None = None) -> EngramWalSource:
     """Index (pass 1) every space of an Engram data root, or only ``spaces``, for batch reading.
+
+    ``upto`` (space -> file name -> byte offset) reads the WAL as it was at that position:
+    only those spaces and files, each up to its offset (online migrations pin one).
 
     Raises :class:`SourceError` if ``root`` holds no space, :class:`UsageError` naming an
     asked-for space that is not there (and listing those that are).
@@ -233,4 +236,7 @@ def read_engram_wal(root: Path, batch_size: int,
                         if not SPACE_ID.fullmatch(name) else "has no wal/ folder here")
                 raise UsageError(f"{root}: memory space {name!r} {what}; spaces here: "
                                  f"{', '.join(found) or '(none)'}")
-    return EngramWalSource(root, batch_size, [index_space(root, n) for n in names])
+    if upto is not None:
+        names = [n for n in names if n in upto]
+    return EngramWalSource(root, batch_size, [
+        index_space(root, n, None if upto is None else upto[n]) for n in names])

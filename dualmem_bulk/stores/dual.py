@@ -129,6 +129,23 @@ class DualStore:
             self.maintain()
         return self._committed(since)
 
+    def apply_in_spaces(self, upserts: pa.RecordBatch, deletes: Sequence[tuple[str, str]]) -> int:
+        """Like :meth:`apply`, keyed by (``space``, ``episode_id``): an Engram data root's ids
+        are unique only within a memory space. The new version."""
+        since = time.time_ns()
+        ds = self.dataset()
+        by_space: dict[str, list[str]] = {}
+        for space, id_ in deletes:
+            by_space.setdefault(space, []).append(id_)
+        for space, ids in sorted(by_space.items()):
+            for s in range(0, len(ids), _CHUNK):
+                ds.delete(f"space = {_literal(space)} AND {KEY} IN ("
+                          + ",".join(_literal(i) for i in ids[s:s + _CHUNK]) + ")")
+        if upserts.num_rows:
+            (ds.merge_insert(["space", KEY]).when_matched_update_all()
+             .when_not_matched_insert_all().execute(unsliced(to_dual(upserts))))
+        return self._committed(since)
+
     def maintain(self) -> None:
         """Merge the one-commit fragments of single writes (the copy's large fragments are left
         alone), bring the index up to date, and delete versions older than

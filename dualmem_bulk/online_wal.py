@@ -1,0 +1,222 @@
+"""The online run for a live Engram data root: its WAL is the change feed.
+
+1. **Pin** a WAL position P (per space and file: the end of the last whole record).
+2. **Copy** the replay of the WAL at P (the offline reader, bounded to P) into a new Lance
+   dataset, one commit per batch, each journalled with its batch count; a resume restores the
+   recorded version and skips the recorded batches (the replay at P never changes: the WAL is
+   append-only).
+3. **Catch up** in rounds: :class:`~dualmem_bulk.wal_feed.WalFeed` reads the records after the
+   applied position; each id they touch is replayed again from all its records (so several
+   records of one id collapse, a deleted node stays deleted unless a later EpisodeStore adds it
+   back, exactly as Engram's replay does), upserted or deleted, and the new position journalled
+   after the Lance commit.
+4. **Cut over** after a round that read at most ``cutover_lag`` records: Engram's writer cannot
+   be paused, so the proof is at the applied position Q: the digest of a full replay of the WAL
+   at Q must equal the dual store's, stored and recomputed from every node's fields. Only then
+   is the cut-over (and Q) recorded. The service keeps reading Engram until it switches itself.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from dualmem_bulk._fs import fault_point
+from dualmem_bulk._signals import StopRequest
+from dualmem_bulk.checksum import TableDigest, row_checksums
+from dualmem_bulk.errors import VerificationFailed
+from dualmem_bulk.journal import Journal
+from dualmem_bulk.online import OnlineConfig, OnlineReport, _Online
+from dualmem_bulk.progress import NULL_PROGRESS, Progress
+from dualmem_bulk.schema import LEGACY_SCHEMA
+from dualmem_bulk.sources.engram_wal import WalReport, read_engram_wal
+from dualmem_bulk.stores.dual import ROUND, DualStore, writer_lock
+from dualmem_bulk.wal_feed import Position, WalFeed, legacy_columns
+
+__all__ = ["OnlineWal", "WalPinned", "compare_wal", "verify_wal_run"]
+
+_VERIFY_BATCH = 4_096
+
+
+@dataclass(frozen=True)
+class WalPinned:
+    """The WAL replay's and the dual store's digests at one WAL position."""
+
+    position: Position
+    source: TableDigest
+    """Digest of a full replay of the WAL up to ``position``."""
+    recomputed: TableDigest
+    """The dual store's digest, every checksum recomputed from the node's fields."""
+    stored: TableDigest
+    """The dual store's digest over its stored checksum column."""
+    report: WalReport
+    """The replay's counts and damage (as the offline reader reports them)."""
+
+    @property
+    def same(self) -> bool:
+        """Whether all three agree."""
+        return self.source == self.recomputed == self.stored
+
+    def describe(self, root: Path, target: Path) -> str:
+        """What was compared, for an error message."""
+        return (f"at WAL position {self.position} the replay of {root} has {self.source.rows} "
+                f"memories (digest {self.source.hex}), {target} {self.recomputed.rows} nodes "
+                f"(digest recomputed from the fields {self.recomputed.hex}, stored "
+                f"{self.stored.hex})")
+
+
+def compare_wal(root: Path, dual: DualStore, position: Position,
+                progress: Progress = NULL_PROGRESS) -> WalPinned:
+    """Replay the WAL at ``position`` and compare its digest with the dual store's; call it
+    under the run's writer lock, with the dual store at ``position``."""
+    source = read_engram_wal(root, _VERIFY_BATCH, upto=position)
+    digest = TableDigest()
+    for part in source:
+        digest += TableDigest.of(row_checksums(legacy_columns(part.batch)))
+        progress.advance(part.batch.num_rows)
+    recomputed, stored = dual.digests(_VERIFY_BATCH)
+    return WalPinned(position, digest, recomputed, stored, source.report)
+
+
+class OnlineWal(_Online):
+    """One invocation of an online run whose source is an Engram data root."""
+
+    def __init__(self, config: OnlineConfig, run_dir: Path, progress: Progress,
+                 stop: StopRequest) -> None:
+        self.config, self.run_dir, self.progress, self.stop = config, run_dir, progress, stop
+        self.dual = DualStore(config.target)
+        self.journal = self._open_journal()
+        self.report = OnlineReport(**self.journal.get("report"))
+
+    def close(self) -> None:
+        """Close the journal (the WAL is only read, file by file)."""
+        self.journal.close()
+
+    def _pin(self) -> Position:
+        """Read every whole record once: the position."""
+        feed = WalFeed(self.config.store)
+        feed.advance()
+        return feed.position
+
+    def _copy(self) -> None:
+        self._restore()
+        pin: Position = self.journal.get("online_pin")
+        copied = self.journal.get("online_copied")
+        done = copied.get("batches", 0)
+        source = read_engram_wal(self.config.store, self.config.batch_size, upto=pin)
+        self.progress.phase("copy", source.memories)
+        self.progress.advance(copied["rows"])
+        version = self.journal.get("online_version")
+        for number, part in enumerate(source):
+            if number < done:
+                continue
+            self._between_batches(f"after copying {copied['rows']:,} nodes")
+            mark = time.perf_counter()
+            rows = part.batch.num_rows
+            if rows or version is None:
+                with writer_lock(self.run_dir):
+                    version = self.dual.append(legacy_columns(part.batch))
+            copied = {"batches": number + 1, "rows": copied["rows"] + rows}
+            seconds = time.perf_counter() - mark
+            self.report.nodes_copied = copied["rows"]
+            self.report.copy_s = round(self.report.copy_s + seconds, 3)
+            self._save(online_copied=copied, online_version=version, target_created=True)
+            self.progress.advance(rows)
+            self._next_size(self.config.batch_size, rows, seconds)  # honours --max-rate
+        with writer_lock(self.run_dir):
+            if version is None:  # an empty replay: the dataset must exist all the same
+                version = self.dual.append(pa.RecordBatch.from_pylist([], schema=LEGACY_SCHEMA))
+                self._save(online_version=version, target_created=True)
+            version = self.dual.index()
+        self.report.copy_nodes_per_s = round(copied["rows"] / max(self.report.copy_s, 1e-9), 1)
+        self.report.phase = "catching-up"
+        self._save(online_version=version, phase="catching-up")
+
+    def _feed(self) -> WalFeed:
+        """A feed at the applied position (every record up to it read again)."""
+        feed = WalFeed(self.config.store)
+        feed.advance(upto=self.journal.get("online_applied"))
+        return feed
+
+    def _wal_round(self, feed: WalFeed) -> int:
+        """Apply the next records (at most about ``ROUND``); how many were read."""
+        with writer_lock(self.run_dir):
+            read, touched = feed.advance(limit=ROUND)
+            if not read:
+                return 0
+            if touched:
+                upserts, deletes = feed.outcome(touched)
+                version = self.dual.apply_in_spaces(upserts, deletes)
+                fault_point("wal-applied")
+                self.report.changes_applied += len(touched)
+                self.report.catch_up_rounds += 1
+                self._save(online_applied=feed.position, online_version=version)
+                self.progress.advance(len(touched))
+            else:
+                self._save(online_applied=feed.position)
+        return read
+
+    def _catch_up(self) -> None:
+        """Apply the WAL's new records until a round reads at most ``cutover_lag`` of them
+        (and, with ``postpone_cutover``, until a cut-over is requested)."""
+        self._restore()
+        feed = self._feed()
+        self.progress.phase("catch-up", None)
+        last_note = 0.0
+        while True:
+            self._between_batches("while catching up")
+            read = self._wal_round(feed)
+            if time.monotonic() - last_note > 5:
+                self.progress.message(f"catch-up: {self.report.changes_applied:,} ids applied, "
+                                      f"{read:,} WAL records in the last round")
+                last_note = time.monotonic()
+            if read > self.config.cutover_lag:
+                continue
+            if not self.config.postpone_cutover or self.journal.get("cutover_requested"):
+                return
+            if self.journal.get("phase") != "awaiting-cutover":
+                self.report.phase = "awaiting-cutover"
+                self._save(phase="awaiting-cutover")
+                self.progress.message(f"caught up; waiting for `dualmem-bulk cutover "
+                                      f"{self.run_dir}`")
+            if not read:
+                time.sleep(self.config.poll_s)
+
+    def _cutover(self) -> None:
+        """Prove the dual store equal to the WAL's replay at the applied position; record it."""
+        self.progress.phase("verify", None)
+        with writer_lock(self.run_dir):
+            position = self.journal.get("online_applied")
+            pinned = compare_wal(self.config.store, self.dual, position, self.progress)
+            self.report.verified = pinned.same
+            self.report.rows, self.report.digest = pinned.stored.rows, pinned.stored.hex
+            if not pinned.same:
+                raise VerificationFailed(f"{pinned.describe(self.config.store, self.config.target)}"
+                                         "; not cut over")
+            version = self.dual.index()
+            feed = WalFeed(self.config.store)
+            feed.position = position
+            issues = sorted([*pinned.report.issues, *feed.tail_issues()],
+                            key=lambda i: (i.space, i.file, i.offset))
+            self.report.notes = [i.describe() for i in issues]
+            self.report.phase, self.report.status = "cut-over", "done"
+            self.journal.set_state(
+                "done", "cut over: the dual store equals the WAL replay at the applied position",
+                phase="cut-over", cutover_at=time.time(), cutover_position=position,
+                online_version=version, report=self.report.as_dict())
+        self.progress.message(f"cut over: {pinned.stored.rows:,} nodes equal the WAL replay; "
+                              "switch the service's reads to the dual store")
+
+
+def verify_wal_run(run_dir: Path, journal: Journal,
+                   progress: Progress = NULL_PROGRESS) -> tuple[WalPinned, Path, Path]:
+    """Compare a WAL run's dual store with the WAL's replay at the applied position, under the
+    writer lock (so a running migrator's commit and its journal entry are not split)."""
+    config = journal.get("config")
+    root, target = Path(config["source"]), Path(config["target"])
+    with writer_lock(run_dir):
+        pinned = compare_wal(root, DualStore(target), journal.get("online_applied"), progress)
+    return pinned, root, target
