@@ -27,10 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from dualmem_bulk._signals import StopRequest, stop_on_signals
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.errors import RunLocked, SourceError
+from dualmem_bulk.progress import Progress
 
-__all__ = ["JOURNAL", "BatchRecord", "Journal", "RunLock", "State", "lock_holder"]
+__all__ = ["JOURNAL", "BatchRecord", "Journal", "RunLock", "State", "lock_holder", "migrating"]
 
 JOURNAL = "journal.sqlite"
 LOCK = "lock"
@@ -254,3 +256,13 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+@contextlib.contextmanager
+def migrating(run_dir: Path, progress: Progress) -> Iterator[StopRequest]:
+    """One migrator invocation: hold the run's lock (saying so when a dead migrator's lock is
+    taken over) and turn SIGINT/SIGTERM into a stop request checked between commits."""
+    with RunLock(run_dir) as lock, stop_on_signals() as stop:
+        if lock.took_over:
+            progress.message(lock.took_over)
+        yield stop

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from dualmem_bulk import __version__
 from dualmem_bulk._fs import fsync_path, remove, source_identity, write_json
 from dualmem_bulk._pool import WorkerPool, default_workers, release_memory
-from dualmem_bulk._signals import StopRequest, stop_on_signals
+from dualmem_bulk._signals import StopRequest
 from dualmem_bulk._threads import prefetched
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.convert import to_dual
@@ -48,7 +48,7 @@ from dualmem_bulk.errors import (
     VerificationFailed,
 )
 from dualmem_bulk.export import DEFAULT_BATCH_SIZE, Exporter, open_checked
-from dualmem_bulk.journal import BatchRecord, Journal, RunLock
+from dualmem_bulk.journal import BatchRecord, Journal, migrating
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.report import RunReport, finish
 from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
@@ -580,9 +580,7 @@ def run_offline(config: OfflineConfig, progress: Progress = NULL_PROGRESS) -> Ru
     run_dir = config.resolved_run_dir
     fresh = not run_dir.exists()
     try:
-        with RunLock(run_dir) as lock, stop_on_signals() as stop:
-            if lock.took_over:
-                progress.message(lock.took_over)
+        with migrating(run_dir, progress) as stop:
             return _Run(config, run_dir, progress, stop).go(started)
     except (InputError, TargetExists, UsageError):
         if fresh and not staging_path(config.target).exists():

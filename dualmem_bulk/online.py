@@ -32,7 +32,7 @@ from typing import Any
 
 from dualmem_bulk import __version__
 from dualmem_bulk._fs import fault_point, remove, write_json
-from dualmem_bulk._signals import StopRequest, stop_on_signals
+from dualmem_bulk._signals import StopRequest
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.errors import (
     Interrupted,
@@ -41,7 +41,7 @@ from dualmem_bulk.errors import (
     UsageError,
     VerificationFailed,
 )
-from dualmem_bulk.journal import Journal, RunLock
+from dualmem_bulk.journal import Journal, migrating
 from dualmem_bulk.online_cutover import compare_at_pin
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
@@ -318,6 +318,21 @@ class _Online:
     def _lag(self) -> int:
         return self.store.change_position() - int(self.journal.get("online_applied"))
 
+    def _caught_up(self, pending: int, *, idle: bool) -> bool:
+        """After a catch-up round leaving ``pending`` entries: whether to cut over now. With
+        ``--postpone-cutover`` it waits for the request, polling while there is nothing to do."""
+        if pending > self.config.cutover_lag:
+            return False
+        if not self.config.postpone_cutover or self.journal.get("cutover_requested"):
+            return True
+        if self.journal.get("phase") != "awaiting-cutover":
+            self.report.phase = "awaiting-cutover"
+            self._save(phase="awaiting-cutover")
+            self.progress.message(f"caught up; waiting for `dualmem-bulk cutover {self.run_dir}`")
+        if idle:
+            time.sleep(self.config.poll_s)
+        return False
+
     def _catch_up(self) -> None:
         """Apply the change log until the lag is at most ``cutover_lag`` (and, with
         ``postpone_cutover``, until a cut-over is requested)."""
@@ -332,17 +347,8 @@ class _Online:
                 self.progress.message(f"catch-up: {self.report.changes_applied:,} changes "
                                       f"applied, lag {lag:,} change-log entries")
                 last_note = time.monotonic()
-            if lag > self.config.cutover_lag:
-                continue
-            if not self.config.postpone_cutover or self.journal.get("cutover_requested"):
+            if self._caught_up(lag, idle=applied.version is None):
                 return
-            if self.journal.get("phase") != "awaiting-cutover":
-                self.report.phase = "awaiting-cutover"
-                self._save(phase="awaiting-cutover")
-                self.progress.message(f"caught up; waiting for `dualmem-bulk cutover "
-                                      f"{self.run_dir}`")
-            if applied.version is None:
-                time.sleep(self.config.poll_s)
 
     def _verified_digest(self) -> TableDigest:
         """Pin a position, bring the target to it and compare full digests there."""
@@ -424,9 +430,7 @@ def run_online(config: OnlineConfig, progress: Progress = NULL_PROGRESS) -> Onli
     run_dir = config.resolved_run_dir
     fresh = not run_dir.exists()
     try:
-        with RunLock(run_dir) as lock, stop_on_signals() as stop:
-            if lock.took_over:
-                progress.message(lock.took_over)
+        with migrating(run_dir, progress) as stop:
             online = _driver(config)(config, run_dir, progress, stop)
             try:
                 return online.go(started)

@@ -173,17 +173,8 @@ class OnlineWal(_Online):
                 self.progress.message(f"catch-up: {self.report.changes_applied:,} ids applied, "
                                       f"{read:,} WAL records in the last round")
                 last_note = time.monotonic()
-            if read > self.config.cutover_lag:
-                continue
-            if not self.config.postpone_cutover or self.journal.get("cutover_requested"):
+            if self._caught_up(read, idle=not read):
                 return
-            if self.journal.get("phase") != "awaiting-cutover":
-                self.report.phase = "awaiting-cutover"
-                self._save(phase="awaiting-cutover")
-                self.progress.message(f"caught up; waiting for `dualmem-bulk cutover "
-                                      f"{self.run_dir}`")
-            if not read:
-                time.sleep(self.config.poll_s)
 
     def _cutover(self) -> None:
         """Prove the dual store equal to the WAL's replay at the applied position; record it."""

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -39,6 +39,10 @@ from dualmem_bulk.journal import Journal
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import SNAPSHOT_SCHEMA
 from dualmem_bulk.stores import TargetStore, open_parquet, parquet_batches
+
+if TYPE_CHECKING:
+    from dualmem_bulk.online_cutover import Pinned
+    from dualmem_bulk.online_wal import WalPinned
 
 __all__ = ["PieceTask", "PieceVerdict", "VerifyReport", "verify_piece", "verify_run"]
 
@@ -381,17 +385,8 @@ def _verify_online(run_dir: Path, journal: Journal, progress: Progress,
             pinned = compare_at_pin(legacy, DualStore(target), journal, progress=progress)
     finally:
         legacy.close()
-    report = VerifyReport(
-        ok=pinned.same, run_dir=str(run_dir), target=str(target),
-        snapshot_rows=pinned.source.rows, target_rows=pinned.stored.rows,
-        recorded_digest=pinned.source.hex, snapshot_digest=pinned.source.hex,
-        target_digest=pinned.stored.hex, recomputed_digest=pinned.recomputed.hex,
-        elapsed_s=round(time.perf_counter() - started, 3))
-    if not pinned.same:
-        report.mismatched = 1
-        report.mismatches = [{"id": "", "problem": pinned.describe(store, target)}]
     progress.done()
-    return report
+    return _pinned_report(run_dir, store, target, pinned, started)
 
 
 def _verify_online_wal(run_dir: Path, journal: Journal, progress: Progress,
@@ -402,6 +397,13 @@ def _verify_online_wal(run_dir: Path, journal: Journal, progress: Progress,
 
     progress.phase("verify", None)
     pinned, root, target = verify_wal_run(run_dir, journal, progress)
+    progress.done()
+    return _pinned_report(run_dir, root, target, pinned, started)
+
+
+def _pinned_report(run_dir: Path, source: Path, target: Path, pinned: Pinned | WalPinned,
+                   started: float) -> VerifyReport:
+    """The verdict of an online run's comparison at a pinned position."""
     report = VerifyReport(
         ok=pinned.same, run_dir=str(run_dir), target=str(target),
         snapshot_rows=pinned.source.rows, target_rows=pinned.stored.rows,
@@ -410,6 +412,5 @@ def _verify_online_wal(run_dir: Path, journal: Journal, progress: Progress,
         elapsed_s=round(time.perf_counter() - started, 3))
     if not pinned.same:
         report.mismatched = 1
-        report.mismatches = [{"id": "", "problem": pinned.describe(root, target)}]
-    progress.done()
+        report.mismatches = [{"id": "", "problem": pinned.describe(source, target)}]
     return report

@@ -23,6 +23,17 @@ from dualmem_bulk.schema import (
 )
 
 
+def journal_value(run_dir: Path, key: str) -> Any:
+    """One key of a run's journal, or ``None`` before the journal exists."""
+    if not Journal.exists(run_dir):
+        return None
+    journal = Journal.open(run_dir)
+    try:
+        return journal.get(key)
+    finally:
+        journal.close()
+
+
 def kill_after_units(args: list[str], run_dir: Path, units: int) -> None:
     """Run ``python -m dualmem_bulk *args`` and SIGKILL it once ``units`` units are committed."""
     from dualmem_bulk.status import run_status

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import journal_value
 
 from dualmem_bulk import MemoryStore
 from dualmem_bulk.generate import generate_batches
-from dualmem_bulk.journal import Journal
 from dualmem_bulk.stores.dual import DualStore
 from tests.online_workload import digest, replay
 
@@ -56,16 +56,6 @@ def _wait(what: str, condition: Callable[[], bool], timeout: float = 120) -> Non
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
-
-
-def _journal(run_dir: Path, key: str) -> Any:
-    if not Journal.exists(run_dir):
-        return None
-    journal = Journal.open(run_dir)
-    try:
-        return journal.get(key)
-    finally:
-        journal.close()
 
 
 def _ops(out: Path) -> tuple[int, int]:
@@ -163,16 +153,17 @@ def test_killed_mid_copy_and_mid_catch_up_resumes(tmp_path: Path, original: Path
     _wait("the service to start writing", lambda: service.ops()[0] >= 200)
     args = ("--postpone-cutover", "--batch-size", "1000", "--target-batch-s", "0.2")
     proc = _migrate(service.store, service.target, *args)
-    _wait("a third of the copy", lambda: (_journal(service.run_dir, "online_copied")
+    _wait("a third of the copy", lambda: (journal_value(service.run_dir, "online_copied")
                                          or {"rows": 0})["rows"] >= NODES // 3)
     _kill(proc)
     proc = _migrate(service.store, service.target, *args)
-    _wait("the catch-up", lambda: _journal(service.run_dir, "phase") == "awaiting-cutover")
-    applied = _journal(service.run_dir, "online_applied")
-    _wait("more changes applied", lambda: _journal(service.run_dir, "online_applied") > applied)
+    _wait("the catch-up", lambda: journal_value(service.run_dir, "phase") == "awaiting-cutover")
+    applied = journal_value(service.run_dir, "online_applied")
+    _wait("more changes applied",
+          lambda: journal_value(service.run_dir, "online_applied") > applied)
     _kill(proc)
     proc = _migrate(service.store, service.target, *args)
-    _wait("the resumed catch-up", lambda: _journal(service.run_dir, "report")["resumed"] == 2)
+    _wait("the resumed catch-up", lambda: journal_value(service.run_dir, "report")["resumed"] == 2)
     subprocess.run([sys.executable, "-m", "dualmem_bulk", "cutover", str(service.run_dir)],
                    check=True, capture_output=True)
     report = _report(proc)

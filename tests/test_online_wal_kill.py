@@ -12,25 +12,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+from conftest import journal_value
 
 from dualmem_bulk.generate import write_generated
-from dualmem_bulk.journal import Journal
 from dualmem_bulk.verify import verify_run
 from dualmem_bulk.wal_feed import WalFeed
 from tests.wal_appender import Appender, assert_same_nodes, reference
 
 _WAIT_S = 120.0  # generous bound on each wait (a stuck run fails, it is not a timing check)
-
-
-def _journal(run_dir: Path, key: str) -> Any:
-    if not Journal.exists(run_dir):
-        return None
-    journal = Journal.open(run_dir)
-    try:
-        return journal.get(key)
-    finally:
-        journal.close()
 
 
 def _wait(what: str, check: Callable[[], bool],
@@ -85,15 +75,15 @@ def test_online_wal_survives_sigkill_in_copy_and_catch_up(tmp_path: Path) -> Non
     write_generated(root, 4_000, 9, fmt="engram-wal")
 
     first = _migrate(root, target, "--max-rate", "1500")
-    _wait("some pages copied", lambda: ((_journal(run_dir, "online_copied") or {})
+    _wait("some pages copied", lambda: ((journal_value(run_dir, "online_copied") or {})
                                          .get("rows", 0) >= 600), first)
     _kill(first)
-    assert _journal(run_dir, "phase") == "copying"
+    assert journal_value(run_dir, "phase") == "copying"
 
     writer = _Writer(root)
     writer.start()
     second = _migrate(root, target)
-    _wait("catch-up rounds", lambda: (_journal(run_dir, "report") or {})
+    _wait("catch-up rounds", lambda: (journal_value(run_dir, "report") or {})
           .get("catch_up_rounds", 0) >= 3, second)
     _kill(second)
     time.sleep(0.2)  # the writer goes on while no migrator runs
@@ -104,13 +94,13 @@ def test_online_wal_survives_sigkill_in_copy_and_catch_up(tmp_path: Path) -> Non
     feed = WalFeed(root)
     feed.advance()
     _wait("the final WAL position applied",
-          lambda: _journal(run_dir, "online_applied") == feed.position, third)
+          lambda: journal_value(run_dir, "online_applied") == feed.position, third)
     subprocess.run([sys.executable, "-m", "dualmem_bulk", "cutover", str(run_dir)], check=True,
                    capture_output=True)
     _, err = third.communicate(timeout=_WAIT_S)
     assert third.returncode == 0, err.decode()
 
-    report = _journal(run_dir, "report")
+    report = journal_value(run_dir, "report")
     assert report["status"] == "done" and report["resumed"] == 2 and report["verified"]
     digest, expected = reference(root, tmp_path / "ref.lance")
     assert (report["digest"], report["rows"]) == (digest, expected.num_rows)
