@@ -5,7 +5,7 @@
 - ``row_by_row``: the seed's design doing the same work as ``convert``, one dict per row
   (``benchmarks/rowwise.py``): validate, full checksum, snapshot + Lance target, verify.
 - ``convert``: the whole ``run_offline`` (snapshot, conversion, checksums, Lance target, verify),
-  with the default workers and with one process.
+  with the default workers (one per core but one), with two, and in one process.
 - ``convert_cli_N``: ``dualmem-bulk convert`` in its own process on N nodes; peak RSS is the
   largest sum over the process tree (driver + workers), sampled every 20 ms.
 """
@@ -51,7 +51,8 @@ def test_row_by_row(benchmark: Any, row_source: Path, fresh: Path) -> None:
     record("row_by_row", ROW_NODES, _once(benchmark, run))
 
 
-@pytest.mark.parametrize(("fmt", "workers"), [("lance", None), ("lance", 1), ("parquet", None)])
+@pytest.mark.parametrize(("fmt", "workers"), [("lance", None), ("lance", 2), ("lance", 0),
+                                              ("parquet", None)])
 def test_convert(benchmark: Any, source: Path, fresh: Path, fmt: str, workers: int | None
                  ) -> None:
     reports = []
@@ -61,19 +62,19 @@ def test_convert(benchmark: Any, source: Path, fresh: Path, fmt: str, workers: i
             source=source, target=fresh / "nodes.out", target_format=fmt,  # type: ignore[arg-type]
             workers=workers)))
 
-    name = f"convert_{fmt}" + ("" if workers is None else f"_{workers}_worker")
+    name = f"convert_{fmt}" + ("" if workers is None else f"_{workers}_workers")
     record(name, NODES, _once(benchmark, run), phases_s=reports[-1].phases_s,
            digest=reports[-1].target_digest[:16])
 
 
-@pytest.mark.parametrize("workers", [None, 1])
+@pytest.mark.parametrize("workers", [None, 0])
 @pytest.mark.parametrize("nodes", RSS_SIZES)
 def test_peak_rss(benchmark: Any, workdir: Path, fresh: Path, nodes: int, workers: int | None
                   ) -> None:
     """A whole ``dualmem-bulk convert`` in its own process tree: time and peak RSS."""
     src = generated(workdir, nodes)
     args = [sys.executable, "-m", "dualmem_bulk", "convert", str(src), str(fresh / "n.lance"),
-            "--json", *(["--workers", str(workers)] if workers else [])]
+            "--json", *([] if workers is None else ["--workers", str(workers)])]
     peaks: list[tuple[int, int]] = []
 
     def run() -> None:
@@ -84,7 +85,7 @@ def test_peak_rss(benchmark: Any, workdir: Path, fresh: Path, nodes: int, worker
 
     seconds = _once(benchmark, run)
     total, driver = peaks[-1]
-    name = f"convert_cli_{nodes}" + (f"_{workers}_worker" if workers else "")
+    name = f"convert_cli_{nodes}" + ("" if workers is None else f"_{workers}_workers")
     record(name, nodes, seconds, peak_rss_mib=total // 1024,
            driver_peak_rss_mib=driver // 1024)
     shutil.rmtree(fresh / "n.lance", ignore_errors=True)

@@ -46,8 +46,9 @@ SpaceOpt = Annotated[
 ]
 
 WorkersOpt = Annotated[int | None, typer.Option(
-    min=1, help="Worker processes (default: one per core; one for runs under 50,000 nodes). "
-                "The output is the same for any number.")]
+    min=0, help="Worker processes beside this one; 0 does everything in this process (the "
+                "least memory). Default: one per core less the one this process keeps busy; "
+                "none under 50,000 nodes. The output is the same for any number.")]
 
 
 def _snapshot_rows(run_dir: Path) -> int:
@@ -306,7 +307,8 @@ def verify(
     from dualmem_bulk.verify import VerifyReport, verify_run
 
     def check(progress: _CliProgress) -> VerifyReport:
-        with WorkerPool(workers or default_workers(_snapshot_rows(run_dir))) as pool:
+        with WorkerPool(default_workers(_snapshot_rows(run_dir), driver_busy=False)
+                        if workers is None else workers) as pool:
             return verify_run(run_dir, progress, pool=pool)
 
     report = _with_progress(check, as_json)

@@ -17,24 +17,26 @@ bounded by the batch size: every phase streams.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, wait
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import lance
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualmem_bulk import __version__
 from dualmem_bulk._fs import fsync_path, remove, source_identity, write_json
-from dualmem_bulk._pool import WorkerPool, default_workers, release_memory
+from dualmem_bulk._pool import WorkerPool, default_workers, quiet_gc, release_memory
 from dualmem_bulk._signals import StopRequest
-from dualmem_bulk._threads import prefetched
+from dualmem_bulk._threads import InOrderWorker, prefetched
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.convert import to_dual
 from dualmem_bulk.errors import (
@@ -54,14 +56,21 @@ from dualmem_bulk.report import RunReport, finish
 from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
 from dualmem_bulk.stores import TargetFormat, detect_store, open_parquet
 from dualmem_bulk.stores.staging import StagedWriter, Written, staged_writer, staging_path
-from dualmem_bulk.verify import PieceTask, PieceVerdict, verify_piece, verify_run
+from dualmem_bulk.verify import (
+    SNAPSHOT_KEYS,
+    PieceVerdict,
+    snapshot_keys,
+    verify_batches,
+    verify_run,
+)
 
 __all__ = ["DEFAULT_BATCH_SIZE", "SNAPSHOT", "OfflineConfig", "RunReport", "UnitTask",
            "UnitWritten", "plan_units", "run_offline", "write_unit"]
 
 SNAPSHOT = "snapshot.parquet"
 SPOOL = "spool"
-"""Snapshot batches handed to the workers during the export (removed after the conversion)."""
+"""Snapshot batches handed to the workers during the export (each unit's files removed by the task
+that wrote the unit, the rest after the conversion)."""
 PRE_MIGRATION_TAG = "dualmem-pre-migration"
 """Tag on the last legacy version of a Lance store converted in place (cleanup keeps it)."""
 QUARANTINE = "quarantine.parquet"
@@ -99,8 +108,8 @@ class OfflineConfig:
     restart: bool = False
     """Discard an existing unfinished run in the run directory and start again."""
     workers: int | None = None
-    """Worker processes for conversion and verification; default: one per core (up to 8),
-    or none besides this process below 50,000 nodes. The output does not depend on it."""
+    """Worker processes for conversion and verification beside this one (0: none); default:
+    one per core but one (up to 8), none below 50,000 nodes. The output does not depend on it."""
     in_place: bool = False
     """Convert the legacy store at ``source`` (= ``target``) in place; the snapshot keeps the
     original, and rollback restores it until the run is finalized."""
@@ -170,6 +179,8 @@ class UnitTask:
     target_format: TargetFormat
     path: Path
     in_place_base: int | None
+    start: int
+    """The snapshot row the unit starts at."""
     spool: tuple[Path, ...] = ()
     """Arrow IPC files holding the unit's snapshot batches, written during the export (the
     snapshot is not readable before its footer); empty: read the snapshot's row groups."""
@@ -183,18 +194,27 @@ class UnitWritten:
     digest: str
     written: Written
     seconds: float
+    verdict: PieceVerdict
+    """The unit read back from its files and checked against the rows it was written from."""
+
+
+def _spooled(paths: tuple[Path, ...], columns: list[str] | None = None
+             ) -> Iterator[pa.RecordBatch]:
+    for path in paths:
+        with pa.memory_map(str(path)) as spooled:  # zero-copy: the batches map the file
+            table = pa.ipc.open_file(spooled).read_all()
+            yield from (table.select(columns) if columns else table).to_batches()
 
 
 def write_unit(task: UnitTask) -> UnitWritten:
-    """Convert the unit's snapshot row groups (reusing their checksums) and write them."""
+    """Convert the unit's snapshot row groups (reusing their checksums), write them, read them
+    back and verify them: the written files are checked before the driver commits them."""
     started = time.perf_counter()
     digest = TableDigest()
 
     def snapshot_batches() -> Iterator[pa.RecordBatch]:
         if task.spool:
-            for path in task.spool:
-                with pa.OSFile(str(path)) as spooled:
-                    yield from pa.ipc.open_file(spooled).read_all().to_batches()
+            yield from _spooled(task.spool)
             return
         groups = list(range(task.first_group, task.end_group))
         if groups:
@@ -212,8 +232,14 @@ def write_unit(task: UnitTask) -> UnitWritten:
 
     writer = staged_writer(task.target_format, task.path, DUAL_SCHEMA, task.in_place_base)
     written = writer.write(task.unit, prefetched(batches()))
+    expected = _spooled(task.spool, SNAPSHOT_KEYS) if task.spool else snapshot_keys(
+        task.snapshot, task.start, _UNIT_READ_ROWS)
+    verdict = verify_batches(writer.read(written, _UNIT_READ_ROWS), expected,
+                             writer.files(written), spooled=bool(task.spool))
+    for path in task.spool:  # gone before the page cache writes it back to disk
+        path.unlink()
     return UnitWritten(digest.rows, digest.hex, written,
-                       round(time.perf_counter() - started, 3))
+                       round(time.perf_counter() - started, 3), verdict)
 
 
 Prewritten = dict[int, tuple[UnitTask, "Future[UnitWritten]"]]
@@ -231,10 +257,21 @@ class _Spool:
         self.dir.mkdir()
         self.units: Prewritten = {}
         self.paths: list[Path] = []
-        self.first = self.groups = self.rows = 0
+        self.first = self.groups = self.rows = self.start = 0
+        self.background = InOrderWorker(depth=2)
+        """Writes the spool files and submits the units, off the export's main thread."""
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        self.background.__exit__(kind, *exc)
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Spool one snapshot batch (one row group); submit the unit once it is full."""
+        self.background.submit(self._add, batch)
+
+    def _add(self, batch: pa.RecordBatch) -> None:
         path = self.dir / f"group-{self.groups:07d}.arrow"
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as out:
             out.write_batch(batch)
@@ -245,15 +282,16 @@ class _Spool:
             self._submit()
 
     def _submit(self) -> None:
-        task = self.make(len(self.units), self.first, self.groups, tuple(self.paths))
+        task = self.make(len(self.units), self.first, self.groups, self.start, tuple(self.paths))
         self.units[task.unit] = (task, self.pool.submit(write_unit, task))
-        self.paths, self.first, self.rows = [], self.groups, 0
+        self.paths, self.first, self.start, self.rows = [], self.groups, self.start + self.rows, 0
         unfinished = [f for _t, f in self.units.values() if not f.done()]
-        if len(unfinished) > self.pool.workers:  # bound the spool: wait for the oldest
+        if len(unfinished) > max(self.pool.workers, 1):  # bound the spool: wait for the oldest
             unfinished[0].result()
 
     def finish(self) -> Prewritten:
         """Submit the last unit; the units by number (their results may still be running)."""
+        self.background.drain()
         if self.paths:
             self._submit()
         return self.units
@@ -270,10 +308,11 @@ class _Run:
         snapshot = self.journal.get("snapshot")
         self.prewritten: Prewritten = {}
         """Units whose fragments workers wrote during this invocation's export."""
-        self.checked: dict[int, Future[PieceVerdict]] = {}
-        """Units verified as soon as committed, while later ones are written."""
-        self.pool = WorkerPool(config.workers or default_workers(
-            snapshot["rows"] if snapshot else _source_rows(config)))
+        self.checked: dict[int, PieceVerdict] = {}
+        """Units verified by the tasks that wrote them."""
+        self.pool = WorkerPool(default_workers(
+            snapshot["rows"] if snapshot else _source_rows(config))
+            if config.workers is None else config.workers)
         stored = self.journal.get("report")
         self.report = RunReport(**stored) if stored else RunReport(
             status="running", source=str(config.source), source_kind="",
@@ -405,11 +444,12 @@ class _Run:
                               self.config.strict, self.report)
         self.progress.phase("export", source.total_rows)
         spool = self._spool()
-        Exporter(source, self.config.batch_size, self.report).write(
-            self.run_dir / SNAPSHOT, self.run_dir / QUARANTINE, self.config.strict,
-            self.progress, lambda: self._check_stop("during the export (it starts over)"),
-            on_batch=spool.add if spool else lambda _batch: None)
-        self.prewritten = spool.finish() if spool else {}
+        with spool or contextlib.nullcontext():
+            Exporter(source, self.config.batch_size, self.report).write(
+                self.run_dir / SNAPSHOT, self.run_dir / QUARANTINE, self.config.strict,
+                self.progress, lambda: self._check_stop("during the export (it starts over)"),
+                on_batch=spool.add if spool else lambda _batch: None)
+            self.prewritten = spool.finish() if spool else {}
         self.report.phases_s["export"] = round(time.perf_counter() - mark, 3)
         release_memory()  # the export's buffers; the workers need the memory now
         groups = open_parquet(self.run_dir / SNAPSHOT).metadata.num_row_groups
@@ -427,7 +467,6 @@ class _Run:
         mark = time.perf_counter()
         if not (records and records[-1].end_group == groups):
             self._write_units(records, groups, snapshot["rows"])
-        wait(self.checked.values())  # they read the staging store, about to be renamed
         remove(self.run_dir / SPOOL)
         self._place()
         done = journal.committed()
@@ -441,15 +480,16 @@ class _Run:
         """With worker processes, a spool that has them write the target during the export (not
         in place: files written into the live store would change what the source is checked
         against when an interrupted export starts again)."""
-        if self.pool.workers == 1 or self.config.in_place:
+        if self.pool.inline or self.config.in_place:
             return None
         writer = self._writer()
         writer.resume([])  # what an earlier attempt left; the spooled units start afresh
         base = self.journal.get("pre_migration_version")
 
-        def make(unit: int, first: int, end: int, spool: tuple[Path, ...]) -> UnitTask:
+        def make(unit: int, first: int, end: int, start: int, spool: tuple[Path, ...]
+                 ) -> UnitTask:
             return UnitTask(unit, first, end, self.run_dir / SNAPSHOT,
-                            self.config.target_format, writer.path, base, spool)
+                            self.config.target_format, writer.path, base, start, spool)
 
         self.pool.start()
         return _Spool(self.run_dir, self.pool, make,
@@ -481,17 +521,15 @@ class _Run:
         self.progress.phase("convert", rows)
         self.progress.advance(sum(r.rows for r in records))
         base = self.journal.get("pre_migration_version")
+        starts = np.cumsum([0] + [rows for _first, _end, rows in plan]).tolist()
         tasks = [UnitTask(unit, first, end, self.run_dir / SNAPSHOT,
-                          self.config.target_format, writer.path, base)
+                          self.config.target_format, writer.path, base, starts[unit])
                  for unit, (first, end, _rows) in enumerate(plan) if unit >= len(records)]
         units = ((task, future.result()) for task, future in self.prewritten.values()) \
             if self.prewritten else self.pool.ordered(write_unit, tasks)
-        start = sum(r.rows for r in records)
         for task, done in units:
             version, part = writer.commit(task.unit, done.written)
-            self.checked[task.unit] = self.pool.submit(verify_piece, PieceTask(
-                writer.path, task.unit, self.run_dir / SNAPSHOT, start, self.config.batch_size))
-            start += done.rows
+            self.checked[task.unit] = done.verdict
             self.journal.record_batch(BatchRecord(  # durable before it is reported
                 task.unit, task.first_group, task.end_group, done.rows, done.digest, version,
                 part, done.seconds, time.time()))
@@ -576,11 +614,12 @@ def run_offline(config: OfflineConfig, progress: Progress = NULL_PROGRESS) -> Ru
     if config.checkpoint_every is not None and config.checkpoint_every < 1:
         raise UsageError(f"--checkpoint-every must be at least 1, got {config.checkpoint_every}")
     if config.dry_run:
-        return _dry_run(config, progress, started)
+        with quiet_gc():
+            return _dry_run(config, progress, started)
     run_dir = config.resolved_run_dir
     fresh = not run_dir.exists()
     try:
-        with migrating(run_dir, progress) as stop:
+        with migrating(run_dir, progress) as stop, quiet_gc():
             return _Run(config, run_dir, progress, stop).go(started)
     except (InputError, TargetExists, UsageError):
         if fresh and not staging_path(config.target).exists():

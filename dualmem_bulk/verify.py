@@ -11,7 +11,13 @@ up, to name what is missing, extra, duplicated or different); and the three tabl
 
 The target is checked piece by piece (Lance fragment, Parquet part file), each piece against the
 snapshot rows from the position it should start at, so pieces are independent tasks for worker
-processes, and a conversion can verify each unit as soon as it is committed.
+processes. A conversion verifies each unit in the task that wrote it, reading its data files
+back from disk before the driver commits them; the run's verification then re-reads only the
+pieces whose committed files are not the ones verified (none, unless something went wrong). A
+unit written during the export is compared with the export's batches (the snapshot file is not
+readable yet); the finished snapshot file must then hold the same rows, which the identity
+digest (the sum of row checksum XOR episode checksum over all rows) proves in one pass over
+three of its columns.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ import contextlib
 import itertools
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,7 +49,8 @@ if TYPE_CHECKING:
     from dualmem_bulk.online_cutover import Pinned
     from dualmem_bulk.online_wal import WalPinned
 
-__all__ = ["PieceTask", "PieceVerdict", "VerifyReport", "verify_piece", "verify_run"]
+__all__ = ["SNAPSHOT_KEYS", "PieceTask", "PieceVerdict", "VerifyReport", "snapshot_keys",
+           "verify_batches", "verify_piece", "verify_run"]
 
 _SNAP_SCHEMA = pa.schema([SNAPSHOT_SCHEMA.field(n) for n in ("space", "id", "checksum", "episode")])
 MAX_LISTED = 20
@@ -184,7 +190,9 @@ class _Keys:
         return out.with_columns(pl.col("space").fill_null(""))
 
 
-_SNAP_COLUMNS = ["space", "id", "checksum", "episode"]
+SNAPSHOT_KEYS = ["space", "id", "checksum", "episode"]
+"""The snapshot columns each target row is compared with."""
+_SNAP_COLUMNS = SNAPSHOT_KEYS
 
 
 class _InOrder:
@@ -204,7 +212,24 @@ class _InOrder:
         return rows
 
 
-def _same_rows(expected: pa.Table | None, batch: pa.RecordBatch) -> bool:
+def _identity(checksums: pa.Array, episodes: pa.Array) -> TableDigest:
+    """Digest of the rows' (row checksum, episode checksum) pairs, each pair taken as the XOR
+    of its two BLAKE3 values: two tables with the same checksum digest have the same identity
+    digest only if every row has the same episode checksum (space, episode) too, unless
+    256-bit hashes cancel out."""
+    pairs = np.bitwise_xor(_fixed_rows(checksums), _fixed_rows(episodes))
+    return TableDigest.of(pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(32), len(pairs), [None, pa.py_buffer(pairs.tobytes())]))
+
+
+def _fixed_rows(arr: pa.Array) -> np.ndarray:
+    """A fixed_size_binary(32) array as an (n, 32) uint8 array."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    return np.frombuffer(arr.buffers()[1], np.uint8, len(arr) * 32,
+                         arr.offset * 32).reshape(len(arr), 32)
+
+
+def _same_rows(expected: pa.Table | None, batch: pa.RecordBatch, episodes: pa.Array) -> bool:
     """Whether the target rows are the snapshot rows at the same positions, all columns that
     the join would compare (space, id, row checksum, episode checksum) being equal."""
     if expected is None:
@@ -216,7 +241,7 @@ def _same_rows(expected: pa.Table | None, batch: pa.RecordBatch) -> bool:
         (snap.column("space").fill_null(""), batch.column("space").fill_null("")),
         (snap.column("id"), batch.column("episode_id")),
         (snap.column("checksum"), batch.column("checksum")),
-        (episode_checksums(snap), episode_checksums(batch)),
+        (episode_checksums(snap), episodes),
     ]
     return all(pc.all(pc.equal(a.cast(b.type), b)).as_py() is True for a, b in pairs)
 
@@ -232,8 +257,8 @@ def _keys(snapshot: Path, target: TargetStore, batch_size: int
     return snap.frame("s"), tgt.frame("t")
 
 
-def _snapshot_from(snapshot: Path, start: int, batch_size: int) -> Iterator[pa.RecordBatch]:
-    """The snapshot's verification columns from row ``start`` on."""
+def snapshot_keys(snapshot: Path, start: int, batch_size: int) -> Iterator[pa.RecordBatch]:
+    """The snapshot's :data:`SNAPSHOT_KEYS` columns from row ``start`` on."""
     handle = open_parquet(snapshot)
     meta = handle.metadata
     first, skip = 0, start
@@ -274,15 +299,31 @@ class PieceVerdict:
     stored: TableDigest
     recomputed: TableDigest
     aligned: bool
+    files: tuple[str, ...] = ()
+    """The data files read (when verified before the commit, to match against the store)."""
+    spooled: bool = False
+    """Compared with the export's batches rather than the snapshot file (see ``identity``)."""
+    identity: TableDigest = field(default_factory=TableDigest)
+    """Digest of the rows' (checksum, episode checksum) pairs, to prove the snapshot file
+    holds the rows a spooled piece was compared with."""
 
 
 def verify_piece(task: PieceTask) -> PieceVerdict:
     """Re-read one piece in full: checksums recomputed from its fields, conversion rules, and
     the snapshot's rows at the same positions."""
     target = TargetStore(task.target)
-    expected = _InOrder(_snapshot_from(task.snapshot, task.start, task.batch_size))
-    verdict = PieceVerdict(0, [], TableDigest(), TableDigest(), True)
-    for batch in prefetched(target.piece_batches(task.piece, min(task.batch_size, _READ_BATCH))):
+    return verify_batches(target.piece_batches(task.piece, min(task.batch_size, _READ_BATCH)),
+                          snapshot_keys(task.snapshot, task.start, task.batch_size))
+
+
+def verify_batches(batches: Iterator[pa.RecordBatch], expected_keys: Iterator[pa.RecordBatch],
+                   files: tuple[str, ...] = (), spooled: bool = False) -> PieceVerdict:
+    """Check target rows read back from disk against the snapshot rows they were written from
+    (:data:`SNAPSHOT_KEYS` columns, in order; see :func:`verify_piece`). ``files`` names what
+    was read; ``spooled``: the expected rows are the export's, not yet the snapshot file's."""
+    expected = _InOrder(expected_keys)
+    verdict = PieceVerdict(0, [], TableDigest(), TableDigest(), True, files, spooled)
+    for batch in prefetched(batches):
         rows, digest = _checksum_problems(batch)
         rows += _structural(batch)
         ids, spaces = batch.column("episode_id"), batch.column("space")
@@ -290,25 +331,33 @@ def verify_piece(task: PieceTask) -> PieceVerdict:
                              for i, why in sorted(set(rows))]
         verdict.recomputed += digest
         verdict.stored += TableDigest.of(batch.column("checksum"))
-        verdict.aligned = verdict.aligned and _same_rows(expected.take(batch.num_rows), batch)
+        episodes = episode_checksums(batch)
+        verdict.identity += _identity(batch.column("checksum"), episodes)
+        verdict.aligned = verdict.aligned and _same_rows(expected.take(batch.num_rows), batch,
+                                                         episodes)
         verdict.rows += batch.num_rows
     return verdict
 
 
-def _snapshot_digest(snapshot: Path, batch_size: int) -> TableDigest:
-    digest = TableDigest()
-    for batch in parquet_batches(open_parquet(snapshot), batch_size, ["checksum"]):
+def _snapshot_digest(snapshot: Path, batch_size: int, identity: bool
+                     ) -> tuple[TableDigest, TableDigest]:
+    """The snapshot file's checksum digest and, if asked, its rows' identity digest."""
+    digest, ident = TableDigest(), TableDigest()
+    columns = ["checksum", "space", "episode"] if identity else ["checksum"]
+    for batch in parquet_batches(open_parquet(snapshot), batch_size, columns):
         digest += TableDigest.of(batch.column("checksum"))
-    return digest
+        if identity:
+            ident += _identity(batch.column("checksum"), episode_checksums(batch))
+    return digest, ident
 
 
 def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
                batch_size: int = 16_384, pool: WorkerPool | None = None,
-               checked: Mapping[int, Future[PieceVerdict]] | None = None) -> VerifyReport:
+               checked: Mapping[int, PieceVerdict] | None = None) -> VerifyReport:
     """Verify a run directory's target against its snapshot; see the module docstring.
 
     The target's pieces are checked by ``pool``'s workers (default: in this process), except
-    those in ``checked``: pieces a conversion verified right after committing them."""
+    those in ``checked`` whose committed files are the ones a conversion verified."""
     started = time.perf_counter()
     journal = Journal.open(run_dir)
     try:
@@ -327,24 +376,31 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
     pieces = target.pieces()
     progress.phase("verify", sum(pieces))
     starts = np.concatenate([[0], np.cumsum(pieces)[:-1]]).astype(int).tolist() if pieces else []
-    checked = checked or {}
+    checked = {i: verdict for i, verdict in (checked or {}).items()
+               if i < len(pieces) and verdict.files == target.piece_files(i)}
     tasks = [PieceTask(target.path, i, snapshot_file, start, batch_size)
              for i, start in enumerate(starts) if i not in checked]
     problems: list[Problem] = []
-    stored, recomputed = TableDigest(), TableDigest()
-    aligned = True
+    stored, recomputed, identity = TableDigest(), TableDigest(), TableDigest()
+    aligned, spooled = True, False
     with contextlib.ExitStack() as stack:
-        workers = pool or stack.enter_context(WorkerPool(1))
+        workers = pool or stack.enter_context(WorkerPool(0))
         verdicts = itertools.chain(
-            (checked[i].result() for i in range(len(pieces)) if i in checked),
+            (checked[i] for i in range(len(pieces)) if i in checked),
             (verdict for _task, verdict in workers.ordered(verify_piece, tasks)))
         for verdict in verdicts:
             problems += verdict.problems
             stored += verdict.stored
             recomputed += verdict.recomputed
             aligned = aligned and verdict.aligned
+            identity += verdict.identity
+            spooled = spooled or verdict.spooled
             progress.advance(verdict.rows)
-    snap_digest = _snapshot_digest(snapshot_file, batch_size)
+    snap_digest, snap_identity = _snapshot_digest(snapshot_file, batch_size, spooled)
+    if spooled and snap_identity != identity:
+        aligned = False
+        problems.append(("", "", "the snapshot file does not hold the rows the target was "
+                                 "written from"))
     if not (aligned and snap_digest.rows == stored.rows):
         problems += _join_problems(*_keys(snapshot_file, target, batch_size))
     report.snapshot_rows, report.target_rows = snap_digest.rows, stored.rows

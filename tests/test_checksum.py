@@ -15,7 +15,7 @@ import pytest
 from blake3 import blake3
 from reference_encoding import encode_row, row_checksum, table_digest
 
-from dualmem_bulk.checksum import TableDigest, encode_rows, row_checksums
+from dualmem_bulk.checksum import TableDigest, encode_rows, episode_checksums, row_checksums
 from dualmem_bulk.schema import EPISODE_TYPE, LEGACY_SCHEMA, PROVENANCE_TYPE, TIMESTAMP_TYPE
 
 
@@ -120,3 +120,18 @@ def test_any_field_change_changes_checksum(table: pa.Table) -> None:
     after = row_checksums(changed).to_pylist()
     assert after[0] != base[0]
     assert after[1:] == base[1:]
+
+
+def test_episode_checksums_without_episodes_hash_each_space_as_one_row() -> None:
+    """The shortcut for a legacy source (no row has an episode) gives every row the checksum
+    the general encoding gives it on its own."""
+    spaces = pa.array(["a", None, "b", "a", None, "ä"], pa.string())
+    batch = pa.record_batch({"space": spaces, "episode": pa.nulls(len(spaces), EPISODE_TYPE)})
+    together = episode_checksums(batch)
+    for i in range(len(spaces)):  # beside a row with an episode: the general encoding
+        general = episode_checksums(pa.record_batch({
+            "space": pa.array([spaces[i].as_py(), "z"], pa.string()),
+            "episode": pa.array([None, {"where_location": "x"}], EPISODE_TYPE)}))
+        assert together[i] == general[0] != general[1]
+    assert together[0] == together[3] != together[2]
+    assert together[1] == together[4] != together[0]

@@ -122,6 +122,23 @@ def test_seen_ids_scale() -> None:
     assert not seen.first_seen(node_uuids(ids.slice(123, 10))).any()
 
 
+def test_seen_ids_agree_with_a_set_over_many_batches() -> None:
+    """Batches of varying size, each with keys seen in any earlier batch or in itself."""
+    rng = np.random.default_rng(5)
+    seen, reference = SeenIds(), set()
+    pool = rng.integers(0, 256, size=(3000, 16), dtype=np.uint8)
+    for _ in range(60):
+        rows = pool[rng.integers(0, len(pool), size=int(rng.integers(1, 200)))]
+        keys = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(rows),
+                                                    [None, pa.py_buffer(rows.tobytes())])
+        expected = []
+        for key in keys.to_pylist():
+            expected.append(key not in reference)
+            reference.add(key)
+        assert seen.first_seen(keys).tolist() == expected
+    assert len(seen) == len(reference)
+
+
 @pytest.mark.parametrize(
     ("field", "typ", "found"),
     [

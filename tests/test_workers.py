@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from conftest import assert_bit_equal, legacy_table
 
 from dualmem_bulk._pool import WorkerPool
+from dualmem_bulk.errors import VerificationFailed
 from dualmem_bulk.offline import OfflineConfig, plan_units, run_offline
 from dualmem_bulk.stores import TargetStore
 from dualmem_bulk.verify import verify_run
@@ -40,13 +42,16 @@ def test_pool_yields_in_order_and_raises_in_place() -> None:
         assert pool.submit(_square_or_fail, 5).result() == 25
 
 
-def test_one_worker_runs_in_this_process() -> None:
-    with WorkerPool(1) as pool:
+def test_no_worker_runs_in_this_process_and_one_does_not() -> None:
+    with WorkerPool(0) as pool:
         assert {pid for _n, pid in pool.ordered(_pid, range(3))} == {os.getpid()}
         failed = pool.submit(_square_or_fail, 3)
         assert isinstance(failed.exception(), ValueError)
+    with WorkerPool(1) as pool:
+        pids = {pid for _n, pid in pool.ordered(_pid, range(3))}
+        assert len(pids) == 1 and os.getpid() not in pids
     with pytest.raises(ValueError):
-        WorkerPool(0)
+        WorkerPool(-1)
 
 
 def test_plan_units_cover_every_group_once() -> None:
@@ -71,13 +76,14 @@ def test_output_is_the_same_for_any_number_of_workers(tmp_path: Path, fmt: str,
     rows = sample_rows + [{"id": f"m{i}", "content": f"c{i}"} for i in range(3000)]
     src = tmp_path / "src.parquet"
     pq.write_table(legacy_table(rows), src, row_group_size=1000)
-    one = _convert(src, tmp_path / "one.out", fmt, 1)
-    two = _convert(src, tmp_path / "two.out", fmt, 2)
-    assert one[0] == two[0]
-    assert one[1].num_rows == len(rows)
-    assert_bit_equal(one[1], two[1])
+    none = _convert(src, tmp_path / "none.out", fmt, 0)
+    for workers in (1, 2):
+        other = _convert(src, tmp_path / f"{workers}.out", fmt, workers)
+        assert none[0] == other[0]
+        assert_bit_equal(none[1], other[1])
+    assert none[1].num_rows == len(rows)
     if fmt == "lance":  # one fragment (and one version after the first) per unit
-        ds = lance.dataset(str(tmp_path / "two.out"))
+        ds = lance.dataset(str(tmp_path / "2.out"))
         assert len(ds.get_fragments()) == -(-len(rows) // 700)
 
 
@@ -99,3 +105,33 @@ def test_workers_find_a_changed_row(tmp_path: Path, sample_rows: list[dict[str, 
         report = verify_run(target.with_name("nodes.lance.run"), pool=pool)
     assert not report.ok and report.mismatched == 1
     assert report.mismatches[0]["id"] == "m1234"
+
+
+def test_a_snapshot_file_unlike_the_spooled_rows_fails_verification(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers verify each unit against the export's batches before the snapshot file can be
+    read; the run's verification must then prove the file holds those rows. Here the snapshot
+    writer changes one row's space (a field the row checksum leaves out)."""
+    import dualmem_bulk.export as export
+
+    class Tampering(pq.ParquetWriter):  # type: ignore[misc]
+        def write_batch(self, batch: pa.RecordBatch, *args: Any, **kwargs: Any) -> None:
+            if batch.num_rows and batch.column("id")[0].as_py() == "m0":
+                space = pa.array(["elsewhere", *batch.column("space").to_pylist()[1:]],
+                                 batch.schema.field("space").type)
+                batch = pa.RecordBatch.from_arrays(
+                    [space if n == "space" else batch.column(n) for n in batch.schema.names],
+                    schema=batch.schema)
+            super().write_batch(batch, *args, **kwargs)
+
+    monkeypatch.setattr(export.pq, "ParquetWriter", Tampering)
+    src = tmp_path / "src.parquet"
+    pq.write_table(legacy_table([{"id": f"m{i}"} for i in range(2000)]), src)
+    with pytest.raises(VerificationFailed):
+        run_offline(OfflineConfig(source=src, target=tmp_path / "nodes.lance", batch_size=500,
+                                  workers=1))
+    report = json.loads((tmp_path / "nodes.lance.run" / "report.json").read_text())
+    assert report["status"] == "verify-failed"
+    monkeypatch.undo()
+    again = verify_run(tmp_path / "nodes.lance.run")  # re-reads everything: names the row
+    assert not again.ok and {m["id"] for m in again.mismatches} == {"m0"}

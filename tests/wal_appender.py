@@ -68,7 +68,7 @@ class Appender:
 
 def reference(root: Path, out: Path) -> tuple[str, pa.Table]:
     """The offline replay of ``root`` (``convert``): its digest and its nodes sorted by key."""
-    report = run_offline(OfflineConfig(source=root, target=out, workers=1))
+    report = run_offline(OfflineConfig(source=root, target=out, workers=0))
     return report.target_digest, lance.dataset(str(out)).to_table().sort_by(KEYS)
 
 

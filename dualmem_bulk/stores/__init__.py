@@ -148,6 +148,12 @@ class TargetStore:
         for part in sorted(self.path.glob("*.parquet")):
             yield from parquet_batches(open_parquet(part), batch_size, columns)
 
+    def piece_files(self, piece: int) -> tuple[str, ...]:
+        """The data files of one piece (Lance: under ``data/``; Parquet: the part file)."""
+        if self._lance is not None:
+            return tuple(f.path for f in self._lance.get_fragments()[piece].metadata.files)
+        return (sorted(self.path.glob("*.parquet"))[piece].name,)
+
     def pieces(self) -> list[int]:
         """Row counts of the store's independently readable pieces, in written order: Lance
         fragments, or Parquet part files."""

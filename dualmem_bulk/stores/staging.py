@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import lance
 import pyarrow as pa
 import pyarrow.parquet as pq
+from lance.file import LanceFileReader
 from lance.fragment import FragmentMetadata, write_fragments
 
 from dualmem_bulk._fs import atomic_path, fault_point, fsync_path, remove
 from dualmem_bulk.journal import BatchRecord
-from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat
+from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat, open_parquet, parquet_batches
 
 __all__ = ["StagedWriter", "Written", "fsync_newer", "lance_write_schema", "staged_writer",
            "staging_path", "unsliced"]
@@ -74,6 +75,13 @@ class StagedWriter(Protocol):
 
     def commit(self, unit: int, written: Written) -> tuple[int | None, str | None]:
         """Make a written unit part of the store; return (Lance version, part file name)."""
+
+    def files(self, written: Written) -> tuple[str, ...]:
+        """The data files a written unit consists of, as :meth:`TargetStore.piece_files`
+        names them once committed."""
+
+    def read(self, written: Written, batch_size: int) -> Iterator[pa.RecordBatch]:
+        """Read a written unit back from its files (committed or not)."""
 
 
 def fsync_newer(root: Path, since_ns: int) -> None:
@@ -138,6 +146,15 @@ class _LanceStaging(_Staging):
     def _first(self, unit: int) -> bool:
         return not (self.path / "_versions").is_dir()
 
+    def files(self, written: list[FragmentMetadata]) -> tuple[str, ...]:
+        return tuple(file.path for fragment in written for file in fragment.files)
+
+    def read(self, written: list[FragmentMetadata], batch_size: int
+             ) -> Iterator[pa.RecordBatch]:
+        for name in self.files(written):  # one data file (all columns) per fragment
+            reader = LanceFileReader(str(self.path / "data" / name))
+            yield from reader.read_all(batch_size=batch_size, batch_readahead=2).to_batches()
+
     def commit(self, unit: int, written: list[FragmentMetadata]
                ) -> tuple[int | None, str | None]:
         fault_point("target-write")
@@ -196,6 +213,12 @@ class _ParquetStaging(_Staging):
     def commit(self, unit: int, written: str) -> tuple[int | None, str | None]:
         fault_point("target-write")
         return None, written
+
+    def files(self, written: str) -> tuple[str, ...]:
+        return (written,)
+
+    def read(self, written: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+        yield from parquet_batches(open_parquet(self.path / written), batch_size)
 
 
 def staged_writer(fmt: TargetFormat, path: Path, schema: pa.Schema,
