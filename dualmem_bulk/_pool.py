@@ -23,8 +23,8 @@ from typing import TypeVar
 
 import pyarrow as pa
 
-__all__ = ["AUTO_MIN_ROWS", "WorkerPool", "default_workers", "limit_malloc_arenas",
-           "quiet_gc", "release_memory"]
+__all__ = ["AUTO_MIN_ROWS", "WorkerPool", "default_workers", "quiet_gc", "release_memory",
+           "tune_malloc"]
 
 S = TypeVar("S")
 R = TypeVar("R")
@@ -36,15 +36,23 @@ MAX_AUTO_WORKERS = 8
 
 _PR_SET_PDEATHSIG = 1
 _M_ARENA_MAX = -8
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD = 1 << 20
 
 
-def limit_malloc_arenas() -> None:
-    """At most two glibc malloc arenas in this process. Lance's reader threads each get an arena
-    by default, and freed memory scattered over them is not returned: reading 8 fragments of
-    16,384 nodes held 397 MiB afterwards with the default and 217 MiB with two arenas. Call it
-    before Lance starts its threads."""
+def tune_malloc() -> None:
+    """At most two glibc malloc arenas, and every block of 1 MiB or more its own mapping. Lance
+    (whose allocations go through glibc) gives each reader thread an arena by default, and freed
+    memory scattered over them is not returned: reading 8 fragments of 16,384 nodes held
+    397 MiB afterwards with the default and 217 MiB with two arenas. glibc also raises its mmap
+    threshold to 32 MiB once large blocks are freed, after which a unit's buffers stay in the
+    heap: a fixed 1 MiB threshold cut the peak RSS of a 1M-node run (driver and one worker) from
+    1,060-1,074 MiB to 929-951 MiB, with no time difference beyond the noise (3 runs each).
+    Call it before Lance starts its threads."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 2)
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_ARENA_MAX, 2)
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
 
 
 _GC_THRESHOLD = (100_000, 50, 1000)
@@ -112,7 +120,7 @@ def _worker_init(driver: int) -> None:
     worker outliving a killed driver would keep writing into the store being resumed, and
     would hold the driver's stdout open."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    limit_malloc_arenas()
+    tune_malloc()
     gc.freeze()
     gc.set_threshold(*_GC_THRESHOLD)
     with contextlib.suppress(OSError, AttributeError):

@@ -504,7 +504,7 @@ def cutover(
 
 def main() -> None:
     """Console-script entry point."""
-    from dualmem_bulk._pool import limit_malloc_arenas
+    from dualmem_bulk._pool import tune_malloc
 
-    limit_malloc_arenas()
+    tune_malloc()
     app()
