@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -139,7 +140,7 @@ def _run(call: Callable[[], T], as_json: bool) -> T:
     try:
         return call()
     except DualmemError as exc:
-        _err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         if as_json:
             print(json.dumps({"status": "error", "error": str(exc), "exit_code": exc.exit_code,
                               "error_type": type(exc).__name__}))
@@ -149,7 +150,7 @@ def _run(call: Callable[[], T], as_json: bool) -> T:
         raise typer.Exit(4) from None
     except Exception as exc:  # an unexpected failure: say so, keep the traceback
         traceback.print_exc()
-        _err.print(f"[bold red]internal error:[/] {exc}", highlight=False)
+        _err.print(f"[bold red]internal error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(INTERNAL_ERROR) from exc
 
 
@@ -163,7 +164,7 @@ def _with_progress(call: Callable[[_CliProgress], T], as_json: bool) -> T:
 
 
 def _usage(text: str) -> None:
-    _err.print(f"[bold red]usage error:[/] {text}", highlight=False)
+    _err.print(f"[bold red]usage error:[/] {escape(text)}", highlight=False)
     raise typer.Exit(2)
 
 

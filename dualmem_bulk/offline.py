@@ -191,6 +191,11 @@ class UnitTask:
     """Arrow IPC files holding the unit's snapshot batches, written during the export (the
     snapshot is not readable before its footer); empty: read the snapshot's row groups."""
 
+    @property
+    def needs(self) -> tuple[Path, ...]:
+        """What a worker must see: the unit's input and the directory the target is in."""
+        return (*(self.spool or (self.snapshot,)), self.path.parent)
+
 
 @dataclass(frozen=True)
 class UnitWritten:

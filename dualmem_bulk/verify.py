@@ -289,6 +289,11 @@ class PieceTask:
     """The snapshot row the piece's first row was written from, if nothing was lost."""
     batch_size: int
 
+    @property
+    def needs(self) -> tuple[Path, ...]:
+        """What a worker must see: the snapshot and the target."""
+        return (self.snapshot, self.target)
+
 
 @dataclass
 class PieceVerdict:

@@ -12,7 +12,6 @@ data file an interrupted attempt left behind is never part of the target.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
@@ -20,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import distributed
 from distributed import Client, LocalCluster, WorkerPlugin
@@ -28,7 +27,7 @@ from distributed import Client, LocalCluster, WorkerPlugin
 from dualmem_bulk._pool import _released, _worker_init
 from dualmem_bulk.errors import Interrupted, SourceError, UsageError
 
-__all__ = ["RETRIES", "DaskPool", "UnreadableOnWorker", "run_task"]
+__all__ = ["RETRIES", "DaskPool", "NeedsPaths", "UnreadableOnWorker", "run_task"]
 
 S = TypeVar("S")
 R = TypeVar("R")
@@ -36,9 +35,22 @@ R = TypeVar("R")
 RETRIES = 2
 """Times a task that raised is run again (a worker dying is handled by the scheduler: its tasks
 are rescheduled, up to ``distributed.scheduler.allowed-failures`` times)."""
+_HTTP = "127.0.0.1:0"
+"""The local scheduler's HTTP server (dashboard, health) on a free local port: the default,
+8787, warns when taken (by another cluster or run), and tests turn warnings into errors."""
 _AHEAD_PER_WORKER = 2
 """Tasks in flight per worker thread: one running, one queued, so that a worker is never idle
 while the driver commits."""
+
+
+@runtime_checkable
+class NeedsPaths(Protocol):
+    """A task spec naming the files and directories its worker must see."""
+
+    @property
+    def needs(self) -> tuple[Path, ...]:
+        """Paths the task reads, or writes into."""
+        ...
 
 
 class UnreadableOnWorker(Exception):
@@ -59,27 +71,14 @@ def _worker_name() -> str:
         return f"pid {os.getpid()} on {socket.gethostname()}"
 
 
-def _missing_path(spec: object, exc: OSError) -> str:
-    """The path the task failed to read: the error's, else the first path of the spec that
-    this worker cannot see."""
-    if exc.filename:
-        return str(exc.filename)
-    if dataclasses.is_dataclass(spec):
-        for field in dataclasses.fields(spec):
-            value = getattr(spec, field.name)
-            if isinstance(value, Path) and not os.access(value, os.R_OK):
-                return str(value)
-    return "a file of the run"
-
-
 def run_task(fn: Callable[[S], R], spec: S) -> R:
-    """Run one task on a worker, as the local pool does (memory released after it); a file it
-    cannot read is reported with the worker's name and the path."""
-    try:
-        return _released((fn, spec))
-    except (FileNotFoundError, PermissionError) as exc:
-        raise UnreadableOnWorker(_worker_name(), _missing_path(spec, exc),
-                                 exc.strerror or str(exc)) from exc
+    """Run one task on a worker as the local pool does (memory released after it), once the
+    paths the spec ``needs`` are visible here: a worker that cannot see them is named."""
+    for path in spec.needs if isinstance(spec, NeedsPaths) else ():
+        if not os.access(path, os.R_OK):
+            problem = "no such file or directory" if not path.exists() else "permission denied"
+            raise UnreadableOnWorker(_worker_name(), str(path), problem)
+    return _released((fn, spec))
 
 
 class _DriverWorkers(WorkerPlugin):
@@ -148,7 +147,7 @@ class DaskPool:
             if self.scheduler is None:
                 self._cluster = LocalCluster(
                     n_workers=self.workers, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=logging.ERROR)
+                    dashboard_address=_HTTP, silence_logs=logging.ERROR)
                 self._client = Client(self._cluster, set_as_default=False)
                 self._client.register_plugin(_DriverWorkers(os.getpid()))
             else:
