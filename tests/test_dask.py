@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import assert_bit_equal, fingerprint, kill_after_units, legacy_table
 from distributed import Client, LocalCluster
+from test_crash import start, wait_for
 from typer.testing import CliRunner
 
 from dualmem_bulk.cli import app
@@ -152,16 +155,44 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     return src, {"report": json.loads(done.stdout), "fingerprint": fingerprint(target)}
 
 
+def _processes_with(mark: str) -> list[int]:
+    """Live processes whose environment holds ``mark``: a CLI run's driver and its workers."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and mark.encode() in (entry / "environ").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:  # gone, or not ours
+            pass
+    return pids
+
+
+def _marked_run(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Mark the processes of the CLI runs this test starts (their workers inherit it)."""
+    mark = f"dualmem-test-{uuid.uuid4()}"
+    monkeypatch.setenv("DUALMEM_TEST_RUN", mark)
+    return mark
+
+
+def _all_gone(mark: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while _processes_with(mark):
+        assert time.monotonic() < deadline, f"left running: {_processes_with(mark)}"
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize(("first", "then"), [("dask", "local"), ("local", "dask"),
                                              ("dask", "dask")])
 def test_a_killed_driver_resumes_on_either_engine(generated: tuple[Path, dict[str, Any]],
-                                                  tmp_path: Path, first: str,
-                                                  then: str) -> None:
+                                                  tmp_path: Path, first: str, then: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     src, reference = generated
     target = tmp_path / "nodes.lance"
     run_dir = tmp_path / "nodes.lance.run"
     args = ["convert", str(src), str(target), "--batch-size", "300"]
+    mark = _marked_run(monkeypatch)
     kill_after_units([*args, "--engine", first, "--workers", "1"], run_dir, 3)
+    _all_gone(mark)  # the workers died with their driver
     done = _cli(*args, "--engine", then, "--workers", "2", "--json")
     assert done.returncode == 0, done.stderr
     assert "resuming" in done.stderr
@@ -169,6 +200,28 @@ def test_a_killed_driver_resumes_on_either_engine(generated: tuple[Path, dict[st
     assert report["verified"] and (report["engine"], report["workers"]) == (then, 2)
     assert report["target_digest"] == reference["report"]["target_digest"]
     assert fingerprint(target) == reference["fingerprint"]
+
+
+def test_ctrl_c_checkpoints_and_shuts_the_local_cluster_down(
+        generated: tuple[Path, dict[str, Any]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    src, reference = generated
+    target = tmp_path / "nodes.lance"
+    run_dir = tmp_path / "nodes.lance.run"
+    args = ["convert", str(src), str(target), "--batch-size", "300", "--engine", "dask",
+            "--workers", "2", "--json"]
+    mark = _marked_run(monkeypatch)
+    proc = start([sys.executable, "-m", "dualmem_bulk", *args])
+    wait_for(proc, run_dir, lambda s: s["state"] == "converting" and s["units_committed"] >= 2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 4, err
+    assert "interrupted by SIGINT" in err and json.loads(out)["status"] == "error"
+    _all_gone(mark, timeout=5)  # closed, not left to die
+    done = _cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["target_digest"] == reference["report"]["target_digest"]
+    _all_gone(mark, timeout=5)
 
 
 def test_an_existing_scheduler_converts_and_verifies(generated: tuple[Path, dict[str, Any]],
