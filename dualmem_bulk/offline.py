@@ -417,6 +417,7 @@ class _Run:
             return self.report
         try:
             with self.pool:
+                self.pool.start()  # a cluster that cannot start fails the run before the export
                 if phase == "exporting":
                     self._export()
                 if self.journal.get("phase") == "converting":

@@ -277,6 +277,20 @@ def test_without_the_extra_dask_says_how_to_install_it(
     assert not (tmp_path / "n.lance.run").exists() and not (tmp_path / "n.lance").exists()
 
 
+def test_an_unreachable_scheduler_fails_before_the_export(tmp_path: Path) -> None:
+    src = tmp_path / "src.parquet"
+    pq.write_table(legacy_table([{"id": "m0"}]), src)
+    done = subprocess.run(
+        [sys.executable, "-m", "dualmem_bulk", "convert", str(src), str(tmp_path / "n.lance"),
+         "--engine", "dask", "--scheduler", "tcp://127.0.0.1:1"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
+        env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"})
+    assert done.returncode == 2, done.stderr
+    assert "cannot start the Dask engine on tcp://127.0.0.1:1" in done.stderr
+    assert "export" not in done.stderr  # refused before reading the source
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.parquet"]
+
+
 def test_engine_options_that_do_not_fit() -> None:
     with pytest.raises(UsageError, match="--scheduler needs --engine dask"):
         open_pool("local", None, "tcp://127.0.0.1:8786")
