@@ -21,15 +21,18 @@ import pytest
 from conftest import assert_bit_equal, fingerprint, kill_after_units, legacy_table
 from distributed import Client, LocalCluster
 from test_crash import start, wait_for
+from test_inplace import legacy_store
 from typer.testing import CliRunner
 
 from dualmem_bulk.cli import app
 from dualmem_bulk.engines import DASK_HINT, open_pool
 from dualmem_bulk.engines.dask import DaskPool, UnreadableOnWorker, run_task
 from dualmem_bulk.errors import SourceError, UsageError
+from dualmem_bulk.export import scan_source
 from dualmem_bulk.generate import write_generated
 from dualmem_bulk.offline import OfflineConfig, UnitTask, run_offline, write_unit
 from dualmem_bulk.report import RunReport
+from dualmem_bulk.rollback import rollback_run
 from dualmem_bulk.stores import TargetStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,6 +247,20 @@ def test_an_existing_scheduler_converts_and_verifies(generated: tuple[Path, dict
     both = _cli("verify", tmp_path / "nodes.lance.run", "--engine", "dask", "--scheduler",
                 cluster, "--workers", "2")
     assert both.returncode == 2 and "--scheduler" in both.stderr
+
+
+@pytest.mark.parametrize("fmt", ["lance", "parquet"])
+def test_in_place_on_the_cluster_then_rollback(cluster: str, tmp_path: Path, fmt: str) -> None:
+    store = legacy_store(tmp_path, fmt)
+    before = scan_source(store).snapshot_digest
+    report = run_offline(OfflineConfig(source=store, target=store, in_place=True,
+                                       target_format=fmt,  # type: ignore[arg-type]
+                                       batch_size=1000, engine="dask", scheduler=cluster))
+    assert report.verified and report.target_digest == before
+    assert len(TargetStore(store).pieces()) == 6
+    back = rollback_run(Path(f"{store}.run"))
+    assert back.status == "rolled-back" and back.proven_digest == before
+    assert scan_source(store).snapshot_digest == before
 
 
 def test_a_worker_that_cannot_read_the_snapshot_is_named(cluster: str, tmp_path: Path) -> None:
