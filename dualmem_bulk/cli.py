@@ -53,7 +53,7 @@ WorkersOpt = Annotated[int | None, typer.Option(
                 "(at least 1; not with --scheduler). The output is the same for any number.")]
 EngineOpt = Annotated[Literal["local", "dask"], typer.Option(
     help="Where the tasks run: local processes, or a Dask cluster (needs "
-         "pip install 'dualmem-bulk[dask]'). The output is the same.")]
+         "pip install 'dualmem-bulk\\[dask]'). The output is the same.")]
 SchedulerOpt = Annotated[str | None, typer.Option(
     help="With --engine dask: the scheduler of an existing cluster (tcp://HOST:8786), whose "
          "workers must see the run's paths; default: a local cluster of --workers processes.")]

@@ -314,3 +314,6 @@ def test_engine_options_that_do_not_fit() -> None:
     with pytest.raises(UsageError, match="at least 1 worker"):
         open_pool("dask", 0)
     assert open_pool("dask", None).workers == 1  # a small run: one worker, not none
+    for command in ("convert", "verify"):
+        shown = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "300"}).output
+        assert "pip install 'dualmem-bulk[dask]'" in shown and "--scheduler" in shown
