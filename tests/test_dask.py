@@ -138,6 +138,7 @@ def test_a_killed_worker_changes_nothing(cluster: str, tmp_path: Path) -> None:
     assert digest == base[0] and ids == base[1] and stored == base[2] == recomputed
     assert len(set(ids)) == len(ids) == 6000
     with Client(cluster, set_as_default=False) as client:  # the nanny replaced the worker
+        client.wait_for_workers(2, timeout=60)
         assert killer.killed not in client.run(os.getpid).values()
 
 
