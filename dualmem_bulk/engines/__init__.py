@@ -16,11 +16,12 @@ from typing import Literal, Protocol, TypeVar
 from dualmem_bulk._pool import WorkerPool, default_workers
 from dualmem_bulk.errors import UsageError
 
-__all__ = ["ENGINES", "Engine", "TaskFuture", "TaskPool", "open_pool", "require_dask"]
+__all__ = ["DASK_HINT", "ENGINES", "Engine", "TaskFuture", "TaskPool", "open_pool", "require_dask"]
 
 Engine = Literal["local", "dask"]
 ENGINES: tuple[Engine, ...] = ("local", "dask")
 DASK_HINT = "pip install 'dualmem-bulk[dask]'"
+"""What to run to get the Dask engine."""
 
 S = TypeVar("S")
 R = TypeVar("R")
