@@ -9,7 +9,7 @@ NODES ?= 200000
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,dev]'
+	$(PY) -m pip install -q -e '.[test,dev,dask]'
 	touch $@
 
 demo: $(VENV)/.installed  ## generate 200K memories, convert them, verify, inspect

@@ -139,6 +139,9 @@ class WorkerPool:
         self.workers = workers
         self.inline = workers == 0
         """Tasks run in the calling process."""
+        self.spools = not self.inline
+        """Units can be handed to the workers during the export, as spooled files that they
+        memory-map (the workers run on this machine)."""
         self._executor: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> WorkerPool:

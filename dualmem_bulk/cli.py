@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -48,7 +49,14 @@ SpaceOpt = Annotated[
 WorkersOpt = Annotated[int | None, typer.Option(
     min=0, help="Worker processes beside this one; 0 does everything in this process (the "
                 "least memory). Default: one per core less the one this process keeps busy; "
-                "none under 50,000 nodes. The output is the same for any number.")]
+                "none under 50,000 nodes. With --engine dask: the local cluster's workers "
+                "(at least 1; not with --scheduler). The output is the same for any number.")]
+EngineOpt = Annotated[Literal["local", "dask"], typer.Option(
+    help="Where the tasks run: local processes, or a Dask cluster (needs "
+         "pip install 'dualmem-bulk\\[dask]'). The output is the same.")]
+SchedulerOpt = Annotated[str | None, typer.Option(
+    help="With --engine dask: the scheduler of an existing cluster (tcp://HOST:8786), whose "
+         "workers must see the run's paths; default: a local cluster of --workers processes.")]
 
 
 def _snapshot_rows(run_dir: Path) -> int:
@@ -132,7 +140,7 @@ def _run(call: Callable[[], T], as_json: bool) -> T:
     try:
         return call()
     except DualmemError as exc:
-        _err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         if as_json:
             print(json.dumps({"status": "error", "error": str(exc), "exit_code": exc.exit_code,
                               "error_type": type(exc).__name__}))
@@ -142,7 +150,7 @@ def _run(call: Callable[[], T], as_json: bool) -> T:
         raise typer.Exit(4) from None
     except Exception as exc:  # an unexpected failure: say so, keep the traceback
         traceback.print_exc()
-        _err.print(f"[bold red]internal error:[/] {exc}", highlight=False)
+        _err.print(f"[bold red]internal error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(INTERNAL_ERROR) from exc
 
 
@@ -156,7 +164,7 @@ def _with_progress(call: Callable[[_CliProgress], T], as_json: bool) -> T:
 
 
 def _usage(text: str) -> None:
-    _err.print(f"[bold red]usage error:[/] {text}", highlight=False)
+    _err.print(f"[bold red]usage error:[/] {escape(text)}", highlight=False)
     raise typer.Exit(2)
 
 
@@ -226,6 +234,8 @@ def convert(
     restart: Annotated[bool, typer.Option(
         help="Discard an unfinished run in the run directory and start again.")] = False,
     workers: WorkersOpt = None,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Convert a legacy Memory source into a new DualMemoryNode store, then verify it.
@@ -235,6 +245,8 @@ def convert(
     was interrupted or crashed; Ctrl-C stops at the next checkpoint (exit 4).
 
     Example: dualmem-bulk convert memories.parquet nodes.lance --json
+
+    Example: dualmem-bulk convert memories/ nodes.lance --engine dask --workers 4
     """
     from dualmem_bulk.offline import DEFAULT_BATCH_SIZE, OfflineConfig, run_offline
 
@@ -247,7 +259,7 @@ def convert(
         in_place=in_place,
         batch_size=batch_size or DEFAULT_BATCH_SIZE, strict=strict, dry_run=dry_run,
         spaces=tuple(space or ()), checkpoint_every=checkpoint_every, restart=restart,
-        workers=workers,
+        workers=workers, engine=engine, scheduler=scheduler,
     )
     report = _with_progress(lambda progress: run_offline(config, progress), as_json)
     r = report
@@ -297,18 +309,20 @@ def export(
 def verify(
     run_dir: Annotated[Path, typer.Argument(help="The run directory of a conversion.")],
     workers: WorkersOpt = None,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Recompute every target row's checksum and compare with the snapshot; exit 1 if any differ.
 
     Example: dualmem-bulk verify nodes.lance.run --json
     """
-    from dualmem_bulk._pool import WorkerPool, default_workers
+    from dualmem_bulk.engines import open_pool
     from dualmem_bulk.verify import VerifyReport, verify_run
 
     def check(progress: _CliProgress) -> VerifyReport:
-        with WorkerPool(default_workers(_snapshot_rows(run_dir), driver_busy=False)
-                        if workers is None else workers) as pool:
+        with open_pool(engine, workers, scheduler, rows=_snapshot_rows(run_dir),
+                       driver_busy=False) as pool:
             return verify_run(run_dir, progress, pool=pool)
 
     report = _with_progress(check, as_json)

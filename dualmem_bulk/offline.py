@@ -21,7 +21,6 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -34,11 +33,12 @@ import pyarrow.parquet as pq
 
 from dualmem_bulk import __version__
 from dualmem_bulk._fs import fsync_path, remove, source_identity, write_json
-from dualmem_bulk._pool import WorkerPool, default_workers, quiet_gc, release_memory
+from dualmem_bulk._pool import quiet_gc, release_memory
 from dualmem_bulk._signals import StopRequest
 from dualmem_bulk._threads import InOrderWorker, prefetched
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.convert import to_dual
+from dualmem_bulk.engines import Engine, TaskFuture, TaskPool, open_pool
 from dualmem_bulk.errors import (
     InputError,
     Interrupted,
@@ -109,7 +109,13 @@ class OfflineConfig:
     """Discard an existing unfinished run in the run directory and start again."""
     workers: int | None = None
     """Worker processes for conversion and verification beside this one (0: none); default:
-    one per core but one (up to 8), none below 50,000 nodes. The output does not depend on it."""
+    one per core but one (up to 8), none below 50,000 nodes. With the Dask engine, the local
+    cluster's workers (at least one). The output does not depend on it."""
+    engine: Engine = "local"
+    """Where the tasks run: ``local`` processes or a ``dask`` cluster; a run can resume on
+    either, the output does not depend on it."""
+    scheduler: str | None = None
+    """Address of an existing Dask scheduler (``tcp://HOST:8786``); default: a local cluster."""
     in_place: bool = False
     """Convert the legacy store at ``source`` (= ``target``) in place; the snapshot keeps the
     original, and rollback restores it until the run is finalized."""
@@ -123,7 +129,7 @@ class OfflineConfig:
         """What must not change between a run and its resumption."""
         out: dict[str, Any] = {
             f.name: getattr(self, f.name) for f in fields(self)
-            if f.name not in ("run_dir", "dry_run", "restart", "workers")
+            if f.name not in ("run_dir", "dry_run", "restart", "workers", "engine", "scheduler")
         }
         out["source"] = str(self.source.resolve())
         out["target"] = str(self.target.resolve())
@@ -185,6 +191,11 @@ class UnitTask:
     """Arrow IPC files holding the unit's snapshot batches, written during the export (the
     snapshot is not readable before its footer); empty: read the snapshot's row groups."""
 
+    @property
+    def needs(self) -> tuple[Path, ...]:
+        """What a worker must see: the unit's input and the directory the target is in."""
+        return (*(self.spool or (self.snapshot,)), self.path.parent)
+
 
 @dataclass(frozen=True)
 class UnitWritten:
@@ -242,7 +253,7 @@ def write_unit(task: UnitTask) -> UnitWritten:
                        round(time.perf_counter() - started, 3), verdict)
 
 
-Prewritten = dict[int, tuple[UnitTask, "Future[UnitWritten]"]]
+Prewritten = dict[int, tuple[UnitTask, TaskFuture[UnitWritten]]]
 
 
 class _Spool:
@@ -250,7 +261,7 @@ class _Spool:
     is written alongside the snapshot. The units are committed only once the snapshot is
     durable (an interrupted export starts over, and so do these uncommitted fragments)."""
 
-    def __init__(self, run_dir: Path, pool: WorkerPool, make: Callable[..., UnitTask],
+    def __init__(self, run_dir: Path, pool: TaskPool, make: Callable[..., UnitTask],
                  every: int) -> None:
         self.dir, self.pool, self.make, self.every = run_dir / SPOOL, pool, make, every
         remove(self.dir)
@@ -310,14 +321,14 @@ class _Run:
         """Units whose fragments workers wrote during this invocation's export."""
         self.checked: dict[int, PieceVerdict] = {}
         """Units verified by the tasks that wrote them."""
-        self.pool = WorkerPool(default_workers(
-            snapshot["rows"] if snapshot else _source_rows(config))
-            if config.workers is None else config.workers)
+        self.pool = open_pool(config.engine, config.workers, config.scheduler,
+                              rows=snapshot["rows"] if snapshot else _source_rows(config))
         stored = self.journal.get("report")
         self.report = RunReport(**stored) if stored else RunReport(
             status="running", source=str(config.source), source_kind="",
             target=str(config.target), target_format=config.target_format,
             run_dir=str(run_dir))
+        self.report.engine = config.engine
 
     def _open_journal(self) -> Journal:
         config, run_dir = self.config, self.run_dir
@@ -406,6 +417,7 @@ class _Run:
             return self.report
         try:
             with self.pool:
+                self.pool.start()  # a cluster that cannot start fails the run before the export
                 if phase == "exporting":
                     self._export()
                 if self.journal.get("phase") == "converting":
@@ -424,6 +436,7 @@ class _Run:
                                   "command again to resume") from exc
             raise
         self.report.status = "done"
+        self.report.workers = self.pool.workers
         finish(self.report, started, self.progress)
         self.journal.set(report=self.report.as_dict())
         write_json(self.run_dir / REPORT, self.report.as_dict())
@@ -439,7 +452,7 @@ class _Run:
         self.report = RunReport(status="running", source=str(self.config.source),
                                 source_kind="", target=str(self.config.target),
                                 target_format=self.config.target_format,
-                                run_dir=str(self.run_dir))
+                                run_dir=str(self.run_dir), engine=self.config.engine)
         source = open_checked(self.config.source, self.config.spaces, self.config.batch_size,
                               self.config.strict, self.report)
         self.progress.phase("export", source.total_rows)
@@ -477,10 +490,11 @@ class _Run:
                           target_created=True, report=self.report.as_dict())
 
     def _spool(self) -> _Spool | None:
-        """With worker processes, a spool that has them write the target during the export (not
-        in place: files written into the live store would change what the source is checked
-        against when an interrupted export starts again)."""
-        if self.pool.inline or self.config.in_place:
+        """With worker processes on this machine, a spool that has them write the target during
+        the export (not in place: files written into the live store would change what the
+        source is checked against when an interrupted export starts again). Dask workers read
+        the snapshot's row groups once it is written: a remote worker cannot map the spool."""
+        if not self.pool.spools or self.config.in_place:
             return None
         writer = self._writer()
         writer.resume([])  # what an earlier attempt left; the spooled units start afresh
@@ -522,8 +536,9 @@ class _Run:
         self.progress.advance(sum(r.rows for r in records))
         base = self.journal.get("pre_migration_version")
         starts = np.cumsum([0] + [rows for _first, _end, rows in plan]).tolist()
-        tasks = [UnitTask(unit, first, end, self.run_dir / SNAPSHOT,
-                          self.config.target_format, writer.path, base, starts[unit])
+        snapshot, path = (self.run_dir / SNAPSHOT).resolve(), writer.path.resolve()
+        tasks = [UnitTask(unit, first, end, snapshot, self.config.target_format, path, base,
+                          starts[unit])
                  for unit, (first, end, _rows) in enumerate(plan) if unit >= len(records)]
         units = ((task, future.result()) for task, future in self.prewritten.values()) \
             if self.prewritten else self.pool.ordered(write_unit, tasks)
@@ -572,6 +587,7 @@ class _Run:
         self.report.nodes_converted, self.report.target_digest = done.rows, done.hex
         if not verdict.ok:
             self.report.status = "verify-failed"
+            self.report.workers = self.pool.workers
             self.journal.set_state("failed", verdict.summary(), report=self.report.as_dict())
             write_json(self.run_dir / REPORT, self.report.as_dict())
             raise VerificationFailed(verdict.summary())
@@ -583,7 +599,7 @@ def _dry_run(config: OfflineConfig, progress: Progress, started: float) -> RunRe
         raise TargetExists(config.target)
     report = RunReport(status="dry-run", source=str(config.source), source_kind="",
                        target=str(config.target), target_format=config.target_format,
-                       run_dir=str(config.resolved_run_dir))
+                       run_dir=str(config.resolved_run_dir), engine=config.engine)
     source = open_checked(config.source, config.spaces, config.batch_size, config.strict,
                           report)
     progress.phase("validate", source.total_rows)

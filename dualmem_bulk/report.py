@@ -22,6 +22,10 @@ class RunReport:
     target: str
     target_format: str
     run_dir: str
+    engine: str = "local"
+    """Where the tasks ran: ``local`` or ``dask``."""
+    workers: int = 0
+    """Worker processes (local) or Dask worker threads that ran the tasks; 0: the driver."""
     nodes_in: int = 0
     snapshot_rows: int = 0
     nodes_converted: int = 0

@@ -39,6 +39,7 @@ from dualmem_bulk._pool import WorkerPool
 from dualmem_bulk._threads import prefetched
 from dualmem_bulk.checksum import TableDigest, episode_checksums, row_checksums
 from dualmem_bulk.convert import node_uuids, to_legacy
+from dualmem_bulk.engines import TaskPool
 from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
@@ -288,6 +289,11 @@ class PieceTask:
     """The snapshot row the piece's first row was written from, if nothing was lost."""
     batch_size: int
 
+    @property
+    def needs(self) -> tuple[Path, ...]:
+        """What a worker must see: the snapshot and the target."""
+        return (self.snapshot, self.target)
+
 
 @dataclass
 class PieceVerdict:
@@ -352,7 +358,7 @@ def _snapshot_digest(snapshot: Path, batch_size: int, identity: bool
 
 
 def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
-               batch_size: int = 16_384, pool: WorkerPool | None = None,
+               batch_size: int = 16_384, pool: TaskPool | None = None,
                checked: Mapping[int, PieceVerdict] | None = None) -> VerifyReport:
     """Verify a run directory's target against its snapshot; see the module docstring.
 
@@ -378,13 +384,13 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
     starts = np.concatenate([[0], np.cumsum(pieces)[:-1]]).astype(int).tolist() if pieces else []
     checked = {i: verdict for i, verdict in (checked or {}).items()
                if i < len(pieces) and verdict.files == target.piece_files(i)}
-    tasks = [PieceTask(target.path, i, snapshot_file, start, batch_size)
+    tasks = [PieceTask(target.path.resolve(), i, snapshot_file.resolve(), start, batch_size)
              for i, start in enumerate(starts) if i not in checked]
     problems: list[Problem] = []
     stored, recomputed, identity = TableDigest(), TableDigest(), TableDigest()
     aligned, spooled = True, False
     with contextlib.ExitStack() as stack:
-        workers = pool or stack.enter_context(WorkerPool(0))
+        workers: TaskPool = pool or stack.enter_context(WorkerPool(0))
         verdicts = itertools.chain(
             (checked[i] for i in range(len(pieces)) if i in checked),
             (verdict for _task, verdict in workers.ordered(verify_piece, tasks)))

@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from dualmem_bulk.checksum import row_checksums
+from dualmem_bulk.convert import to_legacy
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.schema import (
     DIM,
@@ -21,6 +23,7 @@ from dualmem_bulk.schema import (
     PROVENANCE_TYPE,
     TIMESTAMP_TYPE,
 )
+from dualmem_bulk.stores import TargetStore
 
 
 def journal_value(run_dir: Path, key: str) -> Any:
@@ -32,6 +35,23 @@ def journal_value(run_dir: Path, key: str) -> Any:
         return journal.get(key)
     finally:
         journal.close()
+
+
+def fingerprint(target: Path) -> tuple[str, list[bytes], list[bytes], list[bytes]]:
+    """Target digest plus every row's node id, stored checksum and recomputed checksum."""
+    store = TargetStore(target)
+    ids: list[bytes] = []
+    stored: list[bytes] = []
+    recomputed: list[bytes] = []
+    for batch in store.batches(8192):
+        ids += batch.column("id").to_pylist()
+        stored += batch.column("checksum").to_pylist()
+        recomputed += row_checksums(to_legacy(batch)).to_pylist()
+        strength = np.asarray(batch.column("strength").to_numpy(zero_copy_only=False))
+        activation = np.asarray(batch.column("activation").to_numpy(zero_copy_only=False))
+        assert np.array_equal(strength.view("u4"), activation.view("u4"))
+    total = sum(int.from_bytes(c, "little") for c in stored) % (1 << 256)
+    return total.to_bytes(32, "little").hex(), ids, stored, recomputed
 
 
 def kill_after_units(args: list[str], run_dir: Path, units: int) -> None:
@@ -95,23 +115,34 @@ def legacy_table(rows: list[dict[str, Any]]) -> pa.Table:
     )
 
 
+def _assert_column_bit_equal(x: pa.ChunkedArray | pa.Array, y: pa.ChunkedArray | pa.Array,
+                             name: str) -> None:
+    """Equal values, floats compared by their bits, struct fields one by one (a NaN inside a
+    struct makes ``equals`` false even between identical arrays)."""
+    xs = pa.chunked_array([x]) if isinstance(x, pa.Array) else x
+    ys = pa.chunked_array([y]) if isinstance(y, pa.Array) else y
+    if pa.types.is_struct(xs.type):
+        assert xs.is_valid().equals(ys.is_valid()), name
+        for i, (xf, yf) in enumerate(zip(xs.flatten(), ys.flatten(), strict=True)):
+            _assert_column_bit_equal(xf, yf, f"{name}.{xs.type.field(i).name}")
+    elif pa.types.is_fixed_size_list(xs.type) and pa.types.is_floating(xs.type.value_type):
+        xb = np.asarray(xs.combine_chunks().values.to_numpy(zero_copy_only=False)).view("u4")
+        yb = np.asarray(ys.combine_chunks().values.to_numpy(zero_copy_only=False)).view("u4")
+        assert xs.is_valid().equals(ys.is_valid()) and np.array_equal(xb, yb), name
+    elif pa.types.is_floating(xs.type):
+        assert xs.is_valid().equals(ys.is_valid()), name
+        assert np.array_equal(np.asarray(xs.to_numpy(zero_copy_only=False)).view("u4"),
+                              np.asarray(ys.to_numpy(zero_copy_only=False)).view("u4")), name
+    else:
+        assert xs.equals(ys), name
+
+
 def assert_bit_equal(a: pa.Table | pa.RecordBatch, b: pa.Table | pa.RecordBatch) -> None:
     """Equal schemas (with metadata) and equal values, floats compared by their bits."""
     assert a.schema.equals(b.schema, check_metadata=True), (a.schema, b.schema)
     assert a.num_rows == b.num_rows
     for name in a.schema.names:
-        x, y = a.column(name), b.column(name)
-        if name == "embedding":
-            xs = pa.chunked_array([x]) if isinstance(x, pa.Array) else x
-            ys = pa.chunked_array([y]) if isinstance(y, pa.Array) else y
-            xb = np.asarray(xs.combine_chunks().values.to_numpy(zero_copy_only=False)).view("u4")
-            yb = np.asarray(ys.combine_chunks().values.to_numpy(zero_copy_only=False)).view("u4")
-            assert np.array_equal(xb, yb), name
-        elif pa.types.is_floating(x.type):
-            assert np.array_equal(np.asarray(x.to_numpy(zero_copy_only=False)).view("u4"),
-                                  np.asarray(y.to_numpy(zero_copy_only=False)).view("u4")), name
-        else:
-            assert x.equals(y), name
+        _assert_column_bit_equal(a.column(name), b.column(name), name)
 
 
 @pytest.fixture

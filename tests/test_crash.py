@@ -18,16 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import fingerprint
 
-from dualmem_bulk.checksum import row_checksums
-from dualmem_bulk.convert import to_legacy
 from dualmem_bulk.generate import write_generated
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.status import run_status
-from dualmem_bulk.stores import TargetStore
 
 NODES = int(os.environ.get("CRASH_NODES", "200000"))
 BATCH = "8192"
@@ -45,23 +42,6 @@ def convert_args(src: Path, target: Path, *extra: str) -> list[str]:
 def run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                           timeout=600, env={**os.environ, **(env or {})})
-
-
-def fingerprint(target: Path) -> tuple[str, list[bytes], list[bytes], list[bytes]]:
-    """Target digest plus every row's node id, stored checksum and recomputed checksum."""
-    store = TargetStore(target)
-    ids: list[bytes] = []
-    stored: list[bytes] = []
-    recomputed: list[bytes] = []
-    for batch in store.batches(8192):
-        ids += batch.column("id").to_pylist()
-        stored += batch.column("checksum").to_pylist()
-        recomputed += row_checksums(to_legacy(batch)).to_pylist()
-        strength = np.asarray(batch.column("strength").to_numpy(zero_copy_only=False))
-        activation = np.asarray(batch.column("activation").to_numpy(zero_copy_only=False))
-        assert np.array_equal(strength.view("u4"), activation.view("u4"))
-    total = sum(int.from_bytes(c, "little") for c in stored) % (1 << 256)
-    return total.to_bytes(32, "little").hex(), ids, stored, recomputed
 
 
 @pytest.fixture(scope="module")
