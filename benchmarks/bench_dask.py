@@ -7,7 +7,8 @@
 
 Each run records its phases (the driver's export, the conversion, the verification) and the
 bytes it moved per node (snapshot and target on disk), the figures the scaling estimate in
-``benchmarks/RESULTS-dask.md`` is built from. Every run must give the same target digest.
+the Dask section of ``benchmarks/RESULTS.md`` is built from. Every run must give the same
+target digest.
 ``BENCH_NODES`` sets the size (default 100,000 here).
 
     BENCH_NODES=200000 make bench  # or: pytest benchmarks/bench_dask.py -o python_files=bench_*.py
