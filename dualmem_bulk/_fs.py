@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ def fault_point(name: str) -> None:
     """Test hook for failures no test can cause for real (a full disk, say).
 
     ``DUALMEM_FAULT=target-write:3:ENOSPC`` makes the 3rd pass through ``fault_point
-    ("target-write")`` in this process raise ``OSError(ENOSPC)``. Unset, it does nothing.
+    ("target-write")`` in this process raise ``OSError(ENOSPC)``; the code ``SIGKILL`` kills
+    the process there instead (a crash at an exact point). Unset, it does nothing.
     """
     spec = os.environ.get("DUALMEM_FAULT")
     if not spec or not spec.startswith(name + ":"):
@@ -36,6 +38,8 @@ def fault_point(name: str) -> None:
     _point, nth, code = spec.split(":")
     _FAULTS[name] = _FAULTS.get(name, 0) + 1
     if _FAULTS[name] == int(nth):
+        if code == "SIGKILL":
+            os.kill(os.getpid(), signal.SIGKILL)
         err = getattr(errno, code)
         raise OSError(err, os.strerror(err))
 

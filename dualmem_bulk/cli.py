@@ -379,12 +379,31 @@ def inspect(
     _emit(info, as_json, [f"{k:<{width}}  {v}" for k, v in info.items()])
 
 
-def _confirm(question: str) -> None:
+@app.command()
+def index(
+    target: Annotated[Path, typer.Argument(help="A DualMemoryNode Lance store.")],
+    run_dir: Annotated[Path | None, typer.Option(
+        help="Its online run's directory (default: TARGET.run, if there is one).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build the ANN index on embedding (IVF_FLAT, cosine) that search uses; again: rebuild
+    it from every row. For an online run's store, under the run's writer lock.
+
+    Example: dualmem-bulk index nodes.lance
+    """
+    from dualmem_bulk.vector_index import build_index
+
+    r = _run(lambda: build_index(target, run_dir), as_json)
+    _emit(r.as_dict(), as_json, [f"indexed: {r.rows:,} rows of {r.target} in {r.seconds:.1f} s "
+                                 f"({r.kind}, {r.partitions} partitions, version {r.version})"])
+
+
+def _confirm(question: str, action: str = "roll back") -> None:
     """Ask on a terminal; without one, or on "no", refuse (a usage error: nothing changed)."""
     from dualmem_bulk.errors import UsageError
 
     if not sys.stdin.isatty():
-        raise UsageError("no terminal to ask for confirmation; pass --yes to roll back. "
+        raise UsageError(f"no terminal to ask for confirmation; pass --yes to {action}. "
                          "Nothing was changed")
     if not typer.confirm(question, default=False, err=True):
         raise UsageError("not confirmed; nothing was changed")
@@ -430,18 +449,29 @@ def finalize(
     run_dir: Annotated[Path, typer.Argument(help="The run directory of a finished run.")],
     drop_snapshot: Annotated[bool, typer.Option(
         help="Also remove the snapshot, once the decision is recorded.")] = False,
+    remove_legacy: Annotated[bool, typer.Option(
+        help="Online runs: also remove the legacy store (asks first unless --yes).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Remove without asking.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Keep the new store of a finished run: record the decision, then remove the in-place
-    legacy backup (or Lance pre-migration tag). Rollback is refused from then on.
+    legacy backup (or Lance pre-migration tag). Rollback is refused from then on. For an
+    online run the service then writes to the new store alone, the change log is trimmed, and
+    the legacy store is kept unless --remove-legacy.
 
     Example: dualmem-bulk finalize nodes.lance.run --drop-snapshot
     """
     from dualmem_bulk.rollback import finalize_run
 
-    report = _run(lambda: finalize_run(run_dir, drop_snapshot), as_json)
+    if remove_legacy and not yes:
+        _run(lambda: _confirm(f"Finalize {run_dir} and remove its legacy store?",
+                              "remove the legacy store"), as_json)
+    report = _run(lambda: finalize_run(run_dir, drop_snapshot, remove_legacy), as_json)
     lines = [f"finalized: {report.run_dir} keeps {report.target}; rollback is no longer possible"]
     lines += [f"  removed {path}" for path in report.removed]
+    if report.legacy_kept:
+        lines.append(f"  the legacy store {report.legacy_kept} is kept (it takes no more "
+                     "writes); remove it with finalize --remove-legacy")
     if not report.snapshot_dropped:
         lines.append("  the snapshot is kept; remove it with finalize --drop-snapshot")
     _emit(report.as_dict(), as_json, lines)

@@ -34,6 +34,7 @@ from dualmem_bulk.errors import InputError, SourceError, UsageError, Verificatio
 from dualmem_bulk.export import DEFAULT_BATCH_SIZE
 from dualmem_bulk.journal import Journal, RunLock
 from dualmem_bulk.offline import QUARANTINE, SNAPSHOT
+from dualmem_bulk.online_finalize import end_dual_writing
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import DUAL_NAME, SNAPSHOT_SCHEMA, schema_identity
 from dualmem_bulk.stores import TargetFormat, detect_store, open_parquet, parquet_batches
@@ -98,6 +99,8 @@ class FinalizeReport:
     removed: list[str] = field(default_factory=list)
     snapshot_dropped: bool = False
     finalized_at: float = 0.0
+    legacy_kept: str | None = None
+    """Online runs: the legacy store, if it is kept (it takes no more writes)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -458,11 +461,14 @@ _NOT_DONE = {
 }
 
 
-def finalize_run(run_dir: Path, drop_snapshot: bool = False) -> FinalizeReport:
+def finalize_run(run_dir: Path, drop_snapshot: bool = False,
+                 remove_legacy: bool = False) -> FinalizeReport:
     """Keep the new store of a ``done`` run: record it (rollback is then refused), remove the
     in-place legacy backup (or the Lance pre-migration tag), and with ``drop_snapshot`` the
-    snapshot too, only after the decision is durable. Repeatable: a finalized run accepts
-    ``drop_snapshot`` later."""
+    snapshot too, only after the decision is durable. An online run's service then writes to
+    the new store alone and the change log is trimmed (:mod:`dualmem_bulk.online_finalize`);
+    ``remove_legacy`` removes its legacy store. Repeatable: a finalized run accepts
+    ``drop_snapshot`` and ``remove_legacy`` later."""
     if not Journal.exists(run_dir):
         raise SourceError(run_dir, "not a run directory (no journal.sqlite)")
     with RunLock(run_dir):
@@ -483,6 +489,9 @@ def finalize_run(run_dir: Path, drop_snapshot: bool = False) -> FinalizeReport:
                                     removed=list((journal.get("finalize") or {}).get("removed",
                                                                                      [])))
             _finalize_in_place(journal, report)
+            report.legacy_kept, removed = end_dual_writing(run_dir, journal,
+                                                           remove_legacy=remove_legacy)
+            report.removed += removed
             snapshot = run_dir / SNAPSHOT
             if drop_snapshot and snapshot.exists():
                 remove(snapshot)

@@ -4,6 +4,11 @@ CompatibilityAdapter, and the replay of the writer's operations on a copy of the
 The i-th operation is a pure function of (seed, i) and the original store's ids, so the replay
 needs only the number of operations the writer completed. Run as a script:
 ``python tests/online_workload.py writer|reader STORE RUN_DIR ORIGINAL SEED STOP OUT``.
+
+The writer appends one byte to ``OUT.acked`` per acknowledged operation (before the next
+starts), so a writer killed at any point leaves the exact count, and a writer started again
+continues with the next operation. ``DUALMEM_TEST_APPLY``: ``none`` (the adapter never applies
+pending writes to the dual store) or ``ROWS,AGE_S`` (its apply policy).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dualmem_bulk import CompatibilityAdapter, Memory, MemoryStore
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.schema import DIM
 from dualmem_bulk.stores.memory_store import EmbeddingProvenance, memories_to_batch
+from dualmem_bulk.stores.pending import DEFAULT_POLICY, ApplyPolicy
 
 Backend = CompatibilityAdapter | MemoryStore
 
@@ -87,19 +93,24 @@ def replay(original: Path, copy: Path, seed: int, ops: int) -> TableDigest:
 def _writer(adapter: CompatibilityAdapter, seed: int, stop: Path, out: Path,
             ids: list[str]) -> dict[str, Any]:
     mutable, _ = split_ids(ids)
-    done, errors, dual = 0, [], 0
+    acked = out.with_suffix(".acked")
+    done = acked.stat().st_size if acked.exists() else 0
+    errors, dual = [], 0
+    fd = os.open(acked, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     while not stop.exists():
         try:
             apply_op(adapter, seed, done, mutable)
         except Exception as exc:  # a failed write is a test failure: record and stop
             errors.append(f"op {done}: {exc!r}")
             break
+        os.write(fd, b".")
         done += 1
         dual += not adapter.legacy_mode
         if done % 50 == 0:  # atomically: the test polls it
             out.with_suffix(".tmp").write_text(f"{done} {dual}")
             os.replace(out.with_suffix(".tmp"), out.with_suffix(".progress"))
         time.sleep(0.002)
+    os.close(fd)
     return {"ops": done, "dual_ops": dual, "errors": errors}
 
 
@@ -130,12 +141,23 @@ def _reader(adapter: CompatibilityAdapter, seed: int, stop: Path, original: Path
             "missing": missing, "wrong": wrong}
 
 
+def _policy() -> ApplyPolicy | None:
+    spec = os.environ.get("DUALMEM_TEST_APPLY")
+    if spec is None:
+        return DEFAULT_POLICY
+    if spec == "none":
+        return None
+    rows, age_s = spec.split(",")
+    return ApplyPolicy(int(rows), float(age_s))
+
+
 def main(argv: list[str]) -> None:
     """Entry point of the writer and reader processes."""
     role, store, run_dir, original, seed, stop, out = argv
     with MemoryStore(Path(original), create=False) as base:
         ids = base.all_ids()
-    with CompatibilityAdapter(Path(store), Path(run_dir), busy_timeout_ms=30_000) as adapter:
+    with CompatibilityAdapter(Path(store), Path(run_dir), busy_timeout_ms=30_000,
+                              apply=_policy()) as adapter:
         if role == "writer":
             result = _writer(adapter, int(seed), Path(stop), Path(out), ids)
         else:

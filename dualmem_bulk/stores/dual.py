@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Protocol
 
 import lance
 import pyarrow as pa
@@ -26,10 +27,18 @@ import pyarrow as pa
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.convert import to_dual, to_legacy
 from dualmem_bulk.schema import DUAL_SCHEMA
-from dualmem_bulk.stores.memory_store import MemoryStore
 from dualmem_bulk.stores.staging import fsync_newer, unsliced
 
-__all__ = ["DUAL_LOCK", "ROUND", "Applied", "DualStore", "apply_changes", "minus", "writer_lock"]
+__all__ = [
+    "DUAL_LOCK",
+    "ROUND",
+    "Applied",
+    "ChangeFeed",
+    "DualStore",
+    "apply_changes",
+    "minus",
+    "writer_lock",
+]
 
 DUAL_LOCK = "dual.lock"
 ROUND = 5_000
@@ -54,13 +63,18 @@ def minus(a: TableDigest, b: TableDigest) -> TableDigest:
 
 
 @contextlib.contextmanager
-def writer_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run's dual-store writer lock (blocking): one Lance committer at a time, across
-    processes. The kernel drops it if the holder dies."""
+def writer_lock(run_dir: Path, *, blocking: bool = True) -> Iterator[bool]:
+    """Hold the run's dual-store writer lock: one Lance committer at a time, across processes.
+    The kernel drops it if the holder dies. Yields whether it is held (without ``blocking``,
+    ``False`` when another holder has it)."""
     fd = os.open(run_dir / DUAL_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)  # closing the last descriptor releases the flock
 
@@ -74,14 +88,24 @@ class DualStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._open: lance.LanceDataset | None = None
 
     def dataset(self) -> lance.LanceDataset:
         """The latest version."""
         return lance.dataset(str(self.path))
 
+    def latest(self) -> lance.LanceDataset:
+        """The latest version, from one dataset object kept between calls: its index and
+        metadata caches survive, so a read by id takes ~4 ms instead of ~8 (measured)."""
+        if self._open is None:
+            self._open = self.dataset()
+        elif self._open.latest_version != self._open.version:
+            self._open.checkout_latest()  # type: ignore[no-untyped-call]
+        return self._open
+
     def read(self, ids: Sequence[str], columns: list[str] | None = None) -> pa.Table:
         """The nodes with these legacy ids (through the scalar index)."""
-        ds = self.dataset()
+        ds = self.latest()
         parts = [ds.to_table(columns=columns, filter=f"{KEY} IN ("
                              + ",".join(_literal(i) for i in ids[s:s + _CHUNK]) + ")")
                  for s in range(0, len(ids), _CHUNK)]
@@ -205,7 +229,18 @@ class Applied:
     """Checksums recomputed from the target rows read back after the commit (with ``track``)."""
 
 
-def apply_changes(store: MemoryStore, dual: DualStore, after: int, *, limit: int,
+class ChangeFeed(Protocol):
+    """Where changes come from: the legacy
+    :class:`~dualmem_bulk.stores.memory_store.MemoryStore`'s change log, or a finalized
+    run's :class:`~dualmem_bulk.stores.pending_store.PendingStore`."""
+
+    def changes(self, after: int, limit: int,
+                upto: int | None = None) -> tuple[list[str], int]: ...  # pragma: no cover
+
+    def rows(self, ids: Sequence[str]) -> pa.RecordBatch: ...  # pragma: no cover
+
+
+def apply_changes(store: ChangeFeed, dual: DualStore, after: int, *, limit: int,
                   upto: int | None = None, track: bool = False,
                   maintain: bool = False) -> Applied:
     """Apply the next ``limit`` change-log entries after ``after`` (up to ``upto``) to ``dual``.

@@ -1,0 +1,108 @@
+"""Vector search on a DualMemoryNode Lance store: an ANN index on ``embedding`` (``dualmem-bulk
+index TARGET``) and the search the compatibility adapter runs through Lance's ``nearest``.
+
+The index is IVF_FLAT with the cosine metric (the legacy store's ``search`` ranks by cosine
+similarity): ~sqrt(rows) k-means partitions of the full vectors, and a query ranks the rows of
+its ``NPROBES`` nearest partitions exactly. No quantization, so no re-ranking: recall@10 is
+set by the partitions probed alone (measured >= 0.95 in ``benchmarks/bench_search.py``), and the
+build is a k-means (IVF_PQ's codebook training cost ~10x more here, for a lower recall).
+Embeddings holding a NaN are left out of the training and the index (the exact search ranks
+their NaN similarity last). Rows added after the build are not in the index: Lance searches
+them flat and merges them in, and every clean-up of the store (``DualStore.maintain``) adds
+them to it (``optimize_indices``); ``index`` again rebuilds it from every row.
+
+The index is a new version of the dataset; for an online run's store it is built under the
+run's writer lock (one committer per table): the applier waits meanwhile, writes do not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lance
+import numpy as np
+import pyarrow as pa
+
+from dualmem_bulk.errors import SourceError
+from dualmem_bulk.journal import Journal
+from dualmem_bulk.stores import detect_store
+from dualmem_bulk.stores.dual import writer_lock
+
+__all__ = ["INDEX_TYPE", "NPROBES", "VECTOR_INDEX", "IndexReport", "build_index",
+           "has_vector_index", "nearest"]
+
+VECTOR_INDEX = "embedding_idx"
+NPROBES = 20
+"""IVF partitions searched per query."""
+INDEX_TYPE = "IVF_FLAT"
+
+
+@dataclass
+class IndexReport:
+    """What ``index`` built; ``as_dict()`` is the ``--json`` output."""
+
+    status: str
+    target: str
+    index: str
+    rows: int
+    partitions: int
+    kind: str
+    seconds: float
+    version: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def has_vector_index(ds: lance.LanceDataset) -> bool:
+    """Whether the dataset has the ANN index on ``embedding``."""
+    return VECTOR_INDEX in {i.name for i in ds.describe_indices()}
+
+
+def build_index(target: Path, run_dir: Path | None = None) -> IndexReport:
+    """Build (or rebuild from every row) the ANN index on ``target``'s ``embedding``; under
+    the writer lock of ``run_dir`` (default ``TARGET.run``) if that is an online run's."""
+    if detect_store(target) != "lance":
+        raise SourceError(target, "not a Lance dataset")
+    ds = lance.dataset(str(target))
+    if "node_type" not in ds.schema.names or "embedding" not in ds.schema.names:
+        raise SourceError(target, "not a DualMemoryNode store (no node_type, embedding)")
+    rows = int(ds.count_rows())
+    if rows < 256:
+        raise SourceError(target, f"{rows} rows: too few to train an index (256 at least); "
+                                  "search without one is exact and fast at this size")
+    partitions = max(1, min(4096, round(math.sqrt(rows))))
+    run_dir = run_dir or target.with_name(target.name + ".run")
+    online = Journal.exists(run_dir)
+    started = time.perf_counter()
+    with writer_lock(run_dir) if online else contextlib.nullcontext():
+        ds = lance.dataset(str(target)).create_index(
+            "embedding", INDEX_TYPE, name=VECTOR_INDEX, metric="cosine", replace=True,
+            num_partitions=partitions)
+    return IndexReport(status="indexed", target=str(target), index=VECTOR_INDEX, rows=rows,
+                       partitions=partitions, kind=INDEX_TYPE,
+                       seconds=round(time.perf_counter() - started, 3),
+                       version=int(ds.version))
+
+
+def nearest(ds: lance.LanceDataset, embedding: Sequence[float] | np.ndarray, k: int,
+            exclude: Sequence[str] = ()) -> list[tuple[str, float]]:
+    """The ``k`` nodes nearest ``embedding`` by cosine through the ANN index (unindexed rows
+    searched flat), as (legacy id, cosine similarity), best first; ids in ``exclude`` are
+    left out (they are served from elsewhere)."""
+    query = np.asarray(embedding, dtype=np.float32)
+    table = ds.to_table(columns=["episode_id", "_distance"], nearest={
+        "column": "embedding", "q": query, "k": k + len(exclude), "nprobes": NPROBES,
+        "use_index": True})
+    skip = set(exclude)
+    ids = table.column("episode_id").to_pylist()
+    distances = table.column("_distance").cast(pa.float64()).to_pylist()
+    return [(i, 1.0 - d) for i, d in zip(ids, distances, strict=True)
+            if i not in skip and d is not None and not math.isnan(d)][:k]
