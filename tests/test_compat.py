@@ -107,17 +107,18 @@ def test_dual_writes_keep_one_row_per_id(tmp_path: Path) -> None:
 
 def test_dual_store_compacts_itself_after_many_writes(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("dualmem_bulk.stores.dual._MAINTAIN_EVERY", 8)
+    monkeypatch.setattr("dualmem_bulk.stores.dual._MAINTAIN_AFTER", 3)
     monkeypatch.setattr("dualmem_bulk.stores.dual._KEEP_VERSIONS_FOR", timedelta(0))
     path = _store(tmp_path / "m.sqlite", 50)
     config = OnlineConfig(store=path, target=tmp_path / "n.lance")
     run_online(config)
-    with CompatibilityAdapter(path, config.resolved_run_dir) as adapter:
+    with CompatibilityAdapter(path, config.resolved_run_dir, apply=None) as adapter:
         ids = adapter.all_ids()
-        for i in range(30):
+        for i in range(30):  # one batch per write: 30 small fragments without compaction
             adapter.store(new_memory(8, i, f"w{i % 12}"))
             if i % 5 == 0:
                 adapter.remove(ids[i])
+            adapter.flush()
         _exact(adapter.retrieve("w5"), new_memory(8, 29, "w5"))  # its last write
     ds = DualStore(config.target).dataset()
     assert len(ds.get_fragments()) < 12 and len(ds.versions()) < 12
