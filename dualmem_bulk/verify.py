@@ -439,6 +439,9 @@ def _verify_online(run_dir: Path, journal: Journal, progress: Progress,
     config = journal.get("config")
     if config.get("kind") == "engram-wal":
         return _verify_online_wal(run_dir, journal, progress, started)
+    if journal.get("serving") == "lance":
+        raise UsageError(f"{run_dir}: the run is finalized and the new store alone takes the "
+                         "writes: there is no legacy store to compare it with any more")
     store, target = Path(config["source"]), Path(config["target"])
     legacy = MemoryStore(store, create=False)
     try:

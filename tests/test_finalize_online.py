@@ -64,6 +64,9 @@ def test_after_finalize_writes_go_to_the_new_store_alone(tmp_path: Path) -> None
         legacy.update_activation("before-finalize", 0.25)
         assert _lance_digest(config.target) == digest(legacy)
     assert (run_dir / PENDING).is_file()
+    verify = subprocess.run([sys.executable, "-m", "dualmem_bulk", "verify", str(run_dir)],
+                            capture_output=True, cwd=ROOT)
+    assert verify.returncode == 2 and b"finalized" in verify.stderr
 
 
 def test_remove_legacy_asks_or_needs_yes(tmp_path: Path) -> None:
