@@ -43,7 +43,14 @@ import pyarrow.compute as pc
 
 from dualmem_bulk._fs import fault_point
 from dualmem_bulk.journal import Journal
-from dualmem_bulk.stores.dual import ROUND, ChangeFeed, DualStore, apply_changes, writer_lock
+from dualmem_bulk.stores.dual import (
+    ROUND,
+    ChangeFeed,
+    DualStore,
+    _literal,
+    apply_changes,
+    writer_lock,
+)
 from dualmem_bulk.stores.memory_store import Memory, MemoryStore, top_k
 from dualmem_bulk.stores.pending_store import PendingStore
 from dualmem_bulk.vector_index import has_vector_index, nearest
@@ -206,9 +213,12 @@ class Overlay:
         self._present = self.rows.column("id").to_pylist()
 
     def count(self) -> int:
-        """Number of memories."""
-        in_lance = int(self._dual.read(self.ids, ["episode_id"]).num_rows)
-        return int(self._dual.latest().count_rows()) - in_lance + len(self._present)
+        """Number of memories (both Lance counts from one version)."""
+        ds = self._dual.latest()
+        chunks = (self.ids[s:s + 500] for s in range(0, len(self.ids), 500))
+        in_lance = sum(int(ds.count_rows(filter=f"episode_id IN ({','.join(map(_literal, c))})"))
+                       for c in chunks)
+        return int(ds.count_rows()) - in_lance + len(self._present)
 
     def all_ids(self) -> list[str]:
         """Every memory id, in id order (of UTF-8 bytes, as SQLite orders them)."""
