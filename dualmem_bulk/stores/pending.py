@@ -114,18 +114,21 @@ def is_pending(feed: Feed, applied: int, memory_id: str) -> bool:
 
 def apply_pending(run_dir: Path, feed: Feed, journal: Journal, dual: DualStore, mode: str, *,
                   blocking: bool = True) -> int | None:
-    """Apply every pending feed entry to ``dual`` while the run serves ``mode``; the entries
-    applied, or ``None`` if another process holds the writer lock (it is applying them) and
-    not ``blocking``."""
+    """Apply the feed entries pending when called to ``dual`` while the run serves ``mode``;
+    the entries applied, or ``None`` if another process holds the writer lock (it is applying
+    them) and not ``blocking``. Entries written meanwhile wait for the next call: a writer
+    faster than the applier must not keep the lock from a rollback or ``finalize``."""
     with writer_lock(run_dir, blocking=blocking) as held:
         if not held:
             return None
         if journal.get("serving") != mode:  # rolled back or finalized meanwhile
             return 0
         start = after = int(journal.get(APPLIED[mode], 0))
+        upto = feed.change_position()
         while True:
             with feed.snapshot():
-                applied = apply_changes(feed, dual, after, limit=ROUND, maintain=True)
+                applied = apply_changes(feed, dual, after, limit=ROUND, upto=upto,
+                                        maintain=True)
             if applied.position == after:
                 return after - start
             fault_point("pending-applied")  # committed to Lance, not yet journalled
