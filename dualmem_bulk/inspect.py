@@ -70,6 +70,28 @@ def _parquet_file(path: Path, progress: Progress) -> dict[str, Any] | None:
     return None
 
 
+def _parts(path: Path, progress: Progress) -> dict[str, Any] | None:
+    """A run's snapshot or quarantine directory: its part files described as one."""
+    described = [_parquet_file(p, progress) for p in sorted(path.glob("part-*.parquet"))]
+    kinds = {d["kind"] for d in described if d is not None}
+    if not described or None in described or len(kinds) != 1:
+        return None
+    parts = [d for d in described if d is not None]
+    out: dict[str, Any] = {**parts[0], "path": str(path), "parts": len(parts)}
+    if "digest" in out:
+        digest = TableDigest()
+        for part in parts:
+            digest += TableDigest.from_hex(part["nodes"], part["digest"])
+        out["nodes"], out["digest"] = digest.rows, digest.hex
+    else:
+        reasons: Counter[str] = Counter()
+        for part in parts:
+            reasons.update(part["reasons"])
+        out["rows"] = sum(part["rows"] for part in parts)
+        out["reasons"] = dict(reasons.most_common(20))
+    return out
+
+
 def inspect_path(path: Path, progress: Progress = NULL_PROGRESS,
                  spaces: tuple[str, ...] = ()) -> dict[str, Any]:
     """Describe ``path``: a run directory, a DualMemoryNode store, a snapshot or a legacy source.
@@ -81,6 +103,8 @@ def inspect_path(path: Path, progress: Progress = NULL_PROGRESS,
         raise SourceError(path, "no such file or directory")
     if Journal.exists(path):
         return {"path": str(path), "kind": "run directory", **run_status(path)}
+    if path.is_dir() and (described := _parts(path, progress)) is not None:
+        return described
     if detect_store(path) is not None and _is_dual(path):
         return _dual_store(path, progress)
     if path.is_file() and _magic(path) == b"PAR1":

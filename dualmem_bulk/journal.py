@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS batches (
     committed_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (at REAL NOT NULL, state TEXT NOT NULL, detail TEXT);
+CREATE TABLE IF NOT EXISTS exported (
+    unit INTEGER PRIMARY KEY,      -- source partition = commit unit (a row of batches)
+    stats TEXT NOT NULL            -- JSON: rows read, quarantined, reasons, snapshot part
+);
 """
 
 
@@ -153,6 +157,23 @@ class Journal:
                  record.version, record.part, record.seconds, record.committed_at),
             )
 
+    def record_partition(self, record: BatchRecord, stats: dict[str, Any]) -> None:
+        """Make one exported and committed partition durable (the checkpoint): its unit and
+        what its export found, in one transaction."""
+        with self._tx() as tx:
+            tx.execute(
+                "INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.unit, record.first_group, record.end_group, record.rows, record.digest,
+                 record.version, record.part, record.seconds, record.committed_at),
+            )
+            tx.execute("INSERT OR REPLACE INTO exported (unit, stats) VALUES (?, ?)",
+                       (record.unit, json.dumps(stats, sort_keys=True)))
+
+    def exported(self) -> list[dict[str, Any]]:
+        """What each recorded partition's export found, in partition order."""
+        rows = self._conn.execute("SELECT stats FROM exported ORDER BY unit").fetchall()
+        return [json.loads(row[0]) for row in rows]
+
     def batches(self) -> list[BatchRecord]:
         """Every committed unit, in order."""
         rows = self._conn.execute("SELECT * FROM batches ORDER BY unit").fetchall()
@@ -162,6 +183,7 @@ class Journal:
         """Drop every batch record (a conversion that starts again from its first batch)."""
         with self._tx() as tx:
             tx.execute("DELETE FROM batches")
+            tx.execute("DELETE FROM exported")
 
     def committed(self) -> TableDigest:
         """Digest of every committed unit, merged."""

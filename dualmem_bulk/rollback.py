@@ -33,11 +33,11 @@ from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.errors import InputError, SourceError, UsageError, VerificationFailed
 from dualmem_bulk.export import DEFAULT_BATCH_SIZE
 from dualmem_bulk.journal import Journal, RunLock
-from dualmem_bulk.offline import QUARANTINE, SNAPSHOT
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import DUAL_NAME, SNAPSHOT_SCHEMA, schema_identity
-from dualmem_bulk.stores import TargetFormat, detect_store, open_parquet, parquet_batches
+from dualmem_bulk.stores import TargetFormat, detect_store
 from dualmem_bulk.stores.legacy import legacy_digest, write_legacy
+from dualmem_bulk.stores.snapshot import QUARANTINE, SNAPSHOT, Snapshot
 
 __all__ = ["ROLLBACK_REPORT", "FinalizeReport", "RollbackReport", "finalize_run",
            "rollback_plan", "rollback_run"]
@@ -123,7 +123,7 @@ def _store_is_dual(path: Path) -> bool | None:
 
 def _refuse_finalized(run_dir: Path, journal: Journal) -> None:
     if journal.state == "finalized":
-        kept = ("; its snapshot still holds the legacy rows" if (run_dir / SNAPSHOT).is_file()
+        kept = ("; its snapshot still holds the legacy rows" if (run_dir / SNAPSHOT).exists()
                 else "")
         raise UsageError(f"{run_dir}: the run is finalized (the new store was kept), so it can "
                          f"no longer be rolled back{kept}; to migrate again, run convert with "
@@ -253,15 +253,15 @@ class _Rollback:
         expected = TableDigest.from_hex(self.snapshot["rows"], self.snapshot["digest"])
         advice = (f"nothing was changed. Put back a sound copy of {path} (or fix what damaged "
                   "it) and run rollback again")
-        if not path.is_file():
+        if not path.exists():
             raise VerificationFailed(f"{path}: the snapshot is missing, so the state before the "
                                      f"run cannot be proven; {advice}")
         stored, bad = TableDigest(), 0
         first: list[str] = []
         try:
-            handle = open_parquet(path)
-            self.progress.phase("check snapshot", handle.metadata.num_rows)
-            for batch in parquet_batches(handle, self.batch_size, SNAPSHOT_SCHEMA.names):
+            snap = Snapshot(path)
+            self.progress.phase("check snapshot", snap.num_rows)
+            for batch in snap.batches(self.batch_size, SNAPSHOT_SCHEMA.names):
                 sums = batch.column("checksum")
                 same = pc.equal(row_checksums(batch), sums).fill_null(False)
                 if not pc.all(same).as_py():

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,7 +44,8 @@ from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import SNAPSHOT_SCHEMA
-from dualmem_bulk.stores import TargetStore, open_parquet, parquet_batches
+from dualmem_bulk.stores import TargetStore
+from dualmem_bulk.stores.snapshot import SNAPSHOT, Snapshot
 
 if TYPE_CHECKING:
     from dualmem_bulk.online_cutover import Pinned
@@ -251,7 +252,7 @@ def _keys(snapshot: Path, target: TargetStore, batch_size: int
           ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Both sides' join keys; only needed when the target is not the snapshot row for row."""
     snap, tgt = _Keys(), _Keys()
-    for batch in parquet_batches(open_parquet(snapshot), batch_size, _SNAP_COLUMNS):
+    for batch in Snapshot(snapshot).batches(batch_size, _SNAP_COLUMNS):
         snap.add(batch, "id")
     for batch in target.batches(min(batch_size, _READ_BATCH)):
         tgt.add(batch, "episode_id")
@@ -260,22 +261,7 @@ def _keys(snapshot: Path, target: TargetStore, batch_size: int
 
 def snapshot_keys(snapshot: Path, start: int, batch_size: int) -> Iterator[pa.RecordBatch]:
     """The snapshot's :data:`SNAPSHOT_KEYS` columns from row ``start`` on."""
-    handle = open_parquet(snapshot)
-    meta = handle.metadata
-    first, skip = 0, start
-    while first < meta.num_row_groups and skip >= meta.row_group(first).num_rows:
-        skip -= meta.row_group(first).num_rows
-        first += 1
-    groups = list(range(first, meta.num_row_groups))
-    if not groups:
-        return
-    for batch in handle.iter_batches(batch_size=batch_size, row_groups=groups,
-                                     columns=_SNAP_COLUMNS, use_threads=False):
-        if skip >= batch.num_rows:
-            skip -= batch.num_rows
-            continue
-        yield batch.slice(skip)
-        skip = 0
+    yield from Snapshot(snapshot).batches(batch_size, _SNAP_COLUMNS, start)
 
 
 @dataclass(frozen=True)
@@ -350,7 +336,7 @@ def _snapshot_digest(snapshot: Path, batch_size: int, identity: bool
     """The snapshot file's checksum digest and, if asked, its rows' identity digest."""
     digest, ident = TableDigest(), TableDigest()
     columns = ["checksum", "space", "episode"] if identity else ["checksum"]
-    for batch in parquet_batches(open_parquet(snapshot), batch_size, columns):
+    for batch in Snapshot(snapshot).batches(batch_size, columns):
         digest += TableDigest.of(batch.column("checksum"))
         if identity:
             ident += _identity(batch.column("checksum"), episode_checksums(batch))
@@ -359,11 +345,11 @@ def _snapshot_digest(snapshot: Path, batch_size: int, identity: bool
 
 def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
                batch_size: int = 16_384, pool: TaskPool | None = None,
-               checked: Mapping[int, PieceVerdict] | None = None) -> VerifyReport:
+               checked: Iterable[PieceVerdict] = ()) -> VerifyReport:
     """Verify a run directory's target against its snapshot; see the module docstring.
 
     The target's pieces are checked by ``pool``'s workers (default: in this process), except
-    those in ``checked`` whose committed files are the ones a conversion verified."""
+    those whose committed files are the ones a conversion verified (``checked``)."""
     started = time.perf_counter()
     journal = Journal.open(run_dir)
     try:
@@ -378,21 +364,22 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
     report = VerifyReport(ok=False, run_dir=str(run_dir), target=target_path,
                           recorded_digest=snapshot["digest"])
 
-    snapshot_file = run_dir / "snapshot.parquet"
+    snapshot_file = run_dir / SNAPSHOT
     pieces = target.pieces()
     progress.phase("verify", sum(pieces))
     starts = np.concatenate([[0], np.cumsum(pieces)[:-1]]).astype(int).tolist() if pieces else []
-    checked = {i: verdict for i, verdict in (checked or {}).items()
-               if i < len(pieces) and verdict.files == target.piece_files(i)}
+    by_files = {verdict.files: verdict for verdict in checked}
+    verified = {i: by_files[files] for i in range(len(pieces))
+                if (files := target.piece_files(i)) in by_files}
     tasks = [PieceTask(target.path.resolve(), i, snapshot_file.resolve(), start, batch_size)
-             for i, start in enumerate(starts) if i not in checked]
+             for i, start in enumerate(starts) if i not in verified]
     problems: list[Problem] = []
     stored, recomputed, identity = TableDigest(), TableDigest(), TableDigest()
     aligned, spooled = True, False
     with contextlib.ExitStack() as stack:
         workers: TaskPool = pool or stack.enter_context(WorkerPool(0))
         verdicts = itertools.chain(
-            (checked[i] for i in range(len(pieces)) if i in checked),
+            (verified[i] for i in range(len(pieces)) if i in verified),
             (verdict for _task, verdict in workers.ordered(verify_piece, tasks)))
         for verdict in verdicts:
             problems += verdict.problems

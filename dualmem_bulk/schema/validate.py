@@ -14,6 +14,7 @@ names the file, the column, what was expected and what was found.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from dualmem_bulk.errors import SchemaMismatch
 from dualmem_bulk.schema import DIM, EMBEDDING_TYPE, LEGACY_SCHEMA
 from dualmem_bulk.sources import ROW_COLUMN, Rejected, SourceBatch
 
-__all__ = ["SeenIds", "ValidatedBatch", "check_schema", "validate_batch"]
+__all__ = ["Dropper", "SeenIds", "ValidatedBatch", "check_schema", "validate_batch"]
 
 _REQUIRED = ("activation", "confidence", "last_access", "access_count", "created_at", "decay_rate")
 _UNIT_RANGE = ("activation", "confidence")
@@ -89,6 +90,18 @@ class ValidatedBatch:
     rows: np.ndarray
     """Source row index of each good row."""
     rejected: tuple[Rejected, ...]
+    uuids: pa.FixedSizeBinaryArray
+    """Node UUID of each good row."""
+
+
+Dropper = Callable[[int], np.ndarray]
+"""Given how many rows passed validation (and were first seen), which of them to reject as
+duplicates all the same (a boolean mask): rows whose node UUID an earlier part of the source
+holds, found by whoever sees all parts."""
+
+
+def _duplicate(uuid: bytes) -> str:
+    return f"duplicate id: an earlier row has the same node UUID ({uuid.hex()})"
 
 
 def check_schema(schema: pa.Schema, source: str) -> None:
@@ -237,21 +250,23 @@ def _conform(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=LEGACY_SCHEMA)
 
 
-def validate_batch(chunk: SourceBatch, seen: SeenIds) -> ValidatedBatch:
-    """Split a source batch into conformed valid rows and rejected rows, updating ``seen``."""
+def validate_batch(chunk: SourceBatch, seen: SeenIds, drop: Dropper | None = None
+                   ) -> ValidatedBatch:
+    """Split a source batch into conformed valid rows and rejected rows, updating ``seen``;
+    ``drop`` rejects some of the valid rows as duplicates of rows ``seen`` never saw."""
     batch = chunk.batch
     check_schema(batch.schema, chunk.source)
     source_rows = batch.column(ROW_COLUMN).to_numpy(zero_copy_only=False)
     reasons = _reasons(batch)
     valid = np.array([not r for r in reasons], dtype=bool)
     good = _conform(batch if valid.all() else batch.filter(pa.array(valid)))
-    keep = seen.first_seen(node_uuids(good.column("id")), good.column("space"))
+    uuids = node_uuids(good.column("id"))
+    keep = seen.first_seen(uuids, good.column("space"))
+    if drop is not None:
+        keep[np.flatnonzero(keep)[drop(int(keep.sum()))]] = False
     valid_idx = np.flatnonzero(valid)
     for j in np.flatnonzero(~keep):
-        reasons[valid_idx[j]].append(
-            f"duplicate id: an earlier row has the same node UUID "
-            f"({node_uuids(good.column('id').slice(int(j), 1))[0].as_py().hex()})"
-        )
+        reasons[valid_idx[j]].append(_duplicate(uuids[int(j)].as_py()))
     rejected = list(chunk.rejected)
     ids = batch.column("id")
     for i, why in enumerate(reasons):
@@ -265,6 +280,8 @@ def validate_batch(chunk: SourceBatch, seen: SeenIds) -> ValidatedBatch:
                 _record(batch, i),
             ))
     rejected.sort(key=lambda r: r.row)
-    return ValidatedBatch(good if keep.all() else good.filter(pa.array(keep)),
-                          source_rows[valid_idx[keep]],
-                          tuple(rejected))
+    if keep.all():
+        return ValidatedBatch(good, source_rows[valid_idx], tuple(rejected), uuids)
+    kept = pa.array(keep)
+    return ValidatedBatch(good.filter(kept), source_rows[valid_idx[keep]], tuple(rejected),
+                          uuids.filter(kept))
