@@ -539,10 +539,13 @@ def run_offline(config: OfflineConfig, progress: Progress = NULL_PROGRESS) -> Ru
             return _dry_run(config, progress, started)
     run_dir = config.resolved_run_dir
     fresh = not run_dir.exists()
+    staging = staging_path(config.target)
+    ours = not staging.exists()
     try:
         with migrating(run_dir, progress) as stop, quiet_gc():
             return _Run(config, run_dir, progress, stop).go(started)
     except (InputError, TargetExists, UsageError):
-        if fresh and not staging_path(config.target).exists():
-            remove(run_dir)  # a refused run leaves nothing behind
+        if fresh and ours:  # a refused run leaves nothing behind
+            remove(staging)
+            remove(run_dir)
         raise

@@ -235,7 +235,7 @@ class PartitionedExport:
         plan = [p.describe() for p in parts]
         stored = self.journal.get("partitions")
         if stored is None:
-            self.journal.set(partitions=plan)
+            self.journal.set(partitions=plan, source_rows=sum(p.rows for p in parts))
         elif stored != plan:
             raise RunChanged(self.run_dir, "the source's partitions changed")
         records = self.journal.batches()

@@ -214,8 +214,12 @@ class _Rollback:
                               rollback_steps=[])
         if self.staging is not None and self.staging.exists():
             self._remove(self.staging)
-        for leftover in self.run_dir.glob(".*.tmp-*"):
+        for leftover in self.run_dir.glob("**/.*.tmp-*"):
             remove(leftover)
+        if self.snapshot is None:  # the parts of an unfinished export are no snapshot
+            for name in (SNAPSHOT, QUARANTINE):
+                if (self.run_dir / name).exists():
+                    self._remove(self.run_dir / name)
         if self.report.mode == "in-place":
             self._in_place()
         elif self.report.mode == "online":

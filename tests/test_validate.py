@@ -113,6 +113,17 @@ def test_seen_ids_is_exact_on_trailing_zero_bytes() -> None:
     assert seen.first_seen(a).tolist() == [False]
 
 
+def test_seen_ids_after_a_batch_with_nothing_new() -> None:
+    """A batch that adds no key (empty, or all seen) must not leave an empty run behind."""
+    seen = SeenIds()
+    a = pa.array([b"\x01" * 16], pa.binary(16))
+    assert seen.first_seen(pa.array([], pa.binary(16))).tolist() == []
+    assert seen.first_seen(a).tolist() == [True]
+    assert seen.first_seen(a).tolist() == [False]
+    assert seen.first_seen(pa.array([b"\x02" * 16, b"\x01" * 16], pa.binary(16))).tolist() == [
+        True, False]
+
+
 def test_seen_ids_scale() -> None:
     seen = SeenIds()
     ids = pa.array([f"id-{i}" for i in range(20_000)])

@@ -73,7 +73,8 @@ class SeenIds:
         for run in runs:
             pos = np.minimum(np.searchsorted(run, keys), len(run) - 1)
             keep &= run[pos] != keys
-        runs.append(np.sort(keys[keep]))
+        if keep.any():  # an empty run would have no last key to clip the search to
+            runs.append(np.sort(keys[keep]))
         while len(runs) > 1 and 2 * len(runs[-1]) >= len(runs[-2]):
             newer, older = runs.pop(), runs.pop()
             merged = np.concatenate([older, newer])
