@@ -23,7 +23,7 @@ from pathlib import Path
 import lance
 import pyarrow as pa
 
-from dualmem_bulk.checksum import TableDigest, row_checksums
+from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_digest, row_checksums
 from dualmem_bulk.convert import to_dual, to_legacy
 from dualmem_bulk.schema import DUAL_SCHEMA
 from dualmem_bulk.stores.memory_store import MemoryStore
@@ -177,14 +177,18 @@ class DualStore:
             ds.create_scalar_index(KEY, "BTREE", name=_INDEX)
         return self._committed(since)
 
-    def digests(self, batch_size: int) -> tuple[TableDigest, TableDigest]:
-        """(checksums recomputed from every node's fields, stored checksum column) digests."""
-        recomputed, stored = TableDigest(), TableDigest()
+    def digests(self, batch_size: int) -> tuple[TableDigest, TableDigest, TableDigest]:
+        """Digests of the checksums recomputed from every node's fields, of the stored checksum
+        column, and the identity digest (recomputed row checksums with the ``space``/``episode``
+        checksums, :func:`~dualmem_bulk.checksum.identity_digest`)."""
+        recomputed, stored, identity = TableDigest(), TableDigest(), TableDigest()
         for fragment in self.dataset().get_fragments():
             for batch in fragment.to_batches(batch_size=batch_size):
-                recomputed += TableDigest.of(row_checksums(to_legacy(batch)))
+                sums = row_checksums(to_legacy(batch))
+                recomputed += TableDigest.of(sums)
                 stored += TableDigest.of(batch.column("checksum"))
-        return recomputed, stored
+                identity += identity_digest(sums, episode_checksums(batch))
+        return recomputed, stored, identity
 
 
 @dataclass
