@@ -16,7 +16,9 @@ from typing import Any
 import lance
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from conftest import legacy_table
 from test_online import Hooks
 
 from dualmem_bulk import OnlineConfig, run_online
@@ -176,3 +178,30 @@ def test_verify_names_each_broken_conversion_rule(tmp_path: Path, rule: str) -> 
     code, out = _verify(tmp_path / "nodes.lance.run")
     assert code == 1, out
     assert reason in _named(out, episode_id), out["mismatches"]
+
+
+def test_a_run_quarantines_each_provenance_reason(tmp_path: Path) -> None:
+    """A real Parquet source with one broken provenance per row: each row is quarantined with
+    its reason (a null inside a present provenance would otherwise encode like an empty value)."""
+    good = {"model_name": "m", "model_version": "1", "dimension": 768, "language": None,
+            "created_at": 5, "quality_score": None, "metadata": [("k", "v")]}
+    broken = {"model_name": {"model_name": None}, "model_version": {"model_version": None},
+              "dimension": {"dimension": None}, "created_at": {"created_at": None},
+              "metadata": {"metadata": None}, "metadata value": {"metadata": [("k", None)]}}
+    rows = [{"id": "fine", "embedding_provenance": good}]
+    rows += [{"id": name, "embedding_provenance": {**good, **change}}
+             for name, change in broken.items()]
+    src = tmp_path / "src.parquet"
+    pq.write_table(legacy_table(rows), src)
+    report = run_offline(OfflineConfig(source=src, target=tmp_path / "n.lance", workers=0))
+    assert (report.nodes_converted, report.quarantined) == (1, len(broken))
+    reasons = {r["id"]: r["reason"] for r in
+               pq.read_table(tmp_path / "n.lance.run" / "quarantine.parquet").to_pylist()}
+    assert reasons == {
+        "model_name": "embedding_provenance.model_name is null",
+        "model_version": "embedding_provenance.model_version is null",
+        "dimension": "embedding_provenance.dimension is null",
+        "created_at": "embedding_provenance.created_at is null",
+        "metadata": "embedding_provenance.metadata is null",
+        "metadata value": "embedding_provenance.metadata holds a null value",
+    }
