@@ -19,12 +19,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import legacy_table
-from test_online import Hooks
 
-from dualmem_bulk import OnlineConfig, run_online
+import dualmem_bulk.online as online_module
+import dualmem_bulk.stores.dual as dual_module
+from dualmem_bulk import MemoryStore, OnlineConfig, run_online
 from dualmem_bulk.errors import VerificationFailed
+from dualmem_bulk.generate import generate_batches
 from dualmem_bulk.offline import OfflineConfig, run_offline
 from dualmem_bulk.schema import DIM, DUAL_SCHEMA
+from dualmem_bulk.stores.dual import DualStore, apply_changes
+from tests.online_workload import new_memory
+from tests.test_online import Hooks
 
 ROOT = Path(__file__).resolve().parents[1]
 WAL_FIXTURE = ROOT.parent / "shared" / "fixtures" / "engram-wal" / "engram-data"
@@ -205,3 +210,84 @@ def test_a_run_quarantines_each_provenance_reason(tmp_path: Path) -> None:
         "metadata": "embedding_provenance.metadata is null",
         "metadata value": "embedding_provenance.metadata holds a null value",
     }
+
+
+def _memory_store(path: Path, nodes: int) -> Path:
+    with MemoryStore(path) as store:
+        for batch in generate_batches(nodes, 5, 500):
+            store.store_batch(batch)
+    return path
+
+
+def _change_a_space(table: pa.Table) -> tuple[pa.Table, str]:
+    """Give the first node a space (a MemoryStore's nodes have none)."""
+    return _set(table, 0, "space", "default"), table.column("episode_id")[0].as_py()
+
+
+def test_memory_store_cutover_refuses_a_changed_space(tmp_path: Path) -> None:
+    """The proof at the pinned position compares the identity digests: a node given a space
+    (its row checksum unchanged) stops the cut-over."""
+    store = _memory_store(tmp_path / "m.sqlite", 1_000)
+    target = tmp_path / "nodes.lance"
+    hooks = Hooks(verify=lambda: _rewrite(target, _change_a_space))
+    with pytest.raises(VerificationFailed, match=r"^at change \d+ .*space/episode columns differ"):
+        run_online(OnlineConfig(store=store, target=target, cutover_lag=0, poll_s=0.01), hooks)
+
+
+def _into_a_space(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on the dual store's writes give every node the space ``elsewhere``."""
+    to_dual = dual_module.to_dual
+
+    def into_a_space(legacy: pa.RecordBatch, *args: Any) -> pa.RecordBatch:
+        node = to_dual(legacy, *args)
+        where = node.schema.get_field_index("space")
+        return node.set_column(where, "space", pa.array(["elsewhere"] * node.num_rows))
+
+    monkeypatch.setattr(dual_module, "to_dual", into_a_space)
+
+
+def test_memory_store_cutover_refuses_a_space_written_after_the_pin(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the verified pin the cut-over carries the identity digests through the changes it
+    applies (no rescan): a change written into the target with another space stops it."""
+    store = _memory_store(tmp_path / "m.sqlite", 1_000)
+    pinned = online_module.compare_at_pin
+
+    def pin_then_write(*args: Any, **kwargs: Any) -> Any:
+        result = pinned(*args, **kwargs)
+        with MemoryStore(store, create=False) as writer:
+            writer.store(new_memory(3, 1, "after the pin"))
+        _into_a_space(monkeypatch)
+        return result
+
+    monkeypatch.setattr(online_module, "compare_at_pin", pin_then_write)
+    with pytest.raises(VerificationFailed,
+                       match=r"at the cut-over the store .*space/episode columns differ"):
+        run_online(OnlineConfig(store=store, target=tmp_path / "nodes.lance", cutover_lag=0,
+                                poll_s=0.01))
+
+
+def test_changes_applied_after_the_pin_carry_the_identity_digests(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The changes applied after the verified pin (the cut-over pause) are carried forward by
+    digest: a target that gets another space than the source shows in the identity digests,
+    though the row digests agree."""
+    store = MemoryStore(_memory_store(tmp_path / "m.sqlite", 200))
+    dual = DualStore(tmp_path / "nodes.lance")
+    try:
+        dual.append(pa.Table.from_batches(list(store.scan(1_000))).combine_chunks()
+                    .to_batches()[0])
+        after = store.change_position()
+        store.store(new_memory(1, 7, "late"))
+        with store.snapshot():
+            fine = apply_changes(store, dual, after, limit=100, track=True)
+        assert fine.source_added == fine.target_added
+        assert fine.source_identity == fine.target_identity
+        _into_a_space(monkeypatch)
+        store.store(new_memory(2, 7, "later"))
+        with store.snapshot():
+            moved = apply_changes(store, dual, fine.position, limit=100, track=True)
+        assert (moved.upserts, moved.source_added) == (1, moved.target_added)
+        assert moved.source_identity != moved.target_identity
+    finally:
+        store.close()

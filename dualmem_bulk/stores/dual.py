@@ -184,10 +184,10 @@ class DualStore:
         recomputed, stored, identity = TableDigest(), TableDigest(), TableDigest()
         for fragment in self.dataset().get_fragments():
             for batch in fragment.to_batches(batch_size=batch_size):
-                sums = row_checksums(to_legacy(batch))
-                recomputed += TableDigest.of(sums)
+                rows, ident = _digests(to_legacy(batch))
+                recomputed += rows
                 stored += TableDigest.of(batch.column("checksum"))
-                identity += identity_digest(sums, episode_checksums(batch))
+                identity += ident
         return recomputed, stored, identity
 
 
@@ -207,6 +207,10 @@ class Applied:
     """Checksums of the source rows written (with ``track``)."""
     target_added: TableDigest = field(default_factory=TableDigest)
     """Checksums recomputed from the target rows read back after the commit (with ``track``)."""
+    removed_identity: TableDigest = field(default_factory=TableDigest)
+    source_identity: TableDigest = field(default_factory=TableDigest)
+    target_identity: TableDigest = field(default_factory=TableDigest)
+    """The same three as identity digests (with the ``space``/``episode`` checksums)."""
 
 
 def apply_changes(store: MemoryStore, dual: DualStore, after: int, *, limit: int,
@@ -230,9 +234,22 @@ def apply_changes(store: MemoryStore, dual: DualStore, after: int, *, limit: int
     deletes = [i for i in ids if i not in present]
     applied = Applied(position, rows.num_rows, len(deletes))
     if track:
-        applied.removed = TableDigest.of(dual.read(ids, ["checksum"]).column("checksum"))
-        applied.source_added = TableDigest.of(row_checksums(rows))
+        old = dual.read(ids, ["checksum", "space", "episode"]).combine_chunks()
+        applied.removed = TableDigest.of(old.column("checksum"))
+        applied.removed_identity = sum((_identity(b, b.column("checksum"))
+                                        for b in old.to_batches()), TableDigest())
+        applied.source_added, applied.source_identity = _digests(rows)
     applied.version = dual.apply(rows, deletes, maintain=maintain)
     if track:
-        applied.target_added = TableDigest.of(row_checksums(dual.legacy_rows(list(present))))
+        applied.target_added, applied.target_identity = _digests(dual.legacy_rows(list(present)))
     return applied
+
+
+def _identity(batch: pa.RecordBatch, checksums: pa.Array) -> TableDigest:
+    return identity_digest(checksums, episode_checksums(batch))
+
+
+def _digests(legacy: pa.RecordBatch) -> tuple[TableDigest, TableDigest]:
+    """Digest and identity digest of legacy rows, their checksums recomputed."""
+    sums = row_checksums(legacy)
+    return TableDigest.of(sums), _identity(legacy, sums)
