@@ -12,8 +12,9 @@
    after the Lance commit.
 4. **Cut over** after a round that read at most ``cutover_lag`` records: Engram's writer cannot
    be paused, so the proof is at the applied position Q: the digest of a full replay of the WAL
-   at Q must equal the dual store's, stored and recomputed from every node's fields. Only then
-   is the cut-over (and Q) recorded. The service keeps reading Engram until it switches itself.
+   at Q must equal the dual store's, stored and recomputed from every node's fields, and so must
+   the identity digests (which cover ``space`` and ``episode`` too). Only then is the cut-over
+   (and Q) recorded. The service keeps reading Engram until it switches itself.
 """
 
 from __future__ import annotations

@@ -161,6 +161,7 @@ def keyed_problems(source: Iterator[pa.RecordBatch],
         tgt.add(batch, "episode_id")
     return problems + _join_problems(src.frame("s"), tgt.frame("t"))
 
+
 _KEY = ["space", "id"]
 
 
