@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 from dualmem_bulk._pool import WorkerPool
 from dualmem_bulk._threads import prefetched
 from dualmem_bulk.checksum import TableDigest, episode_checksums, row_checksums
+from dualmem_bulk.checksum import identity_digest as _identity
 from dualmem_bulk.convert import node_uuids, to_legacy
 from dualmem_bulk.engines import TaskPool
 from dualmem_bulk.errors import SourceError, UsageError
@@ -51,8 +52,8 @@ if TYPE_CHECKING:
     from dualmem_bulk.online_cutover import Pinned
     from dualmem_bulk.online_wal import WalPinned
 
-__all__ = ["SNAPSHOT_KEYS", "PieceTask", "PieceVerdict", "VerifyReport", "snapshot_keys",
-           "verify_batches", "verify_piece", "verify_run"]
+__all__ = ["SNAPSHOT_KEYS", "PieceTask", "PieceVerdict", "Problem", "VerifyReport",
+           "keyed_problems", "snapshot_keys", "verify_batches", "verify_piece", "verify_run"]
 
 _SNAP_SCHEMA = pa.schema([SNAPSHOT_SCHEMA.field(n) for n in ("space", "id", "checksum", "episode")])
 MAX_LISTED = 20
@@ -135,6 +136,33 @@ def _checksum_problems(batch: pa.RecordBatch) -> tuple[list[tuple[int, str]], Ta
 Problem = tuple[str, str, str]
 """(space, id, what is wrong); space is "" for sources without spaces."""
 
+
+def _row_problems(batch: pa.RecordBatch) -> tuple[list[Problem], TableDigest]:
+    """The target rows that differ from their stored checksum or break a conversion rule, and
+    the digest of the checksums recomputed from their fields."""
+    rows, digest = _checksum_problems(batch)
+    rows += _structural(batch)
+    ids, spaces = batch.column("episode_id"), batch.column("space")
+    return [(spaces[i].as_py() or "", str(ids[i].as_py()), why)
+            for i, why in sorted(set(rows))], digest
+
+
+def keyed_problems(source: Iterator[pa.RecordBatch],
+                   target: Iterator[pa.RecordBatch]) -> list[Problem]:
+    """Name the nodes behind a failed comparison of digests: target rows (DualMemoryNode) that
+    differ from their stored checksum or break a conversion rule, then the (space, id) keys
+    missing, extra, duplicated or different (row or ``space``/``episode`` checksum) against the
+    ``source`` rows (legacy schema with a ``checksum`` column)."""
+    src, tgt = _Keys(), _Keys()
+    problems: list[Problem] = []
+    for batch in source:
+        src.add(batch, "id")
+    for batch in target:
+        problems += _row_problems(batch)[0]
+        tgt.add(batch, "episode_id")
+    return problems + _join_problems(src.frame("s"), tgt.frame("t"))
+
+
 _KEY = ["space", "id"]
 
 
@@ -212,23 +240,6 @@ class _InOrder:
             self._pending = pa.concat_tables([self._pending, pa.Table.from_batches([batch])])
         rows, self._pending = self._pending.slice(0, n), self._pending.slice(n)
         return rows
-
-
-def _identity(checksums: pa.Array, episodes: pa.Array) -> TableDigest:
-    """Digest of the rows' (row checksum, episode checksum) pairs, each pair taken as the XOR
-    of its two BLAKE3 values: two tables with the same checksum digest have the same identity
-    digest only if every row has the same episode checksum (space, episode) too, unless
-    256-bit hashes cancel out."""
-    pairs = np.bitwise_xor(_fixed_rows(checksums), _fixed_rows(episodes))
-    return TableDigest.of(pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(32), len(pairs), [None, pa.py_buffer(pairs.tobytes())]))
-
-
-def _fixed_rows(arr: pa.Array) -> np.ndarray:
-    """A fixed_size_binary(32) array as an (n, 32) uint8 array."""
-    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-    return np.frombuffer(arr.buffers()[1], np.uint8, len(arr) * 32,
-                         arr.offset * 32).reshape(len(arr), 32)
 
 
 def _same_rows(expected: pa.Table | None, batch: pa.RecordBatch, episodes: pa.Array) -> bool:
@@ -316,11 +327,8 @@ def verify_batches(batches: Iterator[pa.RecordBatch], expected_keys: Iterator[pa
     expected = _InOrder(expected_keys)
     verdict = PieceVerdict(0, [], TableDigest(), TableDigest(), True, files, spooled)
     for batch in prefetched(batches):
-        rows, digest = _checksum_problems(batch)
-        rows += _structural(batch)
-        ids, spaces = batch.column("episode_id"), batch.column("space")
-        verdict.problems += [(spaces[i].as_py() or "", str(ids[i].as_py()), why)
-                             for i, why in sorted(set(rows))]
+        problems, digest = _row_problems(batch)
+        verdict.problems += problems
         verdict.recomputed += digest
         verdict.stored += TableDigest.of(batch.column("checksum"))
         episodes = episode_checksums(batch)
@@ -445,13 +453,13 @@ def _verify_online_wal(run_dir: Path, journal: Journal, progress: Progress,
     from dualmem_bulk.online_wal import verify_wal_run
 
     progress.phase("verify", None)
-    pinned, root, target = verify_wal_run(run_dir, journal, progress)
+    pinned, root, target, problems = verify_wal_run(run_dir, journal, progress)
     progress.done()
-    return _pinned_report(run_dir, root, target, pinned, started)
+    return _pinned_report(run_dir, root, target, pinned, started, problems)
 
 
 def _pinned_report(run_dir: Path, source: Path, target: Path, pinned: Pinned | WalPinned,
-                   started: float) -> VerifyReport:
+                   started: float, problems: list[Problem] | None = None) -> VerifyReport:
     """The verdict of an online run's comparison at a pinned position."""
     report = VerifyReport(
         ok=pinned.same, run_dir=str(run_dir), target=str(target),
@@ -460,6 +468,9 @@ def _pinned_report(run_dir: Path, source: Path, target: Path, pinned: Pinned | W
         target_digest=pinned.stored.hex, recomputed_digest=pinned.recomputed.hex,
         elapsed_s=round(time.perf_counter() - started, 3))
     if not pinned.same:
-        report.mismatched = 1
-        report.mismatches = [{"id": "", "problem": pinned.describe(source, target)}]
+        named = problems or []
+        report.mismatched = len({(sp, i) for sp, i, _ in named}) or 1
+        report.mismatches = [{"id": i, "problem": p, **({"space": sp} if sp else {})}
+                             for sp, i, p in named[:MAX_LISTED - 1]]
+        report.mismatches.append({"id": "", "problem": pinned.describe(source, target)})
     return report
