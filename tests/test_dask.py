@@ -33,6 +33,7 @@ from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.export import scan_source
 from dualmem_bulk.generate import write_generated
 from dualmem_bulk.offline import OfflineConfig, UnitTask, run_offline, write_unit
+from dualmem_bulk.partitioned import PartitionTask
 from dualmem_bulk.report import RunReport
 from dualmem_bulk.rollback import rollback_run
 from dualmem_bulk.stores import TargetStore
@@ -135,8 +136,8 @@ def _die_if_busy(record: Path) -> Any:
 
 
 class _KillABusyWorker:
-    """Progress that, once the first unit is committed, SIGKILLs a worker while it executes a
-    conversion task (see :func:`_die_if_busy`)."""
+    """Progress that, once the first partition is committed, SIGKILLs a worker while it
+    executes a partition task (see :func:`_die_if_busy`)."""
 
     def __init__(self, scheduler: str, record: Path) -> None:
         self.scheduler, self.record, self.after = scheduler, record, 0
@@ -145,7 +146,7 @@ class _KillABusyWorker:
         self.name = name
 
     def advance(self, nodes: int) -> None:
-        if self.name != "convert" or not nodes:
+        if self.name != "export" or not nodes:
             return
         if self.record.exists():
             self.after += 1
@@ -170,17 +171,18 @@ class _KillABusyWorker:
 
 def test_a_worker_killed_while_running_a_task(cluster: str, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """The killed worker held a running conversion task; the task ran again on another worker
-    and its unit's rows are in the target exactly once; the output is the local engine's."""
+    """The killed worker held a running partition task; the task ran again on another worker
+    and its partition's rows are in the target exactly once; the output is the local
+    engine's."""
     src = tmp_path / "src.parquet"
-    write_generated(src, 6000, seed=3)
+    write_generated(src, 6000, seed=3, batch_size=300)  # 20 partitions
     local, _rows = _convert(src, tmp_path / "local.lance", batch_size=300, workers=0)
     units: dict[str, int] = {}
     submit = DaskPool._submit
 
     def recorded(self: DaskPool, fn: Any, spec: Any) -> Any:
         future = submit(self, fn, spec)
-        if isinstance(spec, UnitTask):
+        if isinstance(spec, PartitionTask):
             units[str(future._future.key)] = spec.unit
         return future
 
@@ -201,7 +203,7 @@ def test_a_worker_killed_while_running_a_task(cluster: str, tmp_path: Path,
     assert killer.after >= 10  # killed with most units still to come
 
     key = killed["key"]
-    assert key in units, "the killed worker was running a conversion task"
+    assert key in units, "the killed worker was running a partition task"
     runs = [json.loads(line) for line in log.read_text().splitlines()]
     runs = [r for r in runs if r["key"] == key]
     on_killed = [r["state"] for r in runs if r["pid"] == killed["pid"]]
@@ -235,7 +237,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     """A generated source and the local engine's conversion of it (the reference)."""
     base = tmp_path_factory.mktemp("gen")
     src = base / "memories.parquet"
-    write_generated(src, 12_000, seed=9)
+    write_generated(src, 12_000, seed=9, batch_size=1000)  # 12 partitions
     target = base / "local.lance"
     done = _cli("convert", src, target, "--batch-size", "300", "--workers", "0", "--json")
     assert done.returncode == 0, done.stderr
@@ -299,7 +301,7 @@ def test_ctrl_c_checkpoints_and_shuts_the_local_cluster_down(
             "--workers", "2", "--json"]
     mark = _marked_run(monkeypatch)
     proc = start([sys.executable, "-m", "dualmem_bulk", *args])
-    wait_for(proc, run_dir, lambda s: s["state"] == "converting" and s["units_committed"] >= 2)
+    wait_for(proc, run_dir, lambda s: s["state"] == "exporting" and s["units_committed"] >= 2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 4, err
