@@ -79,13 +79,13 @@ def readable(info: dict[str, Any], indent: int = 0) -> list[str]:
     width = max((len(str(k)) for k in info), default=0)
     pad = " " * indent
     for key, value in info.items():
-        label = f"{pad}{str(key).replace('_', ' '):<{width}}"
+        label = f"{pad}{key:<{width}}"
         if isinstance(value, dict) and value:
-            lines.append(f"{pad}{str(key).replace('_', ' ')}:")
+            lines.append(f"{pad}{key}:")
             lines += readable(value, indent + 2)
         elif isinstance(value, list) and value and any(isinstance(v, (dict, list))
                                                        for v in value):
-            lines.append(f"{pad}{str(key).replace('_', ' ')}:")
+            lines.append(f"{pad}{key}:")
             for item in value:
                 lines += (readable(item, indent + 2) if isinstance(item, dict)
                           else [f"{pad}  {_scalar(item)}"])
