@@ -298,6 +298,7 @@ def verify(
 
     report = _with_progress(check, as_json, quiet)
     lines = [report.summary()]
+    lines += [f"  not checked: {what}" for what in report.not_checked]
     lines += [f"  {m['id']!r}: {m['problem']}" for m in report.mismatches]
     if report.mismatched > len(report.mismatches):
         lines.append(f"  ... and {report.mismatched - len(report.mismatches)} more")

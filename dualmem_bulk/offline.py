@@ -342,7 +342,7 @@ class _Run:
                 journal.close()
                 raise UsageError(f"{run_dir}: this run is finalized: {config.target} is the kept "
                                  "store and is never deleted. To migrate again, convert into "
-                                 "a new target (or pass another --run-dir)")
+                                 "a new target, with its own run directory")
             if config.restart:
                 self._discard(journal)
                 journal.close()
