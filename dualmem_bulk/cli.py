@@ -512,7 +512,7 @@ def main() -> None:
     tune_malloc()
     as_json = "--json" in sys.argv[1:]
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="dualmem-bulk")
     except typer.TyperException as exc:  # usage errors, as click raises them
         code = exc.exit_code
         no_command = type(exc).__name__ == "NoArgsIsHelpError"

@@ -2,9 +2,10 @@
 few seconds otherwise, nothing with ``--quiet``.
 
 The figures shown are honest: a phase's rate is its nodes over the wall time since the phase
-began (shown once half a second has passed, and recomputed when the phase ends, so nodes
-counted at once, such as pieces a conversion already verified, do not inflate it), and done
-never exceeds total (the total grows to the count done).
+began, recomputed when the phase ends, and shown only once the phase has lasted half a second
+(nodes counted at once, such as the pieces a conversion already verified, made a phase of a few
+milliseconds show millions of nodes/s); done never exceeds total (the total grows to the count
+done).
 """
 
 from __future__ import annotations
@@ -55,11 +56,9 @@ class CliProgress:
         if self._bar is not None:
             self._task = self._bar.add_task(name, total=total, rate="-")
 
-    def _rate(self, final: bool = False) -> float | None:
+    def _rate(self) -> float | None:
         elapsed = time.monotonic() - self._start
-        if elapsed < _MIN_RATE_S and not (final and elapsed > 0):
-            return None
-        return self._done / elapsed
+        return self._done / elapsed if elapsed >= _MIN_RATE_S else None
 
     def advance(self, nodes: int) -> None:
         """Count ``nodes`` more nodes done in the current phase."""
@@ -76,18 +75,20 @@ class CliProgress:
 
     def _line(self, rate: float | None) -> None:
         total = f"/{self._total:,}" if self._total else ""
-        eta = ""
-        if self._total and rate:
-            eta = f", ETA {max(self._total - self._done, 0) / rate:,.0f} s"
-        print(f"{self._name}: {self._done:,}{total} nodes, {_shown(rate)} nodes/s{eta}",
-              file=sys.stderr, flush=True)
+        if rate is None:  # too short a time for a rate
+            speed = f"in {time.monotonic() - self._start:.2f} s"
+        else:
+            speed = f"{rate:,.0f} nodes/s"
+            if self._total:
+                speed += f", ETA {max(self._total - self._done, 0) / rate:,.0f} s"
+        print(f"{self._name}: {self._done:,}{total} nodes, {speed}", file=sys.stderr, flush=True)
         self._printed = self._done
 
     def _close_phase(self) -> None:
         """The phase's last figures: its nodes over its whole wall time."""
         if not self._name:
             return
-        rate = self._rate(final=True)
+        rate = self._rate()
         if self._bar is not None and self._task is not None:
             self._bar.update(self._task, rate=_shown(rate))
         elif not self._quiet and self._done != self._printed:
