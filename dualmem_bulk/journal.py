@@ -93,7 +93,8 @@ class Journal:
         path = run_dir / JOURNAL
         if not create and not path.is_file():
             raise SourceError(run_dir, "not a run directory (no journal.sqlite)")
-        if not create and path.stat().st_size == 0:
+        if not create and path.stat().st_size == 0 and lock_holder(run_dir) is None:
+            # (empty and locked: a migrator is creating it)
             raise SourceError(path, "the journal is empty (truncated); the run's state is lost")
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         try:

@@ -32,7 +32,7 @@ def run_status(run_dir: Path) -> dict[str, Any]:
         events = journal.events()
         holder = lock_holder(run_dir)
         mode = journal.get("mode", "copy")
-        progress = (_online_progress(journal, run_dir) if mode == "online"
+        progress = (_online_progress(journal) if mode == "online"
                     else _offline_progress(records, snapshot.get("rows")))
         return {
             "run_dir": str(run_dir),
@@ -78,20 +78,15 @@ def _offline_progress(records: list[Any], total: int | None) -> dict[str, Any]:
                     records[-1].committed_at)
 
 
-def _online_progress(journal: Journal, run_dir: Path) -> dict[str, Any]:
+def _online_progress(journal: Journal) -> dict[str, Any]:
     """An online run checkpoints its copy in the journal; the copy's total is the live store's
     row count while copying (an Engram data root's is only known to the migrator), and the
     copied rows once the copy is done."""
     report = journal.get("report") or {}
     copied = int((journal.get("online_copied") or {}).get("rows") or 0)
     copying = journal.get("phase") == "copying"
-    total: int | None = copied
-    if copying:
-        total = _live_rows(journal)
-    files = [run_dir / "journal.sqlite", run_dir / "journal.sqlite-wal"]
-    last = max((f.stat().st_mtime for f in files if f.exists()), default=None)
-    if copying and not copied:
-        last = None
+    total = _live_rows(journal) if copying else copied
+    last = journal.get("checkpoint_at") if copied or not copying else None
     return _figures(copied, total, float(report.get("copy_s") or 0.0), last)
 
 
