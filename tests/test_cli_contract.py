@@ -182,3 +182,17 @@ def test_quiet_progress_prints_nothing(capsys: pytest.CaptureFixture[str]) -> No
     progress.advance(10)
     progress.done()
     assert capsys.readouterr().err == ""
+
+
+def test_inspect_prints_readable_text(run: tuple[Path, Path, Path]) -> None:
+    source, target, run_dir = run
+    for path in (run_dir, target, source):
+        done = cli("inspect", path, "--quiet")
+        assert done.returncode == 0, done.stderr
+        for repr_mark in ("{'", "['", "None", "True", "False"):
+            assert repr_mark not in done.stdout, (path, done.stdout)
+    text = cli("inspect", run_dir).stdout
+    assert re.search(r"^last_event:\n  at +\S+Z$", text, re.MULTILINE), text
+    assert re.search(r"^lock_holder +-$", text, re.MULTILINE), text
+    assert re.search(r"^nodes_by_type:\n  Episode +300$", cli("inspect", target).stdout,
+                     re.MULTILINE)
