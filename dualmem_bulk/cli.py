@@ -348,7 +348,11 @@ def _confirm(question: str, flags: str) -> None:
     if not sys.stdin.isatty():
         raise UsageError(f"no terminal to ask for confirmation; pass {flags} to go ahead. "
                          "Nothing was changed")
-    if not typer.confirm(question, default=False, err=True):
+    try:
+        confirmed = typer.confirm(question, default=False, err=True)
+    except typer.Abort:  # Ctrl-C or end of input at the prompt
+        confirmed = False
+    if not confirmed:
         raise UsageError("not confirmed; nothing was changed")
 
 

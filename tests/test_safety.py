@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import subprocess
@@ -23,7 +24,7 @@ def on_terminal(answer: str, *args: str | Path) -> subprocess.CompletedProcess[s
     """Run the CLI with a pseudo-terminal as stdin, answering its question with ``answer``."""
     main, secondary = pty.openpty()
     try:
-        os.write(main, answer.encode() + b"\n")
+        os.write(main, answer.encode() + (b"" if answer == "\x04" else b"\n"))
         return subprocess.run([sys.executable, "-m", "dualmem_bulk", *map(str, args)],
                               capture_output=True, text=True, stdin=secondary, timeout=300)
     finally:
@@ -75,6 +76,8 @@ def test_finalize_asks_on_a_terminal_and_needs_yes_without_one(source: Path,
     assert no_terminal.returncode == 2 and "--yes" in no_terminal.stderr
     declined = on_terminal("n", "finalize", run_dir, "--drop-snapshot")
     assert declined.returncode == 2 and "Finalize" in declined.stderr
+    ended = on_terminal("\x04", "finalize", run_dir, "--json")  # end of input at the prompt
+    assert ended.returncode == 2 and json.loads(ended.stdout)["error_type"] == "UsageError"
     assert journal_value(run_dir, "state") == "done"
     assert (run_dir / "snapshot.parquet").exists()
     accepted = on_terminal("y", "finalize", run_dir, "--drop-snapshot")
