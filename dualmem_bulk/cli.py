@@ -24,11 +24,7 @@ from dualmem_bulk.cli_progress import CliProgress
 from dualmem_bulk.cli_text import Command, Group, readable, status_lines
 from dualmem_bulk.errors import DualmemError
 
-app = typer.Typer(
-    cls=Group,
-    no_args_is_help=True,
-    help="Migrate Engram Memory stores to DualMemoryNode: fast, crash-safe, verifiable.",
-)
+app = typer.Typer(cls=Group, no_args_is_help=True)
 _err = Console(stderr=True)
 T = TypeVar("T")
 INTERNAL_ERROR = 70
@@ -120,10 +116,14 @@ def _run(call: Callable[[], T], as_json: bool) -> T:
 def _with_progress(call: Callable[[CliProgress], T], as_json: bool, quiet: bool) -> T:
     """:func:`_run` with a progress display that is always closed."""
     progress = CliProgress(_err, quiet)
-    try:
-        return _run(lambda: call(progress), as_json)
-    finally:
-        progress.done()
+
+    def closed() -> T:  # the display ends before an error's line, which comes last
+        try:
+            return call(progress)
+        finally:
+            progress.done()
+
+    return _run(closed, as_json)
 
 
 def _usage(text: str, as_json: bool) -> None:
