@@ -93,8 +93,7 @@ class Journal:
         path = run_dir / JOURNAL
         if not create and not path.is_file():
             raise SourceError(run_dir, "not a run directory (no journal.sqlite)")
-        if not create and path.stat().st_size == 0 and lock_holder(run_dir) is None:
-            # (empty and locked: a migrator is creating it)
+        if not create and path.stat().st_size == 0 and not _being_created(run_dir):
             raise SourceError(path, "the journal is empty (truncated); the run's state is lost")
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         try:
@@ -215,6 +214,13 @@ def lock_holder(run_dir: Path) -> dict[str, Any] | None:
         return None
     finally:
         os.close(fd)
+
+
+def _being_created(run_dir: Path) -> bool:
+    """Whether another process holds the run's lock: an empty journal is then one it is
+    creating, not one that was truncated."""
+    holder = lock_holder(run_dir)
+    return holder is not None and holder.get("pid") != os.getpid()
 
 
 def _read_holder(path: Path) -> dict[str, Any] | None:
