@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualmem_bulk.checksum import TableDigest
@@ -48,7 +49,7 @@ def _identity(identity: tuple[str, str] | None) -> str:
 
 def _parquet_file(path: Path, progress: Progress) -> dict[str, Any] | None:
     """Snapshot and quarantine files describe themselves; other Parquet is scanned as legacy."""
-    handle = pq.ParquetFile(path)
+    handle = _open_parquet(path)
     meta = handle.metadata.metadata or {}
     identity = schema_identity(handle.schema_arrow)
     if b"dualmem.snapshot.digest" in meta:
@@ -111,7 +112,7 @@ def inspect_path(path: Path, progress: Progress = NULL_PROGRESS,
         described = _parquet_file(path, progress)
         if described is not None:
             return described
-        if schema_identity(pq.ParquetFile(path).schema_arrow) == ("engram.DualMemoryNode", "1"):
+        if schema_identity(_open_parquet(path).schema_arrow) == ("engram.DualMemoryNode", "1"):
             raise SourceError(path, "a single part of a dual store; inspect its directory")
     scanned = scan_source(path, progress=progress, spaces=spaces)
     info: dict[str, Any] = {
@@ -132,6 +133,14 @@ def inspect_path(path: Path, progress: Progress = NULL_PROGRESS,
         info["totals"] = wal["totals"]
         info["damage"] = [line for kind in wal["damage"].values() for line in kind]
     return info
+
+
+def _open_parquet(path: Path) -> pq.ParquetFile:
+    """A Parquet file's reader; a truncated or damaged file is refused as ``convert`` does."""
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise SourceError(path, f"not a readable Parquet file ({exc})") from exc
 
 
 def _magic(path: Path) -> bytes:

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualmem_bulk import __version__
-from dualmem_bulk._fs import fsync_path, remove, source_identity, write_json
+from dualmem_bulk._fs import check_path, fsync_path, remove, source_identity, write_json
 from dualmem_bulk._pool import quiet_gc, release_memory
 from dualmem_bulk._signals import StopRequest
 from dualmem_bulk._threads import prefetched
@@ -241,18 +241,25 @@ class _Run:
 
     def _open_journal(self) -> Journal:
         config, run_dir = self.config, self.run_dir
+        for path in (config.source, config.target, self.staging):
+            check_path(path)  # a path the OS refuses is a refusal here, not a failed run
         identity = config.identity()
         source = source_identity(config.source) if config.source.exists() else []
         if Journal.exists(run_dir):
             journal = Journal.open(run_dir)
+            if journal.state == "finalized":
+                journal.close()
+                raise UsageError(f"{run_dir}: this run is finalized: {config.target} is the kept "
+                                 "store and is never deleted. To migrate again, convert into "
+                                 "a new target, with its own run directory")
             if config.restart:
                 self._discard(journal)
                 journal.close()
             elif journal.state == "rolling-back":
                 raise UsageError(f"{run_dir}: a rollback of this run was started; finish it "
                                  f"with `dualmem-bulk rollback {run_dir}`")
-            elif journal.state in ("rolled-back", "finalized"):
-                raise UsageError(f"{run_dir}: this run is {journal.state}; pass --restart to "
+            elif journal.state == "rolled-back":
+                raise UsageError(f"{run_dir}: this run is rolled-back; pass --restart to "
                                  "migrate again, or choose another --run-dir")
             elif journal.get("config") != identity:
                 raise RunChanged(run_dir, "the configuration changed ("

@@ -224,8 +224,8 @@ class _Online:
         self.store.close()
 
     def _save(self, **values: Any) -> None:
-        """Record progress (durably, before it is reported)."""
-        self.journal.set(report=self.report.as_dict(), **values)
+        """Record progress (durably, before it is reported), and when (``status``)."""
+        self.journal.set(report=self.report.as_dict(), checkpoint_at=time.time(), **values)
 
     def _between_batches(self, where: str) -> None:
         """Honour a stop request and the pause file."""

@@ -30,17 +30,24 @@ import pyarrow.parquet as pq
 
 from dualmem_bulk._fs import fsync_path, fsync_tree, remove, source_identity, write_json
 from dualmem_bulk.checksum import TableDigest, row_checksums
-from dualmem_bulk.errors import InputError, SourceError, UsageError, VerificationFailed
+from dualmem_bulk.errors import (
+    InputError,
+    RunLocked,
+    SourceError,
+    UsageError,
+    VerificationFailed,
+)
 from dualmem_bulk.export import DEFAULT_BATCH_SIZE
-from dualmem_bulk.journal import Journal, RunLock
+from dualmem_bulk.journal import Journal, RunLock, lock_holder
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import DUAL_NAME, SNAPSHOT_SCHEMA, schema_identity
+from dualmem_bulk.status import iso
 from dualmem_bulk.stores import TargetFormat, detect_store
 from dualmem_bulk.stores.legacy import legacy_digest, write_legacy
 from dualmem_bulk.stores.snapshot import QUARANTINE, SNAPSHOT, Snapshot
 
-__all__ = ["ROLLBACK_REPORT", "FinalizeReport", "RollbackReport", "finalize_run",
-           "rollback_plan", "rollback_run"]
+__all__ = ["ROLLBACK_REPORT", "FinalizeReport", "RollbackReport", "finalize_plan",
+           "finalize_run", "rollback_plan", "rollback_run"]
 
 ROLLBACK_REPORT = "rollback.json"
 _LISTED = 5
@@ -97,7 +104,8 @@ class FinalizeReport:
     target: str
     removed: list[str] = field(default_factory=list)
     snapshot_dropped: bool = False
-    finalized_at: float = 0.0
+    finalized_at: str = ""
+    """When the run was finalized (ISO 8601)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -126,8 +134,8 @@ def _refuse_finalized(run_dir: Path, journal: Journal) -> None:
         kept = ("; its snapshot still holds the legacy rows" if (run_dir / SNAPSHOT).exists()
                 else "")
         raise UsageError(f"{run_dir}: the run is finalized (the new store was kept), so it can "
-                         f"no longer be rolled back{kept}; to migrate again, run convert with "
-                         "--restart")
+                         f"no longer be rolled back{kept}; to migrate again, convert into a "
+                         "new target with its own run directory")
 
 
 def rollback_plan(run_dir: Path) -> str:
@@ -462,6 +470,14 @@ _NOT_DONE = {
 }
 
 
+def _refuse_unfinished(run_dir: Path, state: str) -> None:
+    if state not in ("done", "finalized"):
+        why = _NOT_DONE.get(state, "the run is {state}, not done; finish it first (run the "
+                                   "same convert command again to resume), or undo it with "
+                                   "`dualmem-bulk rollback {run_dir}`")
+        raise UsageError(f"{run_dir}: " + why.format(state=state, run_dir=run_dir))
+
+
 def finalize_run(run_dir: Path, drop_snapshot: bool = False) -> FinalizeReport:
     """Keep the new store of a ``done`` run: record it (rollback is then refused), remove the
     in-place legacy backup (or the Lance pre-migration tag), and with ``drop_snapshot`` the
@@ -473,17 +489,13 @@ def finalize_run(run_dir: Path, drop_snapshot: bool = False) -> FinalizeReport:
         journal = Journal.open(run_dir)
         try:
             state = journal.state
-            if state not in ("done", "finalized"):
-                why = _NOT_DONE.get(state, "the run is {state}, not done; finish it first (run "
-                                           "the same convert command again to resume), or "
-                                           "undo it with `dualmem-bulk rollback {run_dir}`")
-                raise UsageError(f"{run_dir}: " + why.format(state=state, run_dir=run_dir))
+            _refuse_unfinished(run_dir, state)
             if state == "done":
                 journal.set_state("finalized", "the new store is kept", finalized_at=time.time())
             report = FinalizeReport(status="finalized", run_dir=str(run_dir),
                                     mode=journal.get("mode", "copy"),
                                     target=str(journal.get("target")),
-                                    finalized_at=journal.get("finalized_at"),
+                                    finalized_at=iso(journal.get("finalized_at")),
                                     removed=list((journal.get("finalize") or {}).get("removed",
                                                                                      [])))
             _finalize_in_place(journal, report)
@@ -515,3 +527,27 @@ def _finalize_in_place(journal: Journal, report: FinalizeReport) -> None:
         if tag in ds.tags.list():
             ds.tags.delete(tag)
             report.removed.append(f"tag {tag} of {store}")
+
+
+def finalize_plan(run_dir: Path, drop_snapshot: bool = False) -> str | None:
+    """What ``finalize`` would do that cannot be undone, in one sentence (for the prompt);
+    ``None`` if nothing (a finalized run whose snapshot is kept or already gone). Refuses as
+    :func:`finalize_run` does."""
+    if not Journal.exists(run_dir):
+        raise SourceError(run_dir, "not a run directory (no journal.sqlite)")
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        raise RunLocked(run_dir, holder)
+    journal = Journal.open(run_dir)
+    try:
+        state = journal.state
+        _refuse_unfinished(run_dir, state)
+        dropped = drop_snapshot and (run_dir / SNAPSHOT).exists()
+        if state == "finalized":
+            return f"remove the snapshot {run_dir / SNAPSHOT}" if dropped else None
+        removes = ["the in-place legacy backup"] if journal.get("mode") == "in-place" else []
+        removes += [f"the snapshot {run_dir / SNAPSHOT}"] if dropped else []
+        return (f"keep {journal.get('target')} for good (rollback will be refused)"
+                + (f" and remove {' and '.join(removes)}" if removes else ""))
+    finally:
+        journal.close()

@@ -269,7 +269,8 @@ def test_changed_config_or_source_refuses_resume(tmp_path: Path) -> None:
     os.utime(src, ns=(time.time_ns(), time.time_ns()))
     moved = run(_cmd("convert", src, target, "--batch-size", "100"))
     assert moved.returncode == 3 and "source" in moved.stderr and "changed" in moved.stderr
-    restarted = run(_cmd("convert", src, target, "--batch-size", "200", "--restart", "--json"))
+    restarted = run(_cmd("convert", src, target, "--batch-size", "200", "--restart", "--yes",
+                         "--json"))
     assert restarted.returncode == 0, restarted.stderr
     assert json.loads(restarted.stdout)["nodes_converted"] == 3000
     again = run(_cmd("convert", src, target, "--batch-size", "200", "--json"))

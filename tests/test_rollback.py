@@ -236,7 +236,7 @@ def test_on_a_terminal_it_asks(small: Path, tmp_path: Path) -> None:
 
 def test_finalize_then_rollback_is_refused(small: Path, tmp_path: Path) -> None:
     target, run_dir = converted(small, tmp_path)
-    done = cli("finalize", run_dir, "--json")
+    done = cli("finalize", run_dir, "--yes", "--json")
     assert done.returncode == 0, done.stderr
     assert as_json(done)["status"] == "finalized" and as_json(done)["snapshot_dropped"] is False
     assert state(run_dir) == "finalized" and (run_dir / "snapshot.parquet").exists()
@@ -250,7 +250,7 @@ def test_finalize_then_rollback_is_refused(small: Path, tmp_path: Path) -> None:
 
 def test_finalize_drop_snapshot(small: Path, tmp_path: Path) -> None:
     target, run_dir = converted(small, tmp_path)
-    done = cli("finalize", run_dir, "--drop-snapshot")
+    done = cli("finalize", run_dir, "--drop-snapshot", "--yes")
     assert done.returncode == 0, done.stderr
     assert "snapshot.parquet" in done.stdout
     assert not (run_dir / "snapshot.parquet").exists() and target.exists()

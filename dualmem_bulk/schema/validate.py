@@ -132,8 +132,9 @@ def _type_ok(name: str, found: pa.DataType, expected: pa.DataType) -> bool:
         return bool(pa.types.is_timestamp(found) and found.tz in (None, "UTC", "Z", "+00:00"))
     if name == "access_count":
         return bool(pa.types.is_unsigned_integer(found))
-    if pa.types.is_struct(expected):
-        return bool(pa.types.is_struct(found) or pa.types.is_null(found))
+    if pa.types.is_struct(expected):  # every field present: a struct cast matches by name
+        return bool(pa.types.is_null(found) or (pa.types.is_struct(found) and {
+            f.name for f in expected} <= {f.name for f in found}))
     return bool(found == expected)
 
 
@@ -157,6 +158,15 @@ def _utf8_bad(arr: pa.Array) -> np.ndarray:
                 except UnicodeDecodeError:
                     bad[i] = True
         return bad
+
+
+def _outside_ns(col: pa.Array) -> np.ndarray:
+    """Rows of a coarser timestamp column (s, ms, us) that nanoseconds cannot hold."""
+    per = {"s": 10**9, "ms": 10**6, "us": 10**3}.get(getattr(col.type, "unit", "ns"))
+    if per is None:
+        return np.zeros(len(col), dtype=bool)
+    ticks = np.asarray(col.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False))
+    return np.abs(ticks) > (2**63 - 1) // per  # type: ignore[no-any-return]
 
 
 def _mask(arr: pa.Array) -> np.ndarray:
@@ -189,6 +199,9 @@ def _reasons(batch: pa.RecordBatch) -> list[list[str]]:
     for name in _REQUIRED:
         col = batch.column(name)
         flag(_mask(col.is_null()), f"{name} is null")
+    for name in ("last_access", "created_at"):
+        flag(_outside_ns(batch.column(name)),
+             f"{name} is outside the timestamp[ns] range (years 1677 to 2262)")
     for name in _UNIT_RANGE:
         col = batch.column(name)
         vals = col.to_numpy(zero_copy_only=False)
@@ -220,6 +233,18 @@ def _provenance_reasons(prov: pa.Array, flag: Any) -> None:
         flag(present & bad, "embedding_provenance.metadata holds a null value")
 
 
+def _value(col: pa.Array, i: int) -> Any:
+    """One value as Python; text that is not valid UTF-8 as its bytes (a damaged source must
+    reach the quarantine, not crash it)."""
+    try:
+        return col[i].as_py()
+    except UnicodeDecodeError:
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            return col.view(pa.large_binary() if pa.types.is_large_string(col.type)
+                            else pa.binary())[i].as_py()
+        return "(holds text that is not valid UTF-8)"
+
+
 def _record(batch: pa.RecordBatch, i: int) -> str:
     """The row as JSON text: timestamps as int64 ns, bytes with backslash escapes."""
     row = batch.slice(i, 1)
@@ -229,7 +254,7 @@ def _record(batch: pa.RecordBatch, i: int) -> str:
             continue
         if pa.types.is_timestamp(col.type):
             col = col.cast(pa.int64())
-        value = col.to_pylist()[0]
+        value = _value(col, 0)
         if isinstance(value, bytes):
             value = value.decode("utf-8", errors="backslashreplace")
         out[name] = value
@@ -272,7 +297,7 @@ def validate_batch(chunk: SourceBatch, seen: SeenIds, drop: Dropper | None = Non
     ids = batch.column("id")
     for i, why in enumerate(reasons):
         if why:
-            ident = ids[i].as_py()
+            ident = _value(ids, i)
             rejected.append(Rejected(
                 chunk.source,
                 int(source_rows[i]),
