@@ -378,7 +378,8 @@ class _Run:
             self.run_dir, self.journal, self.pool, self._writer(), self.report, self.progress,
             self._check_stop, config.target_format, min(config.batch_size, CHUNK_ROWS),
             config.strict)
-        self.checked = export.run(source, config.checkpoint_every or config.batch_size)
+        self.checked = export.run(config.source, source,
+                                  config.checkpoint_every or config.batch_size)
         self.report.phases_s["export"] = round(time.perf_counter() - mark, 3)
         groups = Snapshot(self.run_dir / SNAPSHOT).num_row_groups
         snapshot = {"rows": self.report.snapshot_rows, "digest": self.report.snapshot_digest,

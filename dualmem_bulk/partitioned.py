@@ -39,7 +39,7 @@ from dualmem_bulk.progress import Progress
 from dualmem_bulk.report import RunReport
 from dualmem_bulk.schema import DUAL_SCHEMA, QUARANTINE_SCHEMA, SNAPSHOT_SCHEMA
 from dualmem_bulk.schema.validate import SeenIds, validate_batch
-from dualmem_bulk.sources import SourcePart
+from dualmem_bulk.sources import NoRows, SourcePart
 from dualmem_bulk.sources.detect import Source
 from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat
 from dualmem_bulk.stores.snapshot import QUARANTINE, SNAPSHOT, Snapshot, part_name
@@ -228,10 +228,10 @@ class PartitionedExport:
     chunk: int
     strict: bool
 
-    def run(self, source: Source, every: int) -> list[PieceVerdict]:
-        """Export, convert and commit every part not yet recorded; the verdicts of the
-        fragments verified by this invocation's tasks."""
-        parts = list(source.partitions(every))
+    def run(self, path: Path, source: Source, every: int) -> list[PieceVerdict]:
+        """Export, convert and commit every part of the source at ``path`` not yet recorded;
+        the verdicts of the fragments verified by this invocation's tasks."""
+        parts = list(source.partitions(every)) or [NoRows(path)]
         plan = [p.describe() for p in parts]
         stored = self.journal.get("partitions")
         if stored is None:

@@ -5,6 +5,9 @@ valid occurrence in source order wins)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +148,32 @@ def test_generated_sources_split_into_many_partitions(tmp_path: Path) -> None:
         assert [r.rows for r in journal.batches()] == [500] * 6
         assert len(journal.get("partitions")) == 6
         journal.close()
+
+
+def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dualmem_bulk", *map(str, args)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+
+
+def test_nothing_to_convert_is_a_success(tmp_path: Path) -> None:
+    """A valid Parquet with no rows, a source whose every row is quarantined and an Engram data
+    root with nothing readable give exit 0, an empty valid target and a verified run; with
+    --strict the invalid rows still refuse the run (exit 3) and leave nothing behind."""
+    empty, bad, root = tmp_path / "empty.parquet", tmp_path / "bad.parquet", tmp_path / "root"
+    pq.write_table(LEGACY_SCHEMA.empty_table(), empty)
+    pq.write_table(legacy_table([{"id": "a", "confidence": 3.0}, {"id": ""}]), bad)
+    (root / "default" / "wal").mkdir(parents=True)
+    (root / "default" / "wal" / "wal-0000000000000001.log").write_bytes(b"not a record")
+    for src, quarantined in ((empty, 0), (bad, 2), (root, 0)):
+        target = tmp_path / f"{src.name}.lance"
+        done = _cli("convert", src, target, "--json")
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["status"] == "done" and report["verified"]
+        assert (report["nodes_converted"], report["quarantined"]) == (0, quarantined)
+        assert lance.dataset(str(target)).count_rows() == 0
+        verified = _cli("verify", f"{target}.run", "--json")
+        assert verified.returncode == 0 and json.loads(verified.stdout)["ok"], verified.stdout
+    strict = _cli("convert", bad, tmp_path / "strict.lance", "--strict")
+    assert strict.returncode == 3 and "--strict" in strict.stderr
+    assert not [p for p in tmp_path.iterdir() if "strict" in p.name]

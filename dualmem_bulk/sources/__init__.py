@@ -18,7 +18,7 @@ from typing import NamedTuple, Protocol
 
 import pyarrow as pa
 
-__all__ = ["ROW_COLUMN", "Rejected", "SourceBatch", "SourcePart", "plan_runs"]
+__all__ = ["ROW_COLUMN", "NoRows", "Rejected", "SourceBatch", "SourcePart", "plan_runs"]
 
 ROW_COLUMN = "_row"
 """Name of the int64 column that carries each row's position in its source file."""
@@ -74,6 +74,28 @@ class SourcePart(Protocol):
     def describe(self) -> str:
         """Where the part is, in words (the journal keeps the plan to check a resume)."""
         ...
+
+
+@dataclass(frozen=True)
+class NoRows:
+    """The one partition of a source that has nothing to read (an Engram data root with no
+    whole record, say): its task still writes an empty snapshot part and an empty target."""
+
+    path: Path
+    rows: int = 0
+
+    @property
+    def needs(self) -> tuple[Path, ...]:
+        """The source."""
+        return (self.path,)
+
+    def batches(self, batch_size: int) -> Iterator[SourceBatch]:
+        """Nothing."""
+        yield from ()
+
+    def describe(self) -> str:
+        """The source, empty."""
+        return f"{self.path}: nothing to read"
 
 
 def plan_runs(sizes: list[int], every: int) -> list[tuple[int, int, int]]:
