@@ -11,13 +11,10 @@ up, to name what is missing, extra, duplicated or different); and the three tabl
 
 The target is checked piece by piece (Lance fragment, Parquet part file), each piece against the
 snapshot rows from the position it should start at, so pieces are independent tasks for worker
-processes. A conversion verifies each unit in the task that wrote it, reading its data files
-back from disk before the driver commits them; the run's verification then re-reads only the
-pieces whose committed files are not the ones verified (none, unless something went wrong). A
-unit written during the export is compared with the export's batches (the snapshot file is not
-readable yet); the finished snapshot file must then hold the same rows, which the identity
-digest (the sum of row checksum XOR episode checksum over all rows) proves in one pass over
-three of its columns.
+processes. A conversion verifies each partition in the task that wrote it, reading its data
+files and its snapshot part back from disk before the driver commits them; the run's
+verification then re-reads only the pieces whose committed files are not the ones verified
+(none, unless something went wrong).
 """
 
 from __future__ import annotations
@@ -38,7 +35,6 @@ import pyarrow.compute as pc
 from dualmem_bulk._pool import WorkerPool
 from dualmem_bulk._threads import prefetched
 from dualmem_bulk.checksum import TableDigest, episode_checksums, row_checksums
-from dualmem_bulk.checksum import identity_digest as _identity
 from dualmem_bulk.convert import node_uuids, to_legacy
 from dualmem_bulk.engines import TaskPool
 from dualmem_bulk.errors import SourceError, UsageError
@@ -310,11 +306,6 @@ class PieceVerdict:
     aligned: bool
     files: tuple[str, ...] = ()
     """The data files read (when verified before the commit, to match against the store)."""
-    spooled: bool = False
-    """Compared with the export's batches rather than the snapshot file (see ``identity``)."""
-    identity: TableDigest = field(default_factory=TableDigest)
-    """Digest of the rows' (checksum, episode checksum) pairs, to prove the snapshot file
-    holds the rows a spooled piece was compared with."""
 
 
 def verify_piece(task: PieceTask) -> PieceVerdict:
@@ -326,35 +317,30 @@ def verify_piece(task: PieceTask) -> PieceVerdict:
 
 
 def verify_batches(batches: Iterator[pa.RecordBatch], expected_keys: Iterator[pa.RecordBatch],
-                   files: tuple[str, ...] = (), spooled: bool = False) -> PieceVerdict:
+                   files: tuple[str, ...] = ()) -> PieceVerdict:
     """Check target rows read back from disk against the snapshot rows they were written from
     (:data:`SNAPSHOT_KEYS` columns, in order; see :func:`verify_piece`). ``files`` names what
-    was read; ``spooled``: the expected rows are the export's, not yet the snapshot file's."""
+    was read."""
     expected = _InOrder(expected_keys)
-    verdict = PieceVerdict(0, [], TableDigest(), TableDigest(), True, files, spooled)
+    verdict = PieceVerdict(0, [], TableDigest(), TableDigest(), True, files)
     for batch in prefetched(batches):
         problems, digest = _row_problems(batch)
         verdict.problems += problems
         verdict.recomputed += digest
         verdict.stored += TableDigest.of(batch.column("checksum"))
         episodes = episode_checksums(batch)
-        verdict.identity += _identity(batch.column("checksum"), episodes)
         verdict.aligned = verdict.aligned and _same_rows(expected.take(batch.num_rows), batch,
                                                          episodes)
         verdict.rows += batch.num_rows
     return verdict
 
 
-def _snapshot_digest(snapshot: Path, batch_size: int, identity: bool
-                     ) -> tuple[TableDigest, TableDigest]:
-    """The snapshot file's checksum digest and, if asked, its rows' identity digest."""
-    digest, ident = TableDigest(), TableDigest()
-    columns = ["checksum", "space", "episode"] if identity else ["checksum"]
-    for batch in Snapshot(snapshot).batches(batch_size, columns):
+def _snapshot_digest(snapshot: Path, batch_size: int) -> TableDigest:
+    """The snapshot's checksum digest."""
+    digest = TableDigest()
+    for batch in Snapshot(snapshot).batches(batch_size, ["checksum"]):
         digest += TableDigest.of(batch.column("checksum"))
-        if identity:
-            ident += _identity(batch.column("checksum"), episode_checksums(batch))
-    return digest, ident
+    return digest
 
 
 def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
@@ -394,8 +380,8 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
     tasks = [PieceTask(target.path.resolve(), i, snapshot_file.resolve(), start, batch_size)
              for i, start in enumerate(starts) if i not in verified]
     problems: list[Problem] = []
-    stored, recomputed, identity = TableDigest(), TableDigest(), TableDigest()
-    aligned, spooled = True, False
+    stored, recomputed = TableDigest(), TableDigest()
+    aligned = True
     with contextlib.ExitStack() as stack:
         workers: TaskPool = pool or stack.enter_context(WorkerPool(0))
         verdicts = itertools.chain(
@@ -406,14 +392,8 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
             stored += verdict.stored
             recomputed += verdict.recomputed
             aligned = aligned and verdict.aligned
-            identity += verdict.identity
-            spooled = spooled or verdict.spooled
             progress.advance(verdict.rows)
-    snap_digest, snap_identity = _snapshot_digest(snapshot_file, batch_size, spooled)
-    if spooled and snap_identity != identity:
-        aligned = False
-        problems.append(("", "", "the snapshot file does not hold the rows the target was "
-                                 "written from"))
+    snap_digest = _snapshot_digest(snapshot_file, batch_size)
     if not (aligned and snap_digest.rows == stored.rows):
         problems += _join_problems(*_keys(snapshot_file, target, batch_size))
     report.snapshot_rows, report.target_rows = snap_digest.rows, stored.rows
