@@ -1,22 +1,22 @@
-"""Offline conversion against two baselines measured in the same run.
+"""Offline conversion against baselines measured in the same run.
 
-- ``io_floor``: pyarrow reads the same Parquet and writes the same bytes, no conversion; the
-  least any converter that reads and writes Parquet-sized data must pay.
-- ``io_floor_two_durable_copies``: the same read, two copies written and fsynced: the I/O a
-  crash-safe run that keeps a snapshot cannot avoid (``io_floor`` leaves its bytes in the page
-  cache, unsynced).
+- ``lance_floor``: the source read once, the Parquet snapshot and a Lance dataset of the same
+  rows written with pyarrow and pylance alone (the tool's writer settings), both fsynced: the I/O
+  a run that keeps a snapshot and writes a Lance target cannot avoid. The goal is 0.9x of it.
+- ``io_floor_tool_settings``: pyarrow reads the source and writes one copy with the tool's
+  Parquet settings (no fsync); ``io_floor``: the same with pyarrow's default settings.
 - ``row_by_row``: the seed's design doing the same work as ``convert``, one dict per row
-  (``benchmarks/rowwise.py``): validate, full checksum, snapshot + Lance target, verify.
-- ``convert``: the whole ``run_offline`` (snapshot, conversion, checksums, Lance target, verify),
-  with the default workers (one per core but one), with two, and in one process.
+  (``benchmarks/rowwise.py``): validate, full checksum, snapshot + Lance target, verify; its
+  target digest is checked against ``convert``'s for the same source.
+- ``convert``: the whole ``run_offline`` (partitioned export, conversion, checksums, Lance
+  target, verify), with the default workers (one per core), with two, and in one process.
 - ``convert_cli_N``: ``dualmem-bulk convert`` in its own process on N nodes; peak RSS is the
-  largest sum over the process tree (driver + workers), sampled every 20 ms.
+  largest sum over the process tree (driver + workers), sampled every 20 ms, and the serial
+  fraction is the driver's CPU time over the whole tree's.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import subprocess
 import sys
@@ -24,12 +24,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lance
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import NODES, ROW_NODES, RSS_SIZES, generated, record, tree_peak_rss
+from conftest import NODES, ROW_NODES, RSS_SIZES, generated, record, tree_usage
 from rowwise import migrate_row_by_row
 
+from dualmem_bulk._fs import fsync_path, fsync_tree
+from dualmem_bulk.export import scan_source
 from dualmem_bulk.offline import OfflineConfig, run_offline
+from dualmem_bulk.stores import PARQUET_OPTIONS
+from dualmem_bulk.stores.staging import lance_write_schema
 
 
 def _once(benchmark: Any, fn: Any) -> float:
@@ -38,39 +44,56 @@ def _once(benchmark: Any, fn: Any) -> float:
     return time.perf_counter() - started
 
 
-def _copy(source: Path, *outs: Path) -> None:
-    """Read ``source`` once and write each batch to every file of ``outs``."""
-    with pq.ParquetFile(source) as reader, contextlib.ExitStack() as stack:
-        writers = [stack.enter_context(pq.ParquetWriter(out, reader.schema_arrow))
-                   for out in outs]
+def _copy(source: Path, out: Path, **options: Any) -> None:
+    """Read ``source`` once and write it to ``out``."""
+    with pq.ParquetFile(source) as reader, pq.ParquetWriter(out, reader.schema_arrow,
+                                                            **options) as writer:
         for batch in reader.iter_batches(batch_size=16_384):
-            for writer in writers:
-                writer.write_batch(batch)
+            writer.write_batch(batch)
 
 
 def test_io_floor(benchmark: Any, source: Path, fresh: Path) -> None:
     record("io_floor", NODES, _once(benchmark, lambda: _copy(source, fresh / "copy.parquet")))
 
 
-def test_io_floor_two_durable_copies(benchmark: Any, source: Path, fresh: Path) -> None:
-    """The least I/O of any crash-safe run that keeps a snapshot: the source read once, two
-    copies written and fsynced (the snapshot and the target), nothing converted or hashed."""
-    outs = (fresh / "snapshot.parquet", fresh / "target.parquet")
+def test_io_floor_tool_settings(benchmark: Any, source: Path, fresh: Path) -> None:
+    record("io_floor_tool_settings", NODES, _once(
+        benchmark, lambda: _copy(source, fresh / "copy.parquet", **PARQUET_OPTIONS)))
+
+
+def test_lance_floor(benchmark: Any, source: Path, fresh: Path) -> None:
+    """The source read once; the snapshot (Parquet) and a Lance dataset of the same rows
+    written, both fsynced; nothing validated, converted or hashed."""
+    snapshot, target = fresh / "snapshot.parquet", fresh / "target.lance"
 
     def copy() -> None:
-        _copy(source, *outs)
-        for out in outs:
-            with out.open("rb") as written:
-                os.fsync(written.fileno())
+        with pq.ParquetFile(source) as reader, pq.ParquetWriter(
+                snapshot, reader.schema_arrow, **PARQUET_OPTIONS) as snap:
+            schema = lance_write_schema(reader.schema_arrow)
 
-    record("io_floor_two_durable_copies", NODES, _once(benchmark, copy))
+            def batches() -> Any:
+                for batch in reader.iter_batches(batch_size=16_384):
+                    snap.write_batch(batch)
+                    yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+
+            lance.write_dataset(pa.RecordBatchReader.from_batches(schema, batches()),
+                                str(target), schema=schema)
+        fsync_path(snapshot)
+        fsync_tree(target)
+
+    record("lance_floor", NODES, _once(benchmark, copy))
 
 
 def test_row_by_row(benchmark: Any, row_source: Path, fresh: Path) -> None:
-    def run() -> None:
-        migrate_row_by_row(row_source, fresh / "snapshot.parquet", fresh / "rows.lance")
+    digests: list[str] = []
 
-    record("row_by_row", ROW_NODES, _once(benchmark, run))
+    def run() -> None:
+        digests.append(migrate_row_by_row(row_source, fresh / "snapshot.parquet",
+                                          fresh / "rows.lance")[1])
+
+    seconds = _once(benchmark, run)
+    assert digests[-1] == scan_source(row_source).snapshot_digest  # convert's, same source
+    record("row_by_row", ROW_NODES, seconds, digest=digests[-1][:16])
 
 
 @pytest.mark.parametrize(("fmt", "workers"), [("lance", None), ("lance", 2), ("lance", 0),
@@ -97,17 +120,19 @@ def test_peak_rss(benchmark: Any, workdir: Path, fresh: Path, nodes: int, worker
     src = generated(workdir, nodes)
     args = [sys.executable, "-m", "dualmem_bulk", "convert", str(src), str(fresh / "n.lance"),
             "--json", *([] if workers is None else ["--workers", str(workers)])]
-    peaks: list[tuple[int, int]] = []
+    usage: list[Any] = []
 
     def run() -> None:
         with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True) as proc:
-            peaks.append(tree_peak_rss(proc))
+            usage.append(tree_usage(proc))
             assert proc.wait() == 0, proc.stderr.read() if proc.stderr else ""
 
     seconds = _once(benchmark, run)
-    total, driver = peaks[-1]
+    tree = usage[-1]
     name = f"convert_cli_{nodes}" + ("" if workers is None else f"_{workers}_workers")
-    record(name, nodes, seconds, peak_rss_mib=total // 1024,
-           driver_peak_rss_mib=driver // 1024)
+    record(name, nodes, seconds, peak_rss_mib=tree.peak_rss_kib // 1024,
+           driver_peak_rss_mib=tree.driver_peak_rss_kib // 1024,
+           driver_cpu_s=round(tree.driver_cpu_s, 2), tree_cpu_s=round(tree.cpu_s, 2),
+           serial_fraction=round(tree.driver_cpu_s / tree.cpu_s, 3) if tree.cpu_s else None)
     shutil.rmtree(fresh / "n.lance", ignore_errors=True)

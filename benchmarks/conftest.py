@@ -12,6 +12,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +69,33 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def tree_peak_rss(proc: subprocess.Popen[str], every: float = 0.02) -> tuple[int, int]:
-    """Sample a running process and its descendants until it exits: (largest sum of their
-    RSS, largest RSS of the process itself), in KiB."""
-    total_peak = own_peak = 0
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class TreeUsage:
+    """What a process tree used: peak RSS (of the tree, of the root) and CPU time."""
+
+    peak_rss_kib: int = 0
+    driver_peak_rss_kib: int = 0
+    driver_cpu_s: float = 0.0
+    cpu_s: float = 0.0
+    """CPU of the whole tree: the last reading of every process seen."""
+
+
+def tree_usage(proc: subprocess.Popen[str], every: float = 0.02) -> TreeUsage:
+    """Sample a running process and its descendants until it exits: the largest sum of their
+    RSS, the root's largest RSS, and the CPU time of the root and of the whole tree (each
+    process's last reading before it ended; the serial fraction is driver / tree)."""
+    usage = TreeUsage()
+    cpu: dict[int, float] = {}
     while proc.poll() is None:
         tree, todo = [], [proc.pid]
         while todo:
@@ -79,10 +103,14 @@ def tree_peak_rss(proc: subprocess.Popen[str], every: float = 0.02) -> tuple[int
             tree.append(pid)
             todo += _children(pid)
         sizes = [_rss_kib(p) for p in tree]
-        total_peak = max(total_peak, sum(sizes))
-        own_peak = max(own_peak, sizes[0])
+        usage.peak_rss_kib = max(usage.peak_rss_kib, sum(sizes))
+        usage.driver_peak_rss_kib = max(usage.driver_peak_rss_kib, sizes[0])
+        for pid in tree:
+            cpu[pid] = max(cpu.get(pid, 0.0), _cpu_s(pid))
         time.sleep(every)
-    return total_peak, own_peak
+    usage.driver_cpu_s = cpu.get(proc.pid, 0.0)
+    usage.cpu_s = sum(cpu.values())
+    return usage
 
 
 def record(name: str, nodes: int, seconds: float, **extra: Any) -> None:
@@ -96,12 +124,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     tr = terminalreporter
     tr.section("dualmem-bulk throughput (nodes/s, same run)")
-    floor = RESULTS.get("io_floor", {}).get("nodes_per_s")
+    floor = RESULTS.get("lance_floor", {}).get("nodes_per_s")
     rowwise = RESULTS.get("row_by_row", {}).get("nodes_per_s")
     for name, r in RESULTS.items():
         ratios = []
-        if floor and name != "io_floor":
-            ratios.append(f"{r['nodes_per_s'] / floor:.2f}x floor")
+        if floor and name != "lance_floor":
+            ratios.append(f"{r['nodes_per_s'] / floor:.2f}x Lance floor")
         if rowwise and name != "row_by_row":
             ratios.append(f"{r['nodes_per_s'] / rowwise:.1f}x row-by-row")
         extra = {k: v for k, v in r.items() if k not in ("nodes", "seconds", "nodes_per_s")}

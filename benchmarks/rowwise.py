@@ -74,8 +74,10 @@ def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     return table.cast(schema)
 
 
-def migrate_row_by_row(source: Path, snapshot: Path, target: Path) -> int:
-    """Migrate ``source`` to a Lance ``target`` row by row; return the nodes verified."""
+def migrate_row_by_row(source: Path, snapshot: Path, target: Path) -> tuple[int, str]:
+    """Migrate ``source`` to a Lance ``target`` row by row; return the nodes verified and the
+    target's table digest (the sum of its rows' checksums, as the README defines it), for the
+    caller to check against ``convert``'s."""
     seen: set[tuple[str | None, str]] = set()
     snap_rows: list[dict[str, Any]] = []
     dual_rows: list[dict[str, Any]] = []
@@ -107,7 +109,7 @@ def migrate_row_by_row(source: Path, snapshot: Path, target: Path) -> int:
     expected = {(r["space"], r["id"]): r["checksum"]
                 for b in pq.ParquetFile(snapshot).iter_batches(columns=["space", "id", "checksum"])
                 for r in b.to_pylist()}
-    verified = 0
+    verified, total = 0, 0
     for batch in lance.dataset(target).to_batches(batch_size=4096):
         for row in _as_ints(batch):
             legacy = {k: row[k] for k in LEGACY_SCHEMA.names if k != "id"}
@@ -118,6 +120,8 @@ def migrate_row_by_row(source: Path, snapshot: Path, target: Path) -> int:
                     recomputed or not math.isclose(row["strength"], row["activation"]):
                 raise AssertionError(f"row {legacy['id']!r} differs")
             verified += 1
+            total += int.from_bytes(recomputed, "little")
     if verified != len(expected):
         raise AssertionError(f"{verified} nodes verified, {len(expected)} in the snapshot")
-    return verified
+    digest = (total % (1 << 256)).to_bytes(32, "little").hex()
+    return verified, digest

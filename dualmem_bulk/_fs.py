@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "atomic_path",
+    "check_path",
     "fault_point",
     "fsync_path",
     "fsync_tree",
@@ -105,3 +106,16 @@ def source_identity(path: Path) -> list[list[Any]]:
         out.append([str(f.relative_to(path) if f != path else f.name), st.st_size,
                     st.st_mtime_ns])
     return out
+
+
+def check_path(path: Path) -> None:
+    """Refuse (exit 3) a path the operating system will not look at: permission denied, a name
+    too long, a loop. A missing path, or one under a file, is for the caller to judge."""
+    from dualmem_bulk.errors import SourceError
+
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise SourceError(path, exc.strerror or str(exc)) from exc

@@ -34,6 +34,7 @@ AUTO_MIN_ROWS = 50_000
 and Lance) takes about a second, which a small run does not win back."""
 MAX_AUTO_WORKERS = 8
 
+_AHEAD_PER_WORKER = 2
 _PR_SET_PDEATHSIG = 1
 _M_ARENA_MAX = -8
 _M_MMAP_THRESHOLD = -3
@@ -139,9 +140,6 @@ class WorkerPool:
         self.workers = workers
         self.inline = workers == 0
         """Tasks run in the calling process."""
-        self.spools = not self.inline
-        """Units can be handed to the workers during the export, as spooled files that they
-        memory-map (the workers run on this machine)."""
         self._executor: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> WorkerPool:
@@ -180,9 +178,10 @@ class WorkerPool:
         return self._executor.submit(_released, (fn, spec))
 
     def ordered(self, fn: Callable[[S], R], specs: Iterable[S]) -> Iterator[tuple[S, R]]:
-        """Yield ``(spec, fn(spec))`` in the order of ``specs``, running at most one task per
-        worker ahead of the consumer. A task's exception is raised at its place in the order.
-        """
+        """Yield ``(spec, fn(spec))`` in the order of ``specs``, with at most two tasks per
+        worker submitted ahead of the consumer (one running, one queued, so that a worker is
+        never idle while the consumer commits). A task's exception is raised at its place in
+        the order."""
         if self.inline:
             for spec in specs:
                 yield spec, _released((fn, spec))
@@ -193,7 +192,7 @@ class WorkerPool:
         items = iter(specs)
         for spec in items:
             pending.append((spec, self._executor.submit(_released, (fn, spec))))
-            if len(pending) >= self.workers:
+            if len(pending) >= _AHEAD_PER_WORKER * self.workers:
                 break
         while pending:
             spec, future = pending.popleft()

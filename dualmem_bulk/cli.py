@@ -18,32 +18,27 @@ from typing import Annotated, Any, Literal, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
+from dualmem_bulk import __version__
+from dualmem_bulk.cli_progress import CliProgress
+from dualmem_bulk.cli_text import Command, Group, readable, status_lines
 from dualmem_bulk.errors import DualmemError
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Migrate Engram Memory stores to DualMemoryNode: fast, crash-safe, verifiable.",
-)
+app = typer.Typer(cls=Group, no_args_is_help=True)
 _err = Console(stderr=True)
 T = TypeVar("T")
 INTERNAL_ERROR = 70
+INVALID_INPUT = 3
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", help="Print one JSON object on stdout, errors included.")]
+QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="No progress output on stderr (errors and notes still).")]
+YesOpt = Annotated[bool, typer.Option("--yes", help="Do it without asking.")]
 SpaceOpt = Annotated[
     list[str] | None,
-    typer.Option("--space", help="Memory space of an Engram data root (repeatable; "
-                                 "default: every space)."),
+    typer.Option("--space", metavar="NAME", help="Memory space of an Engram data root "
+                                                 "(repeatable; default: every space)."),
 ]
 
 WorkersOpt = Annotated[int | None, typer.Option(
@@ -55,8 +50,22 @@ EngineOpt = Annotated[Literal["local", "dask"], typer.Option(
     help="Where the tasks run: local processes, or a Dask cluster (needs "
          "pip install 'dualmem-bulk\\[dask]'). The output is the same.")]
 SchedulerOpt = Annotated[str | None, typer.Option(
+    metavar="ADDRESS",
     help="With --engine dask: the scheduler of an existing cluster (tcp://HOST:8786), whose "
          "workers must see the run's paths; default: a local cluster of --workers processes.")]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"dualmem-bulk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    """Migrate Engram Memory stores to DualMemoryNode: fast, crash-safe, verifiable."""
 
 
 def _snapshot_rows(run_dir: Path) -> int:
@@ -73,110 +82,63 @@ def _snapshot_rows(run_dir: Path) -> int:
     return int(snapshot["rows"]) if snapshot else 0
 
 
-class _CliProgress:
-    """A Rich bar (nodes, nodes/s, ETA) on a terminal; a plain line every few seconds otherwise."""
-
-    def __init__(self, every_s: float = 5.0) -> None:
-        self._bar: Progress | None = None
-        self._task: TaskID | None = None
-        self._every, self._last = every_s, 0.0
-        self._name, self._done, self._start, self._printed = "", 0, 0.0, 0
-        self._total: int | None = None
-        if _err.is_terminal:
-            self._bar = Progress(
-                TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]:>12} nodes/s"), TimeElapsedColumn(),
-                TextColumn("ETA"), TimeRemainingColumn(), console=_err, transient=False,
-            )
-            self._bar.start()
-
-    def phase(self, name: str, total: int | None) -> None:
-        self._flush()
-        self._name, self._total, self._done, self._printed = name, total, 0, 0
-        self._start = self._last = time.monotonic()
-        if self._bar is not None:
-            self._task = self._bar.add_task(name, total=total, rate="-")
-
-    def advance(self, nodes: int) -> None:
-        self._done += nodes
-        now = time.monotonic()
-        rate = self._done / max(now - self._start, 1e-9)
-        if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, advance=nodes, rate=f"{rate:,.0f}")
-        elif now - self._last >= self._every:
-            self._last = now
-            self._line(rate)
-
-    def _line(self, rate: float) -> None:
-        total = f"/{self._total:,}" if self._total else ""
-        eta = ""
-        if self._total and rate > 0:
-            eta = f", ETA {max(self._total - self._done, 0) / rate:,.0f} s"
-        print(f"{self._name}: {self._done:,}{total} nodes, {rate:,.0f} nodes/s{eta}",
-              file=sys.stderr, flush=True)
-        self._printed = self._done
-
-    def _flush(self) -> None:
-        if self._bar is None and self._name and self._done != self._printed:
-            self._line(self._done / max(time.monotonic() - self._start, 1e-9))
-
-    def message(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.console.print(text, highlight=False)
-        else:
-            print(text, file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        self._flush()
-        self._name = ""
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+def _fail(message: str, exit_code: int, error_type: str, as_json: bool,
+          label: str = "error") -> typer.Exit:
+    """Say what went wrong in one line on stderr (and, with ``--json``, one
+    ``{"status": "error", ...}`` object on stdout); the exit to raise."""
+    _err.print(f"[bold red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if as_json:
+        print(json.dumps({"status": "error", "error": message, "exit_code": exit_code,
+                          "error_type": error_type, "tool_version": __version__},
+                         sort_keys=True))
+    return typer.Exit(exit_code)
 
 
 def _run(call: Callable[[], T], as_json: bool) -> T:
-    """Run a library call, turning its errors into one line on stderr and an exit code
-    (and, with ``--json``, an ``{"status": "error", ...}`` object on stdout)."""
+    """Run a library call, turning its errors into one line and an exit code. An operating
+    system's refusal (permission denied, a name too long...) is not a bug: exit 3."""
     try:
         return call()
     except DualmemError as exc:
-        _err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        if as_json:
-            print(json.dumps({"status": "error", "error": str(exc), "exit_code": exc.exit_code,
-                              "error_type": type(exc).__name__}))
-        raise typer.Exit(exc.exit_code) from exc
+        raise _fail(str(exc), exc.exit_code, type(exc).__name__, as_json) from exc
     except KeyboardInterrupt:
-        _err.print("interrupted")
-        raise typer.Exit(4) from None
+        raise _fail("interrupted", 4, "KeyboardInterrupt", as_json) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise _fail(f"{where}{exc.strerror or exc}", INVALID_INPUT, type(exc).__name__,
+                    as_json) from exc
     except Exception as exc:  # an unexpected failure: say so, keep the traceback
         traceback.print_exc()
-        _err.print(f"[bold red]internal error:[/] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(INTERNAL_ERROR) from exc
+        raise _fail(str(exc), INTERNAL_ERROR, type(exc).__name__, as_json,
+                    "internal error") from exc
 
 
-def _with_progress(call: Callable[[_CliProgress], T], as_json: bool) -> T:
+def _with_progress(call: Callable[[CliProgress], T], as_json: bool, quiet: bool) -> T:
     """:func:`_run` with a progress display that is always closed."""
-    progress = _CliProgress()
-    try:
-        return _run(lambda: call(progress), as_json)
-    finally:
-        progress.done()
+    progress = CliProgress(_err, quiet)
+
+    def closed() -> T:  # the display ends before an error's line, which comes last
+        try:
+            return call(progress)
+        finally:
+            progress.done()
+
+    return _run(closed, as_json)
 
 
-def _usage(text: str) -> None:
-    _err.print(f"[bold red]usage error:[/] {escape(text)}", highlight=False)
-    raise typer.Exit(2)
+def _usage(text: str, as_json: bool) -> None:
+    raise _fail(text, 2, "UsageError", as_json, "usage error")
 
 
 def _emit(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     if as_json:
-        print(json.dumps(data, sort_keys=True, default=str))
+        print(json.dumps({**data, "tool_version": __version__}, sort_keys=True, default=str))
     else:
         for line in lines:
             print(line)
 
 
-@app.command()
+@app.command(cls=Command)
 def generate(
     out: Annotated[Path, typer.Argument(
         help="File to write (.parquet or .jsonl), or for engram-wal the data root directory "
@@ -209,7 +171,7 @@ def generate(
           [f"wrote {rows:,} nodes to {out} ({fmt}) in {elapsed:.1f} s"])
 
 
-@app.command()
+@app.command(cls=Command)
 def convert(
     source: Annotated[Path, typer.Argument(help="Legacy source: Parquet file/dir, JSON lines, "
                                                 "an Engram data root, or a legacy store.")],
@@ -232,10 +194,13 @@ def convert(
         min=1, help="Commit and checkpoint after at least N nodes (default: every batch).")
     ] = None,
     restart: Annotated[bool, typer.Option(
-        help="Discard an unfinished run in the run directory and start again.")] = False,
+        help="Discard the run in the run directory (not a finalized one) and start again; "
+             "asks first unless --yes.")] = False,
+    yes: YesOpt = False,
     workers: WorkersOpt = None,
     engine: EngineOpt = "local",
     scheduler: SchedulerOpt = None,
+    quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Convert a legacy Memory source into a new DualMemoryNode store, then verify it.
@@ -251,9 +216,9 @@ def convert(
     from dualmem_bulk.offline import DEFAULT_BATCH_SIZE, OfflineConfig, run_offline
 
     if in_place and target not in (None, source):
-        _usage("--in-place converts SOURCE itself; do not give a TARGET")
+        _usage("--in-place converts SOURCE itself; do not give a TARGET", as_json)
     if target is None and not in_place:
-        _usage("missing TARGET (or pass --in-place to convert SOURCE itself)")
+        _usage("missing TARGET (or pass --in-place to convert SOURCE itself)", as_json)
     config = OfflineConfig(
         source=source, target=target or source, run_dir=run_dir, target_format=target_format,
         in_place=in_place,
@@ -261,7 +226,11 @@ def convert(
         spaces=tuple(space or ()), checkpoint_every=checkpoint_every, restart=restart,
         workers=workers, engine=engine, scheduler=scheduler,
     )
-    report = _with_progress(lambda progress: run_offline(config, progress), as_json)
+    if restart and not yes:
+        question = _run(lambda: _restart_question(config.resolved_run_dir), as_json)
+        if question:
+            _run(lambda: _confirm(question, "--restart --yes"), as_json)
+    report = _with_progress(lambda progress: run_offline(config, progress), as_json, quiet)
     r = report
     lines = [
         f"{r.status}: {r.nodes_converted:,} of {r.nodes_in:,} nodes "
@@ -278,7 +247,7 @@ def convert(
     _emit(report.as_dict(), as_json, lines)
 
 
-@app.command()
+@app.command(cls=Command)
 def export(
     source: Annotated[Path, typer.Argument(help="Legacy source: Parquet, JSON lines or an "
                                                 "Engram data root.")],
@@ -286,6 +255,7 @@ def export(
     space: SpaceOpt = None,
     strict: Annotated[bool, typer.Option(help="Fail (exit 3) on any invalid row or damaged "
                                               "record.")] = False,
+    quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export and validate a source into a snapshot Parquet file (the first phase of convert),
@@ -297,7 +267,7 @@ def export(
 
     spaces = tuple(space or ())
     report = _with_progress(lambda progress: export_snapshot(
-        source, snapshot, spaces=spaces, strict=strict, progress=progress), as_json)
+        source, snapshot, spaces=spaces, strict=strict, progress=progress), as_json, quiet)
     _emit(report.as_dict(), as_json, [
         f"exported {report.snapshot_rows:,} of {report.nodes_in:,} nodes to {snapshot} in "
         f"{report.elapsed_s:.1f} s; {report.quarantined:,} quarantined",
@@ -305,12 +275,13 @@ def export(
     ])
 
 
-@app.command()
+@app.command(cls=Command)
 def verify(
     run_dir: Annotated[Path, typer.Argument(help="The run directory of a conversion.")],
     workers: WorkersOpt = None,
     engine: EngineOpt = "local",
     scheduler: SchedulerOpt = None,
+    quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Recompute every target row's checksum and compare with the snapshot; exit 1 if any differ.
@@ -320,13 +291,14 @@ def verify(
     from dualmem_bulk.engines import open_pool
     from dualmem_bulk.verify import VerifyReport, verify_run
 
-    def check(progress: _CliProgress) -> VerifyReport:
+    def check(progress: CliProgress) -> VerifyReport:
         with open_pool(engine, workers, scheduler, rows=_snapshot_rows(run_dir),
                        driver_busy=False) as pool:
             return verify_run(run_dir, progress, pool=pool)
 
-    report = _with_progress(check, as_json)
+    report = _with_progress(check, as_json, quiet)
     lines = [report.summary()]
+    lines += [f"  not checked: {what}" for what in report.not_checked]
     lines += [f"  {m['id']!r}: {m['problem']}" for m in report.mismatches]
     if report.mismatched > len(report.mismatches):
         lines.append(f"  ... and {report.mismatched - len(report.mismatches)} more")
@@ -335,7 +307,7 @@ def verify(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=Command)
 def status(
     run_dir: Annotated[Path, typer.Argument(help="The run directory of a conversion.")],
     as_json: JsonOpt = False,
@@ -348,23 +320,14 @@ def status(
     from dualmem_bulk.status import run_status
 
     info = _run(lambda: run_status(run_dir), as_json)
-    done, total = info["nodes_done"], info["nodes_total"]
-    lines = [
-        f"{info['run_dir']}: {info['state']}"
-        + (f" (running, pid {info['lock_holder']['pid']})" if info["running"] else ""),
-        f"  converted {done:,} of {total:,} nodes" if total is not None else
-        "  export not finished",
-        f"  last checkpoint {info['last_checkpoint'] or '-'}, "
-        f"{info['nodes_per_s'] or '-'} nodes/s, ETA {info['eta_s'] or '-'} s",
-        f"  rollback {'possible' if info['rollback_possible'] else 'not possible'}",
-    ]
-    _emit(info, as_json, lines)
+    _emit(info, as_json, status_lines(info))
 
 
-@app.command()
+@app.command(cls=Command)
 def inspect(
     path: Annotated[Path, typer.Argument(help="File, store, Engram data root or run directory.")],
     space: SpaceOpt = None,
+    quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Say what a file or store is: legacy or dual, schema version, nodes by type, digest.
@@ -374,12 +337,11 @@ def inspect(
     from dualmem_bulk.inspect import inspect_path
 
     spaces = tuple(space or ())
-    info = _with_progress(lambda progress: inspect_path(path, progress, spaces), as_json)
-    width = max(len(k) for k in info)
-    _emit(info, as_json, [f"{k:<{width}}  {v}" for k, v in info.items()])
+    info = _with_progress(lambda progress: inspect_path(path, progress, spaces), as_json, quiet)
+    _emit(info, as_json, readable(info))
 
 
-@app.command()
+@app.command(cls=Command)
 def index(
     target: Annotated[Path, typer.Argument(help="A DualMemoryNode Lance store.")],
     run_dir: Annotated[Path | None, typer.Option(
@@ -398,21 +360,44 @@ def index(
                                  f"({r.kind}, {r.partitions} partitions, version {r.version})"])
 
 
-def _confirm(question: str, action: str = "roll back") -> None:
+def _confirm(question: str, flags: str) -> None:
     """Ask on a terminal; without one, or on "no", refuse (a usage error: nothing changed)."""
     from dualmem_bulk.errors import UsageError
 
     if not sys.stdin.isatty():
-        raise UsageError(f"no terminal to ask for confirmation; pass --yes to {action}. "
+        raise UsageError(f"no terminal to ask for confirmation; pass {flags} to go ahead. "
                          "Nothing was changed")
-    if not typer.confirm(question, default=False, err=True):
+    try:
+        confirmed = typer.confirm(question, default=False, err=True)
+    except typer.Abort:  # Ctrl-C or end of input at the prompt
+        confirmed = False
+    if not confirmed:
         raise UsageError("not confirmed; nothing was changed")
 
 
-@app.command()
+def _restart_question(run_dir: Path) -> str | None:
+    """What ``--restart`` would discard, as a question (``None``: no run there, or a finalized
+    one, which the run refuses)."""
+    from dualmem_bulk.journal import Journal
+
+    if not Journal.exists(run_dir):
+        return None
+    journal = Journal.open(run_dir)
+    try:
+        if journal.state == "finalized":
+            return None
+        created = " and the target it created" if journal.get("target_created") else ""
+        return (f"Discard the {journal.state} run in {run_dir} (its journal, snapshot, "
+                f"quarantine{created}: {journal.get('target')}) and start again?")
+    finally:
+        journal.close()
+
+
+@app.command(cls=Command)
 def rollback(
     run_dir: Annotated[Path, typer.Argument(help="The run directory of the run to undo.")],
-    yes: Annotated[bool, typer.Option("--yes", help="Roll back without asking.")] = False,
+    yes: YesOpt = False,
+    quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Undo a run: restore the state before it, and prove it with the snapshot's digest.
@@ -429,8 +414,8 @@ def rollback(
 
     plan = _run(lambda: rollback_plan(run_dir), as_json)
     if not yes:
-        _run(lambda: _confirm(f"Roll back: {plan}?"), as_json)
-    report = _with_progress(lambda progress: rollback_run(run_dir, progress), as_json)
+        _run(lambda: _confirm(f"Roll back: {plan}?", "--yes"), as_json)
+    report = _with_progress(lambda progress: rollback_run(run_dir, progress), as_json, quiet)
     r = report
     lines = [f"{r.status}: {r.run_dir} ({r.mode} run, was {r.state_before}) in {r.elapsed_s:.1f} s"]
     lines += [f"  removed {path}" for path in r.removed]
@@ -444,28 +429,29 @@ def rollback(
     _emit(r.as_dict(), as_json, lines)
 
 
-@app.command()
+@app.command(cls=Command)
 def finalize(
     run_dir: Annotated[Path, typer.Argument(help="The run directory of a finished run.")],
     drop_snapshot: Annotated[bool, typer.Option(
         help="Also remove the snapshot, once the decision is recorded.")] = False,
     remove_legacy: Annotated[bool, typer.Option(
-        help="Online runs: also remove the legacy store (asks first unless --yes).")] = False,
-    yes: Annotated[bool, typer.Option("--yes", help="Remove without asking.")] = False,
+        help="Online runs: also remove the legacy store.")] = False,
+    yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Keep the new store of a finished run: record the decision, then remove the in-place
     legacy backup (or Lance pre-migration tag). Rollback is refused from then on. For an
     online run the service then writes to the new store alone, the change log is trimmed, and
-    the legacy store is kept unless --remove-legacy.
+    the legacy store is kept unless --remove-legacy. Asks first unless --yes is given (it
+    cannot be undone).
 
-    Example: dualmem-bulk finalize nodes.lance.run --drop-snapshot
+    Example: dualmem-bulk finalize nodes.lance.run --drop-snapshot --yes
     """
-    from dualmem_bulk.rollback import finalize_run
+    from dualmem_bulk.rollback import finalize_plan, finalize_run
 
-    if remove_legacy and not yes:
-        _run(lambda: _confirm(f"Finalize {run_dir} and remove its legacy store?",
-                              "remove the legacy store"), as_json)
+    plan = _run(lambda: finalize_plan(run_dir, drop_snapshot, remove_legacy), as_json)
+    if plan and not yes:
+        _run(lambda: _confirm(f"Finalize: {plan}?", "--yes"), as_json)
     report = _run(lambda: finalize_run(run_dir, drop_snapshot, remove_legacy), as_json)
     lines = [f"finalized: {report.run_dir} keeps {report.target}; rollback is no longer possible"]
     lines += [f"  removed {path}" for path in report.removed]
@@ -477,7 +463,7 @@ def finalize(
     _emit(report.as_dict(), as_json, lines)
 
 
-@app.command()
+@app.command(cls=Command)
 def migrate(
     store: Annotated[Path, typer.Argument(
         help="The live legacy MemoryStore (SQLite file), or an Engram data root.")],
@@ -496,6 +482,7 @@ def migrate(
         min=0, help="Cut over once at most this many changes are not yet applied.")] = 200,
     postpone_cutover: Annotated[bool, typer.Option(
         help="Keep catching up until `dualmem-bulk cutover RUN_DIR` is run.")] = False,
+    quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Migrate a live MemoryStore into a new DualMemoryNode store, then cut over.
@@ -513,11 +500,12 @@ def migrate(
     from dualmem_bulk.online import OnlineConfig, run_online
 
     if not online:
-        _usage("migrate needs --online (an offline migration is `dualmem-bulk convert`)")
+        _usage("migrate needs --online (an offline migration is `dualmem-bulk convert`)",
+               as_json)
     config = OnlineConfig(store=store, target=target, run_dir=run_dir, batch_size=batch_size,
                           target_batch_s=target_batch_s, max_rate=max_rate,
                           cutover_lag=cutover_lag, postpone_cutover=postpone_cutover)
-    r = _with_progress(lambda progress: run_online(config, progress), as_json)
+    r = _with_progress(lambda progress: run_online(config, progress), as_json, quiet)
     _emit(r.as_dict(), as_json, [
         f"{r.status}: {r.nodes_copied:,} nodes copied in {r.copy_s:.1f} s "
         f"({r.copy_nodes_per_s:,.0f} nodes/s), {r.changes_applied:,} changes applied in "
@@ -531,7 +519,7 @@ def migrate(
     ])
 
 
-@app.command()
+@app.command(cls=Command)
 def cutover(
     run_dir: Annotated[Path, typer.Argument(help="Run directory of an online migration.")],
     as_json: JsonOpt = False,
@@ -547,8 +535,26 @@ def cutover(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: with ``--json``, even a usage error or a bug prints one
+    JSON object on stdout."""
     from dualmem_bulk._pool import tune_malloc
 
     tune_malloc()
-    app()
+    as_json = "--json" in sys.argv[1:]
+    try:
+        code = app(standalone_mode=False, prog_name="dualmem-bulk")
+    except typer.TyperException as exc:  # usage errors, as click raises them
+        code = exc.exit_code
+        no_command = type(exc).__name__ == "NoArgsIsHelpError"
+        if not as_json:
+            exc.show()  # type: ignore[attr-defined]  # every usage error has it
+        else:
+            _fail("no command given" if no_command else exc.format_message(), code,
+                  type(exc).__name__, as_json, "usage error")
+    except typer.Abort:  # Ctrl-C or end of input at a prompt
+        code = _fail("not confirmed; nothing was changed", 2, "Abort", as_json).exit_code
+    except Exception as exc:  # a bug outside a library call
+        traceback.print_exc()
+        code = _fail(str(exc), INTERNAL_ERROR, type(exc).__name__, as_json,
+                     "internal error").exit_code
+    sys.exit(code if isinstance(code, int) else 0)

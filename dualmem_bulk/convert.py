@@ -101,17 +101,19 @@ def _derived(batch: pa.RecordBatch) -> pa.RecordBatch:
     )
 
 
-def to_dual(batch: pa.RecordBatch, checksums: pa.Array | None = None) -> pa.RecordBatch:
+def to_dual(batch: pa.RecordBatch, checksums: pa.Array | None = None,
+            uuids: pa.Array | None = None) -> pa.RecordBatch:
     """Convert one legacy-schema batch to a DualMemoryNode batch (every node an Episode).
 
     ``checksums`` are the batch's row checksums when already known (they are computed over the
     legacy fields, which the conversion carries unchanged); otherwise they are computed here.
+    ``uuids``, likewise, are its node UUIDs when known.
     """
     n = batch.num_rows
     derived = _derived(batch)
     node_type = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), _NODE_TYPES)
     columns: dict[str, pa.Array] = {
-        "id": node_uuids(batch.column("id")),
+        "id": node_uuids(batch.column("id")) if uuids is None else uuids,
         "node_type": node_type.cast(NODE_TYPE_TYPE),
         "episode_id": derived.column("episode_id"),
         "strength": derived.column("strength"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,8 +25,8 @@ from dualmem_bulk.sources import Rejected
 from dualmem_bulk.sources.detect import Source, open_source
 from dualmem_bulk.stores import PARQUET_OPTIONS
 
-__all__ = ["CHUNK_ROWS", "DEFAULT_BATCH_SIZE", "Exporter", "export_snapshot", "open_checked",
-           "scan_source"]
+__all__ = ["CHUNK_ROWS", "DEFAULT_BATCH_SIZE", "SAMPLE", "Exporter", "export_snapshot",
+           "open_checked", "quarantine_table", "reason_kind", "scan_source"]
 
 DEFAULT_BATCH_SIZE = 16_384
 """Rows per batch (the commit unit): ~55 MB of embeddings, enough to amortise each commit."""
@@ -36,7 +36,11 @@ whatever the batch size: memory grows with it. A whole run on 200K nodes in one 
 at 668 MiB RSS with 4,096-row chunks and 882 MiB with 16,384, in the same time."""
 
 
-def _reason_kind(reason: str) -> str:
+SAMPLE = 20
+"""Rejected rows listed in a report (all of them are in the quarantine file)."""
+
+
+def reason_kind(reason: str) -> str:
     """Group reasons for the summary: the text up to the first digit, colon or parenthesis."""
     head = reason.split(";")[0]
     for i, ch in enumerate(head):
@@ -56,8 +60,8 @@ class Exporter:
 
     def _note(self, rejected: tuple[Rejected, ...]) -> None:
         for r in rejected:
-            self.reasons[_reason_kind(r.reason)] += 1
-            if len(self.report.quarantine_sample) < 20:
+            self.reasons[reason_kind(r.reason)] += 1
+            if len(self.report.quarantine_sample) < SAMPLE:
                 self.report.quarantine_sample.append(
                     {"source": r.source, "row": r.row, "id": r.id, "reason": r.reason}
                 )
@@ -106,7 +110,7 @@ class Exporter:
                     if rejects is None:  # opened last, so it is closed (and renamed) first
                         rejects = stack.enter_context(pq.ParquetWriter(
                             stack.enter_context(atomic_path(quarantine)), QUARANTINE_SCHEMA))
-                    rejects.write_table(_quarantine_table(rejected))
+                    rejects.write_table(quarantine_table(rejected))
             background.drain()  # every batch written before the footer
             writer.add_key_value_metadata({
                 "dualmem.snapshot.rows": str(self.digest.rows),
@@ -143,7 +147,8 @@ def scan_source(path: Path, batch_size: int = DEFAULT_BATCH_SIZE,
     return finish(report, started, progress)
 
 
-def _quarantine_table(rows: list[Rejected]) -> pa.Table:
+def quarantine_table(rows: Sequence[Rejected]) -> pa.Table:
+    """Rejected rows as a quarantine table."""
     columns = {name: [getattr(r, name) for r in rows] for name in QUARANTINE_SCHEMA.names}
     return pa.table(columns, schema=QUARANTINE_SCHEMA)
 

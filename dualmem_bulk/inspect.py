@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualmem_bulk.checksum import TableDigest
@@ -48,7 +49,7 @@ def _identity(identity: tuple[str, str] | None) -> str:
 
 def _parquet_file(path: Path, progress: Progress) -> dict[str, Any] | None:
     """Snapshot and quarantine files describe themselves; other Parquet is scanned as legacy."""
-    handle = pq.ParquetFile(path)
+    handle = _open_parquet(path)
     meta = handle.metadata.metadata or {}
     identity = schema_identity(handle.schema_arrow)
     if b"dualmem.snapshot.digest" in meta:
@@ -70,6 +71,28 @@ def _parquet_file(path: Path, progress: Progress) -> dict[str, Any] | None:
     return None
 
 
+def _parts(path: Path, progress: Progress) -> dict[str, Any] | None:
+    """A run's snapshot or quarantine directory: its part files described as one."""
+    described = [_parquet_file(p, progress) for p in sorted(path.glob("part-*.parquet"))]
+    kinds = {d["kind"] for d in described if d is not None}
+    if not described or None in described or len(kinds) != 1:
+        return None
+    parts = [d for d in described if d is not None]
+    out: dict[str, Any] = {**parts[0], "path": str(path), "parts": len(parts)}
+    if "digest" in out:
+        digest = TableDigest()
+        for part in parts:
+            digest += TableDigest.from_hex(part["nodes"], part["digest"])
+        out["nodes"], out["digest"] = digest.rows, digest.hex
+    else:
+        reasons: Counter[str] = Counter()
+        for part in parts:
+            reasons.update(part["reasons"])
+        out["rows"] = sum(part["rows"] for part in parts)
+        out["reasons"] = dict(reasons.most_common(20))
+    return out
+
+
 def inspect_path(path: Path, progress: Progress = NULL_PROGRESS,
                  spaces: tuple[str, ...] = ()) -> dict[str, Any]:
     """Describe ``path``: a run directory, a DualMemoryNode store, a snapshot or a legacy source.
@@ -81,13 +104,15 @@ def inspect_path(path: Path, progress: Progress = NULL_PROGRESS,
         raise SourceError(path, "no such file or directory")
     if Journal.exists(path):
         return {"path": str(path), "kind": "run directory", **run_status(path)}
+    if path.is_dir() and (described := _parts(path, progress)) is not None:
+        return described
     if detect_store(path) is not None and _is_dual(path):
         return _dual_store(path, progress)
     if path.is_file() and _magic(path) == b"PAR1":
         described = _parquet_file(path, progress)
         if described is not None:
             return described
-        if schema_identity(pq.ParquetFile(path).schema_arrow) == ("engram.DualMemoryNode", "1"):
+        if schema_identity(_open_parquet(path).schema_arrow) == ("engram.DualMemoryNode", "1"):
             raise SourceError(path, "a single part of a dual store; inspect its directory")
     scanned = scan_source(path, progress=progress, spaces=spaces)
     info: dict[str, Any] = {
@@ -108,6 +133,14 @@ def inspect_path(path: Path, progress: Progress = NULL_PROGRESS,
         info["totals"] = wal["totals"]
         info["damage"] = [line for kind in wal["damage"].values() for line in kind]
     return info
+
+
+def _open_parquet(path: Path) -> pq.ParquetFile:
+    """A Parquet file's reader; a truncated or damaged file is refused as ``convert`` does."""
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise SourceError(path, f"not a readable Parquet file ({exc})") from exc
 
 
 def _magic(path: Path) -> bytes:

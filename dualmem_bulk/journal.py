@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from dualmem_bulk._signals import StopRequest, stop_on_signals
 from dualmem_bulk.checksum import TableDigest
-from dualmem_bulk.errors import RunLocked, SourceError
+from dualmem_bulk.errors import InputError, RunLocked, SourceError, TargetExists, UsageError
 from dualmem_bulk.progress import Progress
 
 __all__ = ["JOURNAL", "BatchRecord", "Journal", "RunLock", "State", "lock_holder", "migrating"]
@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS batches (
     committed_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (at REAL NOT NULL, state TEXT NOT NULL, detail TEXT);
+CREATE TABLE IF NOT EXISTS exported (
+    unit INTEGER PRIMARY KEY,      -- source partition = commit unit (a row of batches)
+    stats TEXT NOT NULL            -- JSON: rows read, quarantined, reasons, snapshot part
+);
 """
 
 
@@ -93,10 +97,21 @@ class Journal:
         path = run_dir / JOURNAL
         if not create and not path.is_file():
             raise SourceError(run_dir, "not a run directory (no journal.sqlite)")
+        if not create and path.stat().st_size == 0 and not _being_created(run_dir):
+            raise SourceError(path, "the journal is empty (truncated); the run's state is lost")
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.executescript(_SCHEMA)  # idempotent; a reader may open a journal being created
+        try:
+            if not create:  # a damaged journal is refused before anything acts on it
+                check = conn.execute("PRAGMA quick_check").fetchone()
+                if check is None or check[0] != "ok":
+                    raise sqlite3.DatabaseError(check[0] if check else "no answer")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_SCHEMA)  # idempotent; a reader may open a journal being created
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise SourceError(path, f"the journal is damaged ({exc}); the run's state cannot "
+                                    "be read") from exc
         return cls(conn, path)
 
     def close(self) -> None:
@@ -153,6 +168,23 @@ class Journal:
                  record.version, record.part, record.seconds, record.committed_at),
             )
 
+    def record_partition(self, record: BatchRecord, stats: dict[str, Any]) -> None:
+        """Make one exported and committed partition durable (the checkpoint): its unit and
+        what its export found, in one transaction."""
+        with self._tx() as tx:
+            tx.execute(
+                "INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.unit, record.first_group, record.end_group, record.rows, record.digest,
+                 record.version, record.part, record.seconds, record.committed_at),
+            )
+            tx.execute("INSERT OR REPLACE INTO exported (unit, stats) VALUES (?, ?)",
+                       (record.unit, json.dumps(stats, sort_keys=True)))
+
+    def exported(self) -> list[dict[str, Any]]:
+        """What each recorded partition's export found, in partition order."""
+        rows = self._conn.execute("SELECT stats FROM exported ORDER BY unit").fetchall()
+        return [json.loads(row[0]) for row in rows]
+
     def batches(self) -> list[BatchRecord]:
         """Every committed unit, in order."""
         rows = self._conn.execute("SELECT * FROM batches ORDER BY unit").fetchall()
@@ -162,6 +194,7 @@ class Journal:
         """Drop every batch record (a conversion that starts again from its first batch)."""
         with self._tx() as tx:
             tx.execute("DELETE FROM batches")
+            tx.execute("DELETE FROM exported")
 
     def committed(self) -> TableDigest:
         """Digest of every committed unit, merged."""
@@ -205,12 +238,23 @@ def lock_holder(run_dir: Path) -> dict[str, Any] | None:
         os.close(fd)
 
 
+def _being_created(run_dir: Path) -> bool:
+    """Whether another process holds the run's lock: an empty journal is then one it is
+    creating, not one that was truncated."""
+    holder = lock_holder(run_dir)
+    return holder is not None and holder.get("pid") != os.getpid()
+
+
 def _read_holder(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8") or "null")
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+_REFUSALS = (InputError, TargetExists, UsageError)
+"""Errors that refuse a run before it changes anything."""
 
 
 class RunLock:
@@ -224,11 +268,20 @@ class RunLock:
         self.run_dir = run_dir
         self.took_over: str | None = None
         self._fd: int | None = None
+        self._created = False
 
     def __enter__(self) -> RunLock:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._created = not path.exists()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileExistsError as exc:
+            raise UsageError(f"{self.run_dir}: the run directory is a file, not a directory; "
+                             "pass another --run-dir") from exc
+        except OSError as exc:
+            raise UsageError(f"{exc.filename or self.run_dir}: cannot create the run "
+                             f"directory: {exc.strerror}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -250,8 +303,10 @@ class RunLock:
         self._fd = fd
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if self._fd is not None:
+            if self._created and kind is not None and issubclass(kind, _REFUSALS):
+                (self.run_dir / LOCK).unlink()  # a refused run leaves no lock file behind
             os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)

@@ -1,26 +1,30 @@
-"""The offline run: export + validate to a snapshot, convert in checkpointed units, verify.
+"""The offline run: export, validate and convert the source partition by partition, commit,
+verify.
 
 Layout of the run directory (``TARGET.run`` unless given)::
 
     journal.sqlite      state, config and source fingerprints, one row per committed unit
     lock                held (flock) by the migrator working on the run; says who it is
-    snapshot.parquet    every valid source row, legacy schema + checksum (kept for rollback)
-    quarantine.parquet  every rejected row with its file, row and reason (only if any)
+    snapshot.parquet/   every valid source row, legacy schema + checksum (kept for rollback):
+                        one part file per source partition (one file for in-place runs)
+    quarantine.parquet/ every rejected row with its file, row and reason (only if any)
     report.json         the final report (also printed by ``convert --json``)
 
-Re-running the same ``convert`` resumes: an interrupted export starts over (it writes only the
-snapshot, atomically), the conversion continues at the first unit the journal has not
-recorded, verification runs again. The target is built under a hidden staging name next to it
-(see :mod:`dualmem_bulk.stores.staging`) and renamed into place when complete. Memory stays
-bounded by the batch size: every phase streams.
+A copy run exports in partitions (:mod:`dualmem_bulk.partitioned`): each partition's task
+writes its snapshot part and its target fragment, and the driver commits them in order, one
+journalled unit per partition. Re-running the same ``convert`` resumes at the first partition the
+journal has not recorded; verification runs again. An in-place run exports the whole snapshot
+first (the store it reads is the one it converts; an interrupted export starts over), then
+converts it in units. The target is built under a hidden staging name next to it (see
+:mod:`dualmem_bulk.stores.staging`) and renamed into place when complete. Memory stays bounded
+by the batch size: every phase streams.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -32,13 +36,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualmem_bulk import __version__
-from dualmem_bulk._fs import fsync_path, remove, source_identity, write_json
+from dualmem_bulk._fs import check_path, fsync_path, remove, source_identity, write_json
 from dualmem_bulk._pool import quiet_gc, release_memory
 from dualmem_bulk._signals import StopRequest
-from dualmem_bulk._threads import InOrderWorker, prefetched
+from dualmem_bulk._threads import prefetched
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.convert import to_dual
-from dualmem_bulk.engines import Engine, TaskFuture, TaskPool, open_pool
+from dualmem_bulk.engines import Engine, open_pool
 from dualmem_bulk.errors import (
     InputError,
     Interrupted,
@@ -49,31 +53,23 @@ from dualmem_bulk.errors import (
     UsageError,
     VerificationFailed,
 )
-from dualmem_bulk.export import DEFAULT_BATCH_SIZE, Exporter, open_checked
+from dualmem_bulk.export import CHUNK_ROWS, DEFAULT_BATCH_SIZE, Exporter, open_checked
 from dualmem_bulk.journal import BatchRecord, Journal, migrating
+from dualmem_bulk.partitioned import PartitionedExport
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.report import RunReport, finish
 from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
+from dualmem_bulk.sources import plan_runs
 from dualmem_bulk.stores import TargetFormat, detect_store, open_parquet
+from dualmem_bulk.stores.snapshot import QUARANTINE, SNAPSHOT, Snapshot
 from dualmem_bulk.stores.staging import StagedWriter, Written, staged_writer, staging_path
-from dualmem_bulk.verify import (
-    SNAPSHOT_KEYS,
-    PieceVerdict,
-    snapshot_keys,
-    verify_batches,
-    verify_run,
-)
+from dualmem_bulk.verify import PieceVerdict, snapshot_keys, verify_batches, verify_run
 
-__all__ = ["DEFAULT_BATCH_SIZE", "SNAPSHOT", "OfflineConfig", "RunReport", "UnitTask",
-           "UnitWritten", "plan_units", "run_offline", "write_unit"]
+__all__ = ["DEFAULT_BATCH_SIZE", "OfflineConfig", "RunReport", "UnitTask", "UnitWritten",
+           "run_offline", "write_unit"]
 
-SNAPSHOT = "snapshot.parquet"
-SPOOL = "spool"
-"""Snapshot batches handed to the workers during the export (each unit's files removed by the task
-that wrote the unit, the rest after the conversion)."""
 PRE_MIGRATION_TAG = "dualmem-pre-migration"
 """Tag on the last legacy version of a Lance store converted in place (cleanup keeps it)."""
-QUARANTINE = "quarantine.parquet"
 REPORT = "report.json"
 
 _BYTES_PER_NODE_ESTIMATE = 2 * (768 * 4 + 300)
@@ -154,21 +150,6 @@ def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
 
 
-def plan_units(group_rows: list[int], every: int) -> list[tuple[int, int, int]]:
-    """Commit units over the snapshot's row groups: ``(first, end, rows)``, each at least
-    ``every`` rows (the last may be short), at least one group each."""
-    units: list[tuple[int, int, int]] = []
-    first = 0
-    while first < len(group_rows):
-        end, rows = first, 0
-        while end < len(group_rows) and (end == first or rows < every):
-            rows += group_rows[end]
-            end += 1
-        units.append((first, end, rows))
-        first = end
-    return units
-
-
 _UNIT_READ_ROWS = 4096
 """Rows per read from the snapshot in a conversion task. Parquet decodes the embedding list
 column a read at a time: 4,096 rows peaked at 292 MiB RSS, 16,384 rows at 501 MiB."""
@@ -176,7 +157,8 @@ column a read at a time: 4,096 rows peaked at 292 MiB RSS, 16,384 rows at 501 Mi
 
 @dataclass(frozen=True)
 class UnitTask:
-    """One commit unit to write, for a worker process: what to read and where to write."""
+    """One commit unit of an in-place run to write, for a worker process: which snapshot row
+    groups to convert and where to write them."""
 
     unit: int
     first_group: int
@@ -187,14 +169,11 @@ class UnitTask:
     in_place_base: int | None
     start: int
     """The snapshot row the unit starts at."""
-    spool: tuple[Path, ...] = ()
-    """Arrow IPC files holding the unit's snapshot batches, written during the export (the
-    snapshot is not readable before its footer); empty: read the snapshot's row groups."""
 
     @property
     def needs(self) -> tuple[Path, ...]:
-        """What a worker must see: the unit's input and the directory the target is in."""
-        return (*(self.spool or (self.snapshot,)), self.path.parent)
+        """What a worker must see: the snapshot and the directory the target is in."""
+        return (self.snapshot, self.path.parent)
 
 
 @dataclass(frozen=True)
@@ -209,14 +188,6 @@ class UnitWritten:
     """The unit read back from its files and checked against the rows it was written from."""
 
 
-def _spooled(paths: tuple[Path, ...], columns: list[str] | None = None
-             ) -> Iterator[pa.RecordBatch]:
-    for path in paths:
-        with pa.memory_map(str(path)) as spooled:  # zero-copy: the batches map the file
-            table = pa.ipc.open_file(spooled).read_all()
-            yield from (table.select(columns) if columns else table).to_batches()
-
-
 def write_unit(task: UnitTask) -> UnitWritten:
     """Convert the unit's snapshot row groups (reusing their checksums), write them, read them
     back and verify them: the written files are checked before the driver commits them."""
@@ -224,9 +195,6 @@ def write_unit(task: UnitTask) -> UnitWritten:
     digest = TableDigest()
 
     def snapshot_batches() -> Iterator[pa.RecordBatch]:
-        if task.spool:
-            yield from _spooled(task.spool)
-            return
         groups = list(range(task.first_group, task.end_group))
         if groups:
             yield from open_parquet(task.snapshot).iter_batches(
@@ -243,69 +211,11 @@ def write_unit(task: UnitTask) -> UnitWritten:
 
     writer = staged_writer(task.target_format, task.path, DUAL_SCHEMA, task.in_place_base)
     written = writer.write(task.unit, prefetched(batches()))
-    expected = _spooled(task.spool, SNAPSHOT_KEYS) if task.spool else snapshot_keys(
-        task.snapshot, task.start, _UNIT_READ_ROWS)
-    verdict = verify_batches(writer.read(written, _UNIT_READ_ROWS), expected,
-                             writer.files(written), spooled=bool(task.spool))
-    for path in task.spool:  # gone before the page cache writes it back to disk
-        path.unlink()
+    verdict = verify_batches(writer.read(written, _UNIT_READ_ROWS),
+                             snapshot_keys(task.snapshot, task.start, _UNIT_READ_ROWS),
+                             writer.files(written))
     return UnitWritten(digest.rows, digest.hex, written,
                        round(time.perf_counter() - started, 3), verdict)
-
-
-Prewritten = dict[int, tuple[UnitTask, TaskFuture[UnitWritten]]]
-
-
-class _Spool:
-    """Hands each unit of snapshot batches to a worker while the export goes on, so the target
-    is written alongside the snapshot. The units are committed only once the snapshot is
-    durable (an interrupted export starts over, and so do these uncommitted fragments)."""
-
-    def __init__(self, run_dir: Path, pool: TaskPool, make: Callable[..., UnitTask],
-                 every: int) -> None:
-        self.dir, self.pool, self.make, self.every = run_dir / SPOOL, pool, make, every
-        remove(self.dir)
-        self.dir.mkdir()
-        self.units: Prewritten = {}
-        self.paths: list[Path] = []
-        self.first = self.groups = self.rows = self.start = 0
-        self.background = InOrderWorker(depth=2)
-        """Writes the spool files and submits the units, off the export's main thread."""
-
-    def __enter__(self) -> _Spool:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
-        self.background.__exit__(kind, *exc)
-
-    def add(self, batch: pa.RecordBatch) -> None:
-        """Spool one snapshot batch (one row group); submit the unit once it is full."""
-        self.background.submit(self._add, batch)
-
-    def _add(self, batch: pa.RecordBatch) -> None:
-        path = self.dir / f"group-{self.groups:07d}.arrow"
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as out:
-            out.write_batch(batch)
-        self.paths.append(path)
-        self.groups += 1
-        self.rows += batch.num_rows
-        if self.rows >= self.every:
-            self._submit()
-
-    def _submit(self) -> None:
-        task = self.make(len(self.units), self.first, self.groups, self.start, tuple(self.paths))
-        self.units[task.unit] = (task, self.pool.submit(write_unit, task))
-        self.paths, self.first, self.start, self.rows = [], self.groups, self.start + self.rows, 0
-        unfinished = [f for _t, f in self.units.values() if not f.done()]
-        if len(unfinished) > max(self.pool.workers, 1):  # bound the spool: wait for the oldest
-            unfinished[0].result()
-
-    def finish(self) -> Prewritten:
-        """Submit the last unit; the units by number (their results may still be running)."""
-        self.background.drain()
-        if self.paths:
-            self._submit()
-        return self.units
 
 
 class _Run:
@@ -317,12 +227,11 @@ class _Run:
         self.staging = staging_path(config.target)
         self.journal = self._open_journal()
         snapshot = self.journal.get("snapshot")
-        self.prewritten: Prewritten = {}
-        """Units whose fragments workers wrote during this invocation's export."""
-        self.checked: dict[int, PieceVerdict] = {}
-        """Units verified by the tasks that wrote them."""
+        self.checked: list[PieceVerdict] = []
+        """Units verified by the tasks that wrote them (in this invocation)."""
         self.pool = open_pool(config.engine, config.workers, config.scheduler,
-                              rows=snapshot["rows"] if snapshot else _source_rows(config))
+                              rows=snapshot["rows"] if snapshot else _source_rows(config),
+                              driver_busy=config.in_place)
         stored = self.journal.get("report")
         self.report = RunReport(**stored) if stored else RunReport(
             status="running", source=str(config.source), source_kind="",
@@ -332,18 +241,25 @@ class _Run:
 
     def _open_journal(self) -> Journal:
         config, run_dir = self.config, self.run_dir
+        for path in (config.source, config.target, self.staging):
+            check_path(path)  # a path the OS refuses is a refusal here, not a failed run
         identity = config.identity()
         source = source_identity(config.source) if config.source.exists() else []
         if Journal.exists(run_dir):
             journal = Journal.open(run_dir)
+            if journal.state == "finalized":
+                journal.close()
+                raise UsageError(f"{run_dir}: this run is finalized: {config.target} is the kept "
+                                 "store and is never deleted. To migrate again, convert into "
+                                 "a new target, with its own run directory")
             if config.restart:
                 self._discard(journal)
                 journal.close()
             elif journal.state == "rolling-back":
                 raise UsageError(f"{run_dir}: a rollback of this run was started; finish it "
                                  f"with `dualmem-bulk rollback {run_dir}`")
-            elif journal.state in ("rolled-back", "finalized"):
-                raise UsageError(f"{run_dir}: this run is {journal.state}; pass --restart to "
+            elif journal.state == "rolled-back":
+                raise UsageError(f"{run_dir}: this run is rolled-back; pass --restart to "
                                  "migrate again, or choose another --run-dir")
             elif journal.get("config") != identity:
                 raise RunChanged(run_dir, "the configuration changed ("
@@ -418,8 +334,10 @@ class _Run:
         try:
             with self.pool:
                 self.pool.start()  # a cluster that cannot start fails the run before the export
-                if phase == "exporting":
+                if phase == "exporting" and self.config.in_place:
                     self._export()
+                elif phase == "exporting":
+                    self._export_partitioned()
                 if self.journal.get("phase") == "converting":
                     self._convert()
                 self._verify()
@@ -442,27 +360,47 @@ class _Run:
         write_json(self.run_dir / REPORT, self.report.as_dict())
         return self.report
 
+    def _fresh_report(self) -> RunReport:
+        return RunReport(status="running", source=str(self.config.source), source_kind="",
+                         target=str(self.config.target), target_format=self.config.target_format,
+                         run_dir=str(self.run_dir), engine=self.config.engine)
+
+    def _export_partitioned(self) -> None:
+        """Export, convert and commit the source partition by partition (resumable at the
+        first partition not recorded)."""
+        self.journal.set_state("exporting", phase="exporting")
+        mark = time.perf_counter()
+        self.report = self._fresh_report()
+        config = self.config
+        source = open_checked(config.source, config.spaces, config.batch_size, config.strict,
+                              self.report)
+        export = PartitionedExport(
+            self.run_dir, self.journal, self.pool, self._writer(), self.report, self.progress,
+            self._check_stop, config.target_format, min(config.batch_size, CHUNK_ROWS),
+            config.strict)
+        self.checked = export.run(config.source, source,
+                                  config.checkpoint_every or config.batch_size)
+        self.report.phases_s["export"] = round(time.perf_counter() - mark, 3)
+        groups = Snapshot(self.run_dir / SNAPSHOT).num_row_groups
+        snapshot = {"rows": self.report.snapshot_rows, "digest": self.report.snapshot_digest,
+                    "groups": groups}
+        self.journal.set_state("converting", "snapshot written", phase="converting",
+                               snapshot=snapshot, report=self.report.as_dict())
+
     def _export(self) -> None:
         self.journal.set_state("exporting", phase="exporting")
-        for name in (SNAPSHOT, QUARANTINE, SPOOL):
+        for name in (SNAPSHOT, QUARANTINE):
             remove(self.run_dir / name)
         for leftover in self.run_dir.glob(".*.tmp-*"):
             remove(leftover)
         mark = time.perf_counter()
-        self.report = RunReport(status="running", source=str(self.config.source),
-                                source_kind="", target=str(self.config.target),
-                                target_format=self.config.target_format,
-                                run_dir=str(self.run_dir), engine=self.config.engine)
+        self.report = self._fresh_report()
         source = open_checked(self.config.source, self.config.spaces, self.config.batch_size,
                               self.config.strict, self.report)
         self.progress.phase("export", source.total_rows)
-        spool = self._spool()
-        with spool or contextlib.nullcontext():
-            Exporter(source, self.config.batch_size, self.report).write(
-                self.run_dir / SNAPSHOT, self.run_dir / QUARANTINE, self.config.strict,
-                self.progress, lambda: self._check_stop("during the export (it starts over)"),
-                on_batch=spool.add if spool else lambda _batch: None)
-            self.prewritten = spool.finish() if spool else {}
+        Exporter(source, self.config.batch_size, self.report).write(
+            self.run_dir / SNAPSHOT, self.run_dir / QUARANTINE, self.config.strict,
+            self.progress, lambda: self._check_stop("during the export (it starts over)"))
         self.report.phases_s["export"] = round(time.perf_counter() - mark, 3)
         release_memory()  # the export's buffers; the workers need the memory now
         groups = open_parquet(self.run_dir / SNAPSHOT).metadata.num_row_groups
@@ -480,34 +418,14 @@ class _Run:
         mark = time.perf_counter()
         if not (records and records[-1].end_group == groups):
             self._write_units(records, groups, snapshot["rows"])
-        remove(self.run_dir / SPOOL)
         self._place()
         done = journal.committed()
         self.report.nodes_converted = done.rows
         self.report.target_digest = done.hex
+        self.report.units = len(journal.batches())
         self.report.phases_s["convert"] = round(time.perf_counter() - mark, 3)
         journal.set_state("verifying", "target in place", phase="verifying",
                           target_created=True, report=self.report.as_dict())
-
-    def _spool(self) -> _Spool | None:
-        """With worker processes on this machine, a spool that has them write the target during
-        the export (not in place: files written into the live store would change what the
-        source is checked against when an interrupted export starts again). Dask workers read
-        the snapshot's row groups once it is written: a remote worker cannot map the spool."""
-        if not self.pool.spools or self.config.in_place:
-            return None
-        writer = self._writer()
-        writer.resume([])  # what an earlier attempt left; the spooled units start afresh
-        base = self.journal.get("pre_migration_version")
-
-        def make(unit: int, first: int, end: int, start: int, spool: tuple[Path, ...]
-                 ) -> UnitTask:
-            return UnitTask(unit, first, end, self.run_dir / SNAPSHOT,
-                            self.config.target_format, writer.path, base, start, spool)
-
-        self.pool.start()
-        return _Spool(self.run_dir, self.pool, make,
-                      self.config.checkpoint_every or self.config.batch_size)
 
     def _writer(self) -> StagedWriter:
         journal, config = self.journal, self.config
@@ -527,11 +445,8 @@ class _Run:
         group_rows = [g.num_rows for g in (open_parquet(self.run_dir / SNAPSHOT).metadata
                                           .row_group(i) for i in range(groups))]
         every = self.config.checkpoint_every or self.config.batch_size
-        plan = plan_units(group_rows, every) or [(0, 0, 0)]
-        spooled = [(t.first_group, t.end_group) for t, _f in self.prewritten.values()]
-        if records or spooled != [(first, end) for first, end, _rows in plan]:
-            self.prewritten = {}  # not this export's units: written again from the snapshot
-            writer.resume(records)
+        plan = plan_runs(group_rows, every) or [(0, 0, 0)]
+        writer.resume(records)
         self.progress.phase("convert", rows)
         self.progress.advance(sum(r.rows for r in records))
         base = self.journal.get("pre_migration_version")
@@ -540,11 +455,9 @@ class _Run:
         tasks = [UnitTask(unit, first, end, snapshot, self.config.target_format, path, base,
                           starts[unit])
                  for unit, (first, end, _rows) in enumerate(plan) if unit >= len(records)]
-        units = ((task, future.result()) for task, future in self.prewritten.values()) \
-            if self.prewritten else self.pool.ordered(write_unit, tasks)
-        for task, done in units:
+        for task, done in self.pool.ordered(write_unit, tasks):
             version, part = writer.commit(task.unit, done.written)
-            self.checked[task.unit] = done.verdict
+            self.checked.append(done.verdict)
             self.journal.record_batch(BatchRecord(  # durable before it is reported
                 task.unit, task.first_group, task.end_group, done.rows, done.digest, version,
                 part, done.seconds, time.time()))
@@ -634,10 +547,13 @@ def run_offline(config: OfflineConfig, progress: Progress = NULL_PROGRESS) -> Ru
             return _dry_run(config, progress, started)
     run_dir = config.resolved_run_dir
     fresh = not run_dir.exists()
+    staging = staging_path(config.target)
+    ours = not staging.exists()
     try:
         with migrating(run_dir, progress) as stop, quiet_gc():
             return _Run(config, run_dir, progress, stop).go(started)
     except (InputError, TargetExists, UsageError):
-        if fresh and not staging_path(config.target).exists():
-            remove(run_dir)  # a refused run leaves nothing behind
+        if fresh and ours:  # a refused run leaves nothing behind
+            remove(staging)
+            remove(run_dir)
         raise

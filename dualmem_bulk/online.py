@@ -42,7 +42,7 @@ from dualmem_bulk.errors import (
     VerificationFailed,
 )
 from dualmem_bulk.journal import Journal, migrating
-from dualmem_bulk.online_cutover import compare_at_pin
+from dualmem_bulk.online_cutover import Pinned, compare_at_pin, describe_identity
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
 from dualmem_bulk.sources.engram_wal import is_engram_root
@@ -141,6 +141,30 @@ class OnlineReport:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class _Carried:
+    """Both sides' digests and identity digests, carried from a verified pin through the
+    changes applied after it (each round's replaced, written and read-back rows; no rescan)."""
+
+    source: TableDigest
+    target: TableDigest
+    source_identity: TableDigest
+    target_identity: TableDigest
+
+    def after(self, applied: Applied) -> _Carried:
+        """The digests once ``applied`` (tracked) is in both stores."""
+        return _Carried(
+            minus(self.source, applied.removed) + applied.source_added,
+            minus(self.target, applied.removed) + applied.target_added,
+            minus(self.source_identity, applied.removed_identity) + applied.source_identity,
+            minus(self.target_identity, applied.removed_identity) + applied.target_identity)
+
+    @property
+    def same(self) -> bool:
+        """Whether both digests and both identity digests agree."""
+        return self.source == self.target and self.source_identity == self.target_identity
+
+
 class _Online:
     """One invocation of an online run, under the run lock."""
 
@@ -200,8 +224,8 @@ class _Online:
         self.store.close()
 
     def _save(self, **values: Any) -> None:
-        """Record progress (durably, before it is reported)."""
-        self.journal.set(report=self.report.as_dict(), **values)
+        """Record progress (durably, before it is reported), and when (``status``)."""
+        self.journal.set(report=self.report.as_dict(), checkpoint_at=time.time(), **values)
 
     def _between_batches(self, where: str) -> None:
         """Honour a stop request and the pause file."""
@@ -350,7 +374,7 @@ class _Online:
             if self._caught_up(lag, idle=applied.version is None):
                 return
 
-    def _verified_digest(self) -> TableDigest:
+    def _verified_digest(self) -> Pinned:
         """Pin a position, bring the target to it and compare full digests there."""
         self.progress.phase("verify", None)
         with writer_lock(self.run_dir):
@@ -360,16 +384,16 @@ class _Online:
                 raise VerificationFailed(f"{pinned.describe(self.config.store, self.config.target)}"
                                          "; not cut over, the service stays on the legacy store")
             self._save(online_version=self.dual.index())
-        return pinned.source
+        return pinned
 
     def _cutover(self) -> None:
-        source = target = self._verified_digest()
+        pinned = self._verified_digest()
+        carried = _Carried(pinned.source, pinned.source, pinned.source_identity,
+                           pinned.target_identity)
         lag, previous = self._lag(), None
         # catch up until the lag is small and stops shrinking: the pause applies only the rest
         while lag > self.config.cutover_lag or (lag > 0 and (previous is None or lag < previous)):
-            applied = self._round(track=True)
-            source = minus(source, applied.removed) + applied.source_added
-            target = minus(target, applied.removed) + applied.target_added
+            carried = carried.after(self._round(track=True))
             lag, previous = self._lag(), lag
         with writer_lock(self.run_dir):  # a fresh index: no index update inside the pause
             self._save(online_version=self.dual.index())
@@ -380,11 +404,11 @@ class _Online:
             while self._lag() > 0:
                 applied = self._apply(track=True)
                 in_pause += applied.upserts + applied.deletes
-                source = minus(source, applied.removed) + applied.source_added
-                target = minus(target, applied.removed) + applied.target_added
+                carried = carried.after(applied)
             fault_point("cutover-pause")
             counts = (self.store.count(), int(self.dual.dataset().count_rows()))
-            same = source == target and source.rows == counts[0] == counts[1]
+            source, target = carried.source, carried.target
+            same = carried.same and source.rows == counts[0] == counts[1]
             self.report.changes_in_pause = in_pause
             self.report.pause_ms = round((time.perf_counter() - mark) * 1000, 1)
             self.report.verified, self.report.rows, self.report.digest = same, counts[1], target.hex
@@ -397,8 +421,9 @@ class _Online:
         if not same:
             raise VerificationFailed(
                 f"{self.config.target}: at the cut-over the store had {counts[0]} rows (digest "
-                f"{source.hex}), the target {counts[1]} (digest {target.hex}); not cut over, "
-                "the service stays on the legacy store")
+                f"{source.hex}), the target {counts[1]} (digest {target.hex})"
+                f"{describe_identity(carried.source_identity, carried.target_identity)}; not "
+                "cut over, the service stays on the legacy store")
         self.progress.message(f"cut over: writes held {self.report.pause_ms} ms, "
                               f"{in_pause} change(s) applied in the pause")
 

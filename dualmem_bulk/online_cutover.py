@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dualmem_bulk.checksum import TableDigest, row_checksums
+from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_digest, row_checksums
 from dualmem_bulk.errors import UsageError
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.stores.dual import ROUND, Applied, DualStore, apply_changes, writer_lock
 from dualmem_bulk.stores.memory_store import MemoryStore
 
-__all__ = ["Pinned", "compare_at_pin", "prove_legacy", "request_cutover"]
+__all__ = ["Pinned", "compare_at_pin", "describe_identity", "prove_legacy", "request_cutover"]
 
 _VERIFY_BATCH = 4_096
 
@@ -32,17 +32,31 @@ class Pinned:
     """The dual store's digest, every checksum recomputed from the node's fields."""
     stored: TableDigest
     """The dual store's digest over its stored checksum column."""
+    source_identity: TableDigest
+    """The legacy store's identity digest (row and ``space``/``episode`` checksums)."""
+    target_identity: TableDigest
+    """The dual store's identity digest, recomputed from every node's fields."""
 
     @property
     def same(self) -> bool:
-        """Whether all three agree."""
-        return self.source == self.recomputed == self.stored
+        """Whether all three digests agree, and both identity digests."""
+        return (self.source == self.recomputed == self.stored
+                and self.source_identity == self.target_identity)
 
     def describe(self, store: Path, target: Path) -> str:
         """What was compared, for an error message."""
         return (f"at change {self.position} {store} has {self.source.rows} rows (digest "
                 f"{self.source.hex}), {target} {self.recomputed.rows} (digest recomputed from "
-                f"the fields {self.recomputed.hex}, stored {self.stored.hex})")
+                f"the fields {self.recomputed.hex}, stored {self.stored.hex})"
+                + describe_identity(self.source_identity, self.target_identity))
+
+
+def describe_identity(source: TableDigest, target: TableDigest) -> str:
+    """The clause of an error message for differing identity digests (``""`` if equal)."""
+    if source == target:
+        return ""
+    return (f"; their space/episode columns differ (identity digests {source.hex} and "
+            f"{target.hex})")
 
 
 def compare_at_pin(legacy: MemoryStore, dual: DualStore, journal: Journal,
@@ -60,12 +74,14 @@ def compare_at_pin(legacy: MemoryStore, dual: DualStore, journal: Journal,
             journal.set(online_applied=applied.position, **(
                 {"online_version": applied.version} if applied.version is not None else {}))
             on_apply(applied)
-        source = TableDigest()
+        source, identity = TableDigest(), TableDigest()
         for batch in legacy.scan(_VERIFY_BATCH):
-            source += TableDigest.of(row_checksums(batch))
+            sums = row_checksums(batch)
+            source += TableDigest.of(sums)
+            identity += identity_digest(sums, episode_checksums(batch))
             progress.advance(batch.num_rows)
-    recomputed, stored = dual.digests(_VERIFY_BATCH)
-    return Pinned(position, source, recomputed, stored)
+    recomputed, stored, target_identity = dual.digests(_VERIFY_BATCH)
+    return Pinned(position, source, recomputed, stored, identity, target_identity)
 
 
 def prove_legacy(run_dir: Path, store: Path, target: Path) -> Pinned:

@@ -12,13 +12,15 @@
    after the Lance commit.
 4. **Cut over** after a round that read at most ``cutover_lag`` records: Engram's writer cannot
    be paused, so the proof is at the applied position Q: the digest of a full replay of the WAL
-   at Q must equal the dual store's, stored and recomputed from every node's fields. Only then
-   is the cut-over (and Q) recorded. The service keeps reading Engram until it switches itself.
+   at Q must equal the dual store's, stored and recomputed from every node's fields, and so must
+   the identity digests (which cover ``space`` and ``episode`` too). Only then is the cut-over
+   (and Q) recorded. The service keeps reading Engram until it switches itself.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +28,16 @@ import pyarrow as pa
 
 from dualmem_bulk._fs import fault_point
 from dualmem_bulk._signals import StopRequest
-from dualmem_bulk.checksum import TableDigest, row_checksums
+from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_digest, row_checksums
 from dualmem_bulk.errors import VerificationFailed
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.online import OnlineConfig, OnlineReport, _Online
+from dualmem_bulk.online_cutover import describe_identity
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.sources.engram_wal import WalReport, read_engram_wal
 from dualmem_bulk.stores.dual import ROUND, DualStore, writer_lock
+from dualmem_bulk.verify import Problem, keyed_problems
 from dualmem_bulk.wal_feed import Position, WalFeed, legacy_columns
 
 __all__ = ["OnlineWal", "WalPinned", "compare_wal", "verify_wal_run"]
@@ -54,18 +58,24 @@ class WalPinned:
     """The dual store's digest over its stored checksum column."""
     report: WalReport
     """The replay's counts and damage (as the offline reader reports them)."""
+    source_identity: TableDigest
+    """The replay's identity digest (row and ``space``/``episode`` checksums)."""
+    target_identity: TableDigest
+    """The dual store's identity digest, recomputed from every node's fields."""
 
     @property
     def same(self) -> bool:
-        """Whether all three agree."""
-        return self.source == self.recomputed == self.stored
+        """Whether all three digests agree, and both identity digests."""
+        return (self.source == self.recomputed == self.stored
+                and self.source_identity == self.target_identity)
 
     def describe(self, root: Path, target: Path) -> str:
         """What was compared, for an error message."""
         return (f"at WAL position {self.position} the replay of {root} has {self.source.rows} "
                 f"memories (digest {self.source.hex}), {target} {self.recomputed.rows} nodes "
                 f"(digest recomputed from the fields {self.recomputed.hex}, stored "
-                f"{self.stored.hex})")
+                f"{self.stored.hex})"
+                + describe_identity(self.source_identity, self.target_identity))
 
 
 def compare_wal(root: Path, dual: DualStore, position: Position,
@@ -73,12 +83,16 @@ def compare_wal(root: Path, dual: DualStore, position: Position,
     """Replay the WAL at ``position`` and compare its digest with the dual store's; call it
     under the run's writer lock, with the dual store at ``position``."""
     source = read_engram_wal(root, _VERIFY_BATCH, upto=position)
-    digest = TableDigest()
+    digest, identity = TableDigest(), TableDigest()
     for part in source:
-        digest += TableDigest.of(row_checksums(legacy_columns(part.batch)))
-        progress.advance(part.batch.num_rows)
-    recomputed, stored = dual.digests(_VERIFY_BATCH)
-    return WalPinned(position, digest, recomputed, stored, source.report)
+        batch = legacy_columns(part.batch)
+        sums = row_checksums(batch)
+        digest += TableDigest.of(sums)
+        identity += identity_digest(sums, episode_checksums(batch))
+        progress.advance(batch.num_rows)
+    recomputed, stored, target_identity = dual.digests(_VERIFY_BATCH)
+    return WalPinned(position, digest, recomputed, stored, source.report, identity,
+                     target_identity)
 
 
 class OnlineWal(_Online):
@@ -202,12 +216,29 @@ class OnlineWal(_Online):
                               "switch the service's reads to the dual store")
 
 
-def verify_wal_run(run_dir: Path, journal: Journal,
-                   progress: Progress = NULL_PROGRESS) -> tuple[WalPinned, Path, Path]:
+def verify_wal_run(run_dir: Path, journal: Journal, progress: Progress = NULL_PROGRESS
+                   ) -> tuple[WalPinned, Path, Path, list[Problem]]:
     """Compare a WAL run's dual store with the WAL's replay at the applied position, under the
-    writer lock (so a running migrator's commit and its journal entry are not split)."""
+    writer lock (so a running migrator's commit and its journal entry are not split); if they
+    differ, name the nodes that do (:func:`~dualmem_bulk.verify.keyed_problems`)."""
     config = journal.get("config")
     root, target = Path(config["source"]), Path(config["target"])
+    problems: list[Problem] = []
     with writer_lock(run_dir):
-        pinned = compare_wal(root, DualStore(target), journal.get("online_applied"), progress)
-    return pinned, root, target
+        dual, position = DualStore(target), journal.get("online_applied")
+        pinned = compare_wal(root, dual, position, progress)
+        if not pinned.same:
+            problems = keyed_problems(_with_checksums(root, position), _node_batches(dual))
+    return pinned, root, target, problems
+
+
+def _with_checksums(root: Path, position: Position) -> Iterator[pa.RecordBatch]:
+    """The WAL's replay at ``position`` in the legacy schema, with each row's checksum."""
+    for part in read_engram_wal(root, _VERIFY_BATCH, upto=position):
+        batch = legacy_columns(part.batch)
+        yield batch.append_column("checksum", row_checksums(batch))
+
+
+def _node_batches(dual: DualStore) -> Iterator[pa.RecordBatch]:
+    for fragment in dual.dataset().get_fragments():
+        yield from fragment.to_batches(batch_size=_VERIFY_BATCH)

@@ -26,6 +26,8 @@ class RunReport:
     """Where the tasks ran: ``local`` or ``dask``."""
     workers: int = 0
     """Worker processes (local) or Dask worker threads that ran the tasks; 0: the driver."""
+    units: int = 0
+    """Committed units: the source's partitions (each one snapshot part and one fragment)."""
     nodes_in: int = 0
     snapshot_rows: int = 0
     nodes_converted: int = 0

@@ -30,18 +30,25 @@ import pyarrow.parquet as pq
 
 from dualmem_bulk._fs import fsync_path, fsync_tree, remove, source_identity, write_json
 from dualmem_bulk.checksum import TableDigest, row_checksums
-from dualmem_bulk.errors import InputError, SourceError, UsageError, VerificationFailed
+from dualmem_bulk.errors import (
+    InputError,
+    RunLocked,
+    SourceError,
+    UsageError,
+    VerificationFailed,
+)
 from dualmem_bulk.export import DEFAULT_BATCH_SIZE
-from dualmem_bulk.journal import Journal, RunLock
-from dualmem_bulk.offline import QUARANTINE, SNAPSHOT
+from dualmem_bulk.journal import Journal, RunLock, lock_holder
 from dualmem_bulk.online_finalize import end_dual_writing
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import DUAL_NAME, SNAPSHOT_SCHEMA, schema_identity
-from dualmem_bulk.stores import TargetFormat, detect_store, open_parquet, parquet_batches
+from dualmem_bulk.status import iso
+from dualmem_bulk.stores import TargetFormat, detect_store
 from dualmem_bulk.stores.legacy import legacy_digest, write_legacy
+from dualmem_bulk.stores.snapshot import QUARANTINE, SNAPSHOT, Snapshot
 
-__all__ = ["ROLLBACK_REPORT", "FinalizeReport", "RollbackReport", "finalize_run",
-           "rollback_plan", "rollback_run"]
+__all__ = ["ROLLBACK_REPORT", "FinalizeReport", "RollbackReport", "finalize_plan",
+           "finalize_run", "rollback_plan", "rollback_run"]
 
 ROLLBACK_REPORT = "rollback.json"
 _LISTED = 5
@@ -98,7 +105,8 @@ class FinalizeReport:
     target: str
     removed: list[str] = field(default_factory=list)
     snapshot_dropped: bool = False
-    finalized_at: float = 0.0
+    finalized_at: str = ""
+    """When the run was finalized (ISO 8601)."""
     legacy_kept: str | None = None
     """Online runs: the legacy store, if it is kept (it takes no more writes)."""
 
@@ -126,11 +134,11 @@ def _store_is_dual(path: Path) -> bool | None:
 
 def _refuse_finalized(run_dir: Path, journal: Journal) -> None:
     if journal.state == "finalized":
-        kept = ("; its snapshot still holds the legacy rows" if (run_dir / SNAPSHOT).is_file()
+        kept = ("; its snapshot still holds the legacy rows" if (run_dir / SNAPSHOT).exists()
                 else "")
         raise UsageError(f"{run_dir}: the run is finalized (the new store was kept), so it can "
-                         f"no longer be rolled back{kept}; to migrate again, run convert with "
-                         "--restart")
+                         f"no longer be rolled back{kept}; to migrate again, convert into a "
+                         "new target with its own run directory")
 
 
 def rollback_plan(run_dir: Path) -> str:
@@ -217,8 +225,12 @@ class _Rollback:
                               rollback_steps=[])
         if self.staging is not None and self.staging.exists():
             self._remove(self.staging)
-        for leftover in self.run_dir.glob(".*.tmp-*"):
+        for leftover in self.run_dir.glob("**/.*.tmp-*"):
             remove(leftover)
+        if self.snapshot is None:  # the parts of an unfinished export are no snapshot
+            for name in (SNAPSHOT, QUARANTINE):
+                if (self.run_dir / name).exists():
+                    self._remove(self.run_dir / name)
         if self.report.mode == "in-place":
             self._in_place()
         elif self.report.mode == "online":
@@ -256,15 +268,15 @@ class _Rollback:
         expected = TableDigest.from_hex(self.snapshot["rows"], self.snapshot["digest"])
         advice = (f"nothing was changed. Put back a sound copy of {path} (or fix what damaged "
                   "it) and run rollback again")
-        if not path.is_file():
+        if not path.exists():
             raise VerificationFailed(f"{path}: the snapshot is missing, so the state before the "
                                      f"run cannot be proven; {advice}")
         stored, bad = TableDigest(), 0
         first: list[str] = []
         try:
-            handle = open_parquet(path)
-            self.progress.phase("check snapshot", handle.metadata.num_rows)
-            for batch in parquet_batches(handle, self.batch_size, SNAPSHOT_SCHEMA.names):
+            snap = Snapshot(path)
+            self.progress.phase("check snapshot", snap.num_rows)
+            for batch in snap.batches(self.batch_size, SNAPSHOT_SCHEMA.names):
                 sums = batch.column("checksum")
                 same = pc.equal(row_checksums(batch), sums).fill_null(False)
                 if not pc.all(same).as_py():
@@ -461,6 +473,14 @@ _NOT_DONE = {
 }
 
 
+def _refuse_unfinished(run_dir: Path, state: str) -> None:
+    if state not in ("done", "finalized"):
+        why = _NOT_DONE.get(state, "the run is {state}, not done; finish it first (run the "
+                                   "same convert command again to resume), or undo it with "
+                                   "`dualmem-bulk rollback {run_dir}`")
+        raise UsageError(f"{run_dir}: " + why.format(state=state, run_dir=run_dir))
+
+
 def finalize_run(run_dir: Path, drop_snapshot: bool = False,
                  remove_legacy: bool = False) -> FinalizeReport:
     """Keep the new store of a ``done`` run: record it (rollback is then refused), remove the
@@ -475,17 +495,13 @@ def finalize_run(run_dir: Path, drop_snapshot: bool = False,
         journal = Journal.open(run_dir)
         try:
             state = journal.state
-            if state not in ("done", "finalized"):
-                why = _NOT_DONE.get(state, "the run is {state}, not done; finish it first (run "
-                                           "the same convert command again to resume), or "
-                                           "undo it with `dualmem-bulk rollback {run_dir}`")
-                raise UsageError(f"{run_dir}: " + why.format(state=state, run_dir=run_dir))
+            _refuse_unfinished(run_dir, state)
             if state == "done":
                 journal.set_state("finalized", "the new store is kept", finalized_at=time.time())
             report = FinalizeReport(status="finalized", run_dir=str(run_dir),
                                     mode=journal.get("mode", "copy"),
                                     target=str(journal.get("target")),
-                                    finalized_at=journal.get("finalized_at"),
+                                    finalized_at=iso(journal.get("finalized_at")),
                                     removed=list((journal.get("finalize") or {}).get("removed",
                                                                                      [])))
             _finalize_in_place(journal, report)
@@ -520,3 +536,33 @@ def _finalize_in_place(journal: Journal, report: FinalizeReport) -> None:
         if tag in ds.tags.list():
             ds.tags.delete(tag)
             report.removed.append(f"tag {tag} of {store}")
+
+
+def finalize_plan(run_dir: Path, drop_snapshot: bool = False,
+                  remove_legacy: bool = False) -> str | None:
+    """What ``finalize`` would do that cannot be undone, in one sentence (for the prompt);
+    ``None`` if nothing (a finalized run whose snapshot is kept or already gone). Refuses as
+    :func:`finalize_run` does."""
+    if not Journal.exists(run_dir):
+        raise SourceError(run_dir, "not a run directory (no journal.sqlite)")
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        raise RunLocked(run_dir, holder)
+    journal = Journal.open(run_dir)
+    try:
+        state = journal.state
+        _refuse_unfinished(run_dir, state)
+        dropped = drop_snapshot and (run_dir / SNAPSHOT).exists()
+        legacy = ([f"the legacy store {(journal.get('config') or {}).get('source')}"]
+                  if remove_legacy and journal.get("mode") == "online" else [])
+        if state == "finalized":
+            removes = [f"the snapshot {run_dir / SNAPSHOT}"] if dropped else []
+            removes += legacy
+            return f"remove {' and '.join(removes)}" if removes else None
+        removes = ["the in-place legacy backup"] if journal.get("mode") == "in-place" else []
+        removes += [f"the snapshot {run_dir / SNAPSHOT}"] if dropped else []
+        removes += legacy
+        return (f"keep {journal.get('target')} for good (rollback will be refused)"
+                + (f" and remove {' and '.join(removes)}" if removes else ""))
+    finally:
+        journal.close()

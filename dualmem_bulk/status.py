@@ -1,4 +1,10 @@
-"""Where a run stands, read from its journal without disturbing the migrator working on it."""
+"""Where a run stands, read from its journal without disturbing the migrator working on it.
+
+The same keys in every phase of offline and online runs: ``state``, ``phase``, ``nodes_done``,
+``nodes_total``, ``rate_nodes_per_s``, ``eta_s`` (numbers; ``None`` only before the first
+checkpoint, or a total no checkpoint has counted yet), ``last_checkpoint`` (ISO 8601),
+``lock_holder`` and ``rollback_possible``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from typing import Any
 
 from dualmem_bulk.journal import Journal, lock_holder
 
-__all__ = ["ROLLBACK_POSSIBLE", "run_status"]
+__all__ = ["ROLLBACK_POSSIBLE", "iso", "run_status"]
 
 ROLLBACK_POSSIBLE = frozenset(
     {"planned", "exporting", "converting", "verifying", "done", "failed", "rolling-back"}
@@ -17,57 +23,110 @@ ROLLBACK_POSSIBLE = frozenset(
 
 
 def run_status(run_dir: Path) -> dict[str, Any]:
-    """State, progress, last checkpoint, rate, ETA (if running), lock holder, rollback."""
+    """State, progress, last checkpoint, rate, ETA, lock holder, whether rollback is possible."""
     journal = Journal.open(run_dir)
     try:
         state = journal.state
         snapshot = journal.get("snapshot") or {}
         records = journal.batches()
         events = journal.events()
-        total = snapshot.get("rows")
-        done = sum(r.rows for r in records)
-        busy = sum(r.seconds for r in records)
         holder = lock_holder(run_dir)
-        running = holder is not None
-        rate = done / busy if busy else None
-        eta = None
-        if running and rate and total is not None and state == "converting":
-            eta = round((total - done) / rate, 1)
-        last = records[-1].committed_at if records else None
-        online: dict[str, Any] = {}
-        if journal.get("mode") == "online":  # no snapshot and no units: copy and change log
-            report = journal.get("report") or {}
-            online = {"serving": journal.get("serving", "legacy"),
-                      "changes_applied": report.get("changes_applied"),
-                      "cutover_pause_ms": report.get("pause_ms")}
-            done = int((journal.get("online_copied") or {}).get("rows") or 0)
+        mode = journal.get("mode", "copy")
+        progress = (_online_progress(journal) if mode == "online"
+                    else _offline_progress(journal, records, events, snapshot.get("rows")))
         return {
             "run_dir": str(run_dir),
-            "mode": journal.get("mode", "copy"),
+            "mode": mode,
             "state": state,
             "phase": journal.get("phase"),
-            "running": running,
+            "running": holder is not None,
             "lock_holder": holder,
             "source": (journal.get("config") or {}).get("source"),
             "target": journal.get("target"),
-            "nodes_total": total,
-            "nodes_done": done,
+            **progress,
             "units_committed": len(records),
             "batches_done": records[-1].end_group if records else 0,
             "batches_total": snapshot.get("groups"),
-            "last_checkpoint": _iso(last) if last else None,
-            "nodes_per_s": round(rate, 1) if rate else None,
-            "eta_s": eta,
             "snapshot_digest": snapshot.get("digest"),
             "target_digest": journal.committed().hex if records else None,
             "rollback_possible": state in ROLLBACK_POSSIBLE,
-            "last_event": {"at": _iso(events[-1][0]), "state": events[-1][1],
+            "last_event": {"at": iso(events[-1][0]), "state": events[-1][1],
                            "detail": events[-1][2]} if events else None,
-            **online,
+            **(_online_extra(journal) if mode == "online" else {}),
         }
     finally:
         journal.close()
 
 
-def _iso(at: float) -> str:
+def _figures(done: int | None, total: int | None, rate: float | None, last: float | None
+             ) -> dict[str, Any]:
+    """The progress keys."""
+    eta = None
+    if total is not None and done is not None:
+        eta = 0.0 if done >= total else (round((total - done) / rate, 1) if rate else None)
+    return {"nodes_done": done, "nodes_total": total,
+            "rate_nodes_per_s": None if rate is None else round(rate, 1), "eta_s": eta,
+            "last_checkpoint": iso(last) if last is not None else None}
+
+
+def _offline_progress(journal: Journal, records: list[Any], events: list[tuple[float, str, str]],
+                      snapshot_rows: int | None) -> dict[str, Any]:
+    """While the export runs, source rows read of the source's rows (each recorded partition
+    counts); once it is done, nodes converted of the snapshot's. The rate is the nodes recorded
+    since this invocation's phase began over the wall time to the last checkpoint (partitions
+    run side by side, so their own seconds overlap)."""
+    if snapshot_rows is None:
+        counts = [int(stats["nodes_in"]) for stats in journal.exported()]
+        total = journal.get("source_rows")
+    else:
+        counts, total = [r.rows for r in records], snapshot_rows
+    if not records:
+        return _figures(None if total is None else 0, total, None, None)
+    last = records[-1].committed_at
+    began = max((at for at, state, _ in events
+                 if state in ("exporting", "converting") and at <= last),
+                default=records[0].committed_at)
+    recent = [n for r, n in zip(records, counts, strict=False) if r.committed_at >= began]
+    wall = last - began
+    rate = sum(recent) / wall if recent and wall > 0 else None
+    return _figures(sum(counts), total, rate, last)
+
+
+def _online_progress(journal: Journal) -> dict[str, Any]:
+    """An online run checkpoints its copy in the journal; the copy's total is the live store's
+    row count while copying (an Engram data root's is only known to the migrator), and the
+    copied rows once the copy is done."""
+    report = journal.get("report") or {}
+    copied = int((journal.get("online_copied") or {}).get("rows") or 0)
+    copying = journal.get("phase") == "copying"
+    total = _live_rows(journal) if copying else copied
+    last = journal.get("checkpoint_at") if copied or not copying else None
+    seconds = float(report.get("copy_s") or 0.0)
+    rate = copied / seconds if copied and seconds > 0 else (0.0 if copied == 0 else None)
+    return _figures(copied, total, rate, last)
+
+
+def _live_rows(journal: Journal) -> int | None:
+    """Rows of the live SQLite MemoryStore (``None`` for an Engram data root)."""
+    from dualmem_bulk.stores.memory_store import MemoryStore
+
+    config = journal.get("config") or {}
+    if config.get("kind") == "engram-wal" or not config.get("source"):
+        return None
+    store = MemoryStore(Path(config["source"]), create=False)
+    try:
+        return store.count()
+    finally:
+        store.close()
+
+
+def _online_extra(journal: Journal) -> dict[str, Any]:
+    report = journal.get("report") or {}
+    return {"serving": journal.get("serving", "legacy"),
+            "changes_applied": report.get("changes_applied"),
+            "cutover_pause_ms": report.get("pause_ms")}
+
+
+def iso(at: float) -> str:
+    """A Unix time as ISO 8601 UTC (``2026-12-02T10:00:00Z``)."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))

@@ -11,13 +11,10 @@ up, to name what is missing, extra, duplicated or different); and the three tabl
 
 The target is checked piece by piece (Lance fragment, Parquet part file), each piece against the
 snapshot rows from the position it should start at, so pieces are independent tasks for worker
-processes. A conversion verifies each unit in the task that wrote it, reading its data files
-back from disk before the driver commits them; the run's verification then re-reads only the
-pieces whose committed files are not the ones verified (none, unless something went wrong). A
-unit written during the export is compared with the export's batches (the snapshot file is not
-readable yet); the finished snapshot file must then hold the same rows, which the identity
-digest (the sum of row checksum XOR episode checksum over all rows) proves in one pass over
-three of its columns.
+processes. A conversion verifies each partition in the task that wrote it, reading its data
+files and its snapshot part back from disk before the driver commits them; the run's
+verification then re-reads only the pieces whose committed files are not the ones verified
+(none, unless something went wrong).
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,14 +41,15 @@ from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import SNAPSHOT_SCHEMA
-from dualmem_bulk.stores import TargetStore, open_parquet, parquet_batches
+from dualmem_bulk.stores import TargetStore
+from dualmem_bulk.stores.snapshot import SNAPSHOT, Snapshot
 
 if TYPE_CHECKING:
     from dualmem_bulk.online_cutover import Pinned
     from dualmem_bulk.online_wal import WalPinned
 
-__all__ = ["SNAPSHOT_KEYS", "PieceTask", "PieceVerdict", "VerifyReport", "snapshot_keys",
-           "verify_batches", "verify_piece", "verify_run"]
+__all__ = ["SNAPSHOT_KEYS", "PieceTask", "PieceVerdict", "Problem", "VerifyReport",
+           "keyed_problems", "snapshot_keys", "verify_batches", "verify_piece", "verify_run"]
 
 _SNAP_SCHEMA = pa.schema([SNAPSHOT_SCHEMA.field(n) for n in ("space", "id", "checksum", "episode")])
 MAX_LISTED = 20
@@ -77,9 +75,15 @@ class VerifyReport:
     mismatched: int = 0
     mismatches: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0
+    not_checked: list[str] = field(default_factory=list)
+    """What could not be checked (a dropped snapshot); empty when everything was."""
 
     def summary(self) -> str:
         """One line for an operator."""
+        if self.ok and self.not_checked:
+            return (f"verified what remains: {self.target_rows} nodes, every checksum and the "
+                    "digest recorded at export match; the snapshot was dropped, so some checks "
+                    "were not possible")
         if self.ok:
             return f"verified: {self.target_rows} nodes identical to the snapshot"
         ids = ", ".join(repr(m["id"]) for m in self.mismatches[:5])
@@ -133,6 +137,33 @@ def _checksum_problems(batch: pa.RecordBatch) -> tuple[list[tuple[int, str]], Ta
 
 Problem = tuple[str, str, str]
 """(space, id, what is wrong); space is "" for sources without spaces."""
+
+
+def _row_problems(batch: pa.RecordBatch) -> tuple[list[Problem], TableDigest]:
+    """The target rows that differ from their stored checksum or break a conversion rule, and
+    the digest of the checksums recomputed from their fields."""
+    rows, digest = _checksum_problems(batch)
+    rows += _structural(batch)
+    ids, spaces = batch.column("episode_id"), batch.column("space")
+    return [(spaces[i].as_py() or "", str(ids[i].as_py()), why)
+            for i, why in sorted(set(rows))], digest
+
+
+def keyed_problems(source: Iterator[pa.RecordBatch],
+                   target: Iterator[pa.RecordBatch]) -> list[Problem]:
+    """Name the nodes behind a failed comparison of digests: target rows (DualMemoryNode) that
+    differ from their stored checksum or break a conversion rule, then the (space, id) keys
+    missing, extra, duplicated or different (row or ``space``/``episode`` checksum) against the
+    ``source`` rows (legacy schema with a ``checksum`` column)."""
+    src, tgt = _Keys(), _Keys()
+    problems: list[Problem] = []
+    for batch in source:
+        src.add(batch, "id")
+    for batch in target:
+        problems += _row_problems(batch)[0]
+        tgt.add(batch, "episode_id")
+    return problems + _join_problems(src.frame("s"), tgt.frame("t"))
+
 
 _KEY = ["space", "id"]
 
@@ -213,23 +244,6 @@ class _InOrder:
         return rows
 
 
-def _identity(checksums: pa.Array, episodes: pa.Array) -> TableDigest:
-    """Digest of the rows' (row checksum, episode checksum) pairs, each pair taken as the XOR
-    of its two BLAKE3 values: two tables with the same checksum digest have the same identity
-    digest only if every row has the same episode checksum (space, episode) too, unless
-    256-bit hashes cancel out."""
-    pairs = np.bitwise_xor(_fixed_rows(checksums), _fixed_rows(episodes))
-    return TableDigest.of(pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(32), len(pairs), [None, pa.py_buffer(pairs.tobytes())]))
-
-
-def _fixed_rows(arr: pa.Array) -> np.ndarray:
-    """A fixed_size_binary(32) array as an (n, 32) uint8 array."""
-    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-    return np.frombuffer(arr.buffers()[1], np.uint8, len(arr) * 32,
-                         arr.offset * 32).reshape(len(arr), 32)
-
-
 def _same_rows(expected: pa.Table | None, batch: pa.RecordBatch, episodes: pa.Array) -> bool:
     """Whether the target rows are the snapshot rows at the same positions, all columns that
     the join would compare (space, id, row checksum, episode checksum) being equal."""
@@ -251,7 +265,7 @@ def _keys(snapshot: Path, target: TargetStore, batch_size: int
           ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Both sides' join keys; only needed when the target is not the snapshot row for row."""
     snap, tgt = _Keys(), _Keys()
-    for batch in parquet_batches(open_parquet(snapshot), batch_size, _SNAP_COLUMNS):
+    for batch in Snapshot(snapshot).batches(batch_size, _SNAP_COLUMNS):
         snap.add(batch, "id")
     for batch in target.batches(min(batch_size, _READ_BATCH)):
         tgt.add(batch, "episode_id")
@@ -260,22 +274,7 @@ def _keys(snapshot: Path, target: TargetStore, batch_size: int
 
 def snapshot_keys(snapshot: Path, start: int, batch_size: int) -> Iterator[pa.RecordBatch]:
     """The snapshot's :data:`SNAPSHOT_KEYS` columns from row ``start`` on."""
-    handle = open_parquet(snapshot)
-    meta = handle.metadata
-    first, skip = 0, start
-    while first < meta.num_row_groups and skip >= meta.row_group(first).num_rows:
-        skip -= meta.row_group(first).num_rows
-        first += 1
-    groups = list(range(first, meta.num_row_groups))
-    if not groups:
-        return
-    for batch in handle.iter_batches(batch_size=batch_size, row_groups=groups,
-                                     columns=_SNAP_COLUMNS, use_threads=False):
-        if skip >= batch.num_rows:
-            skip -= batch.num_rows
-            continue
-        yield batch.slice(skip)
-        skip = 0
+    yield from Snapshot(snapshot).batches(batch_size, _SNAP_COLUMNS, start)
 
 
 @dataclass(frozen=True)
@@ -307,11 +306,6 @@ class PieceVerdict:
     aligned: bool
     files: tuple[str, ...] = ()
     """The data files read (when verified before the commit, to match against the store)."""
-    spooled: bool = False
-    """Compared with the export's batches rather than the snapshot file (see ``identity``)."""
-    identity: TableDigest = field(default_factory=TableDigest)
-    """Digest of the rows' (checksum, episode checksum) pairs, to prove the snapshot file
-    holds the rows a spooled piece was compared with."""
 
 
 def verify_piece(task: PieceTask) -> PieceVerdict:
@@ -323,47 +317,39 @@ def verify_piece(task: PieceTask) -> PieceVerdict:
 
 
 def verify_batches(batches: Iterator[pa.RecordBatch], expected_keys: Iterator[pa.RecordBatch],
-                   files: tuple[str, ...] = (), spooled: bool = False) -> PieceVerdict:
+                   files: tuple[str, ...] = ()) -> PieceVerdict:
     """Check target rows read back from disk against the snapshot rows they were written from
     (:data:`SNAPSHOT_KEYS` columns, in order; see :func:`verify_piece`). ``files`` names what
-    was read; ``spooled``: the expected rows are the export's, not yet the snapshot file's."""
+    was read."""
     expected = _InOrder(expected_keys)
-    verdict = PieceVerdict(0, [], TableDigest(), TableDigest(), True, files, spooled)
+    verdict = PieceVerdict(0, [], TableDigest(), TableDigest(), True, files)
     for batch in prefetched(batches):
-        rows, digest = _checksum_problems(batch)
-        rows += _structural(batch)
-        ids, spaces = batch.column("episode_id"), batch.column("space")
-        verdict.problems += [(spaces[i].as_py() or "", str(ids[i].as_py()), why)
-                             for i, why in sorted(set(rows))]
+        problems, digest = _row_problems(batch)
+        verdict.problems += problems
         verdict.recomputed += digest
         verdict.stored += TableDigest.of(batch.column("checksum"))
         episodes = episode_checksums(batch)
-        verdict.identity += _identity(batch.column("checksum"), episodes)
         verdict.aligned = verdict.aligned and _same_rows(expected.take(batch.num_rows), batch,
                                                          episodes)
         verdict.rows += batch.num_rows
     return verdict
 
 
-def _snapshot_digest(snapshot: Path, batch_size: int, identity: bool
-                     ) -> tuple[TableDigest, TableDigest]:
-    """The snapshot file's checksum digest and, if asked, its rows' identity digest."""
-    digest, ident = TableDigest(), TableDigest()
-    columns = ["checksum", "space", "episode"] if identity else ["checksum"]
-    for batch in parquet_batches(open_parquet(snapshot), batch_size, columns):
+def _snapshot_digest(snapshot: Path, batch_size: int) -> TableDigest:
+    """The snapshot's checksum digest."""
+    digest = TableDigest()
+    for batch in Snapshot(snapshot).batches(batch_size, ["checksum"]):
         digest += TableDigest.of(batch.column("checksum"))
-        if identity:
-            ident += _identity(batch.column("checksum"), episode_checksums(batch))
-    return digest, ident
+    return digest
 
 
 def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
                batch_size: int = 16_384, pool: TaskPool | None = None,
-               checked: Mapping[int, PieceVerdict] | None = None) -> VerifyReport:
+               checked: Iterable[PieceVerdict] = ()) -> VerifyReport:
     """Verify a run directory's target against its snapshot; see the module docstring.
 
     The target's pieces are checked by ``pool``'s workers (default: in this process), except
-    those in ``checked`` whose committed files are the ones a conversion verified."""
+    those whose committed files are the ones a conversion verified (``checked``)."""
     started = time.perf_counter()
     journal = Journal.open(run_dir)
     try:
@@ -374,39 +360,40 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
         journal.close()
     if snapshot is None:
         raise SourceError(run_dir, "the run has not finished its export yet; nothing to verify")
+    if not (run_dir / SNAPSHOT).exists():  # dropped at finalize
+        from dualmem_bulk.verify_dropped import verify_without_snapshot
+
+        with contextlib.ExitStack() as stack:
+            alone = pool or stack.enter_context(WorkerPool(0))
+            return verify_without_snapshot(run_dir, progress, batch_size, alone, started)
     target = TargetStore(Path(target_path))
     report = VerifyReport(ok=False, run_dir=str(run_dir), target=target_path,
                           recorded_digest=snapshot["digest"])
 
-    snapshot_file = run_dir / "snapshot.parquet"
+    snapshot_file = run_dir / SNAPSHOT
     pieces = target.pieces()
     progress.phase("verify", sum(pieces))
     starts = np.concatenate([[0], np.cumsum(pieces)[:-1]]).astype(int).tolist() if pieces else []
-    checked = {i: verdict for i, verdict in (checked or {}).items()
-               if i < len(pieces) and verdict.files == target.piece_files(i)}
+    by_files = {verdict.files: verdict for verdict in checked}
+    verified = {i: by_files[files] for i in range(len(pieces))
+                if (files := target.piece_files(i)) in by_files}
     tasks = [PieceTask(target.path.resolve(), i, snapshot_file.resolve(), start, batch_size)
-             for i, start in enumerate(starts) if i not in checked]
+             for i, start in enumerate(starts) if i not in verified]
     problems: list[Problem] = []
-    stored, recomputed, identity = TableDigest(), TableDigest(), TableDigest()
-    aligned, spooled = True, False
+    stored, recomputed = TableDigest(), TableDigest()
+    aligned = True
     with contextlib.ExitStack() as stack:
         workers: TaskPool = pool or stack.enter_context(WorkerPool(0))
         verdicts = itertools.chain(
-            (checked[i] for i in range(len(pieces)) if i in checked),
+            (verified[i] for i in range(len(pieces)) if i in verified),
             (verdict for _task, verdict in workers.ordered(verify_piece, tasks)))
         for verdict in verdicts:
             problems += verdict.problems
             stored += verdict.stored
             recomputed += verdict.recomputed
             aligned = aligned and verdict.aligned
-            identity += verdict.identity
-            spooled = spooled or verdict.spooled
             progress.advance(verdict.rows)
-    snap_digest, snap_identity = _snapshot_digest(snapshot_file, batch_size, spooled)
-    if spooled and snap_identity != identity:
-        aligned = False
-        problems.append(("", "", "the snapshot file does not hold the rows the target was "
-                                 "written from"))
+    snap_digest = _snapshot_digest(snapshot_file, batch_size)
     if not (aligned and snap_digest.rows == stored.rows):
         problems += _join_problems(*_keys(snapshot_file, target, batch_size))
     report.snapshot_rows, report.target_rows = snap_digest.rows, stored.rows
@@ -461,13 +448,13 @@ def _verify_online_wal(run_dir: Path, journal: Journal, progress: Progress,
     from dualmem_bulk.online_wal import verify_wal_run
 
     progress.phase("verify", None)
-    pinned, root, target = verify_wal_run(run_dir, journal, progress)
+    pinned, root, target, problems = verify_wal_run(run_dir, journal, progress)
     progress.done()
-    return _pinned_report(run_dir, root, target, pinned, started)
+    return _pinned_report(run_dir, root, target, pinned, started, problems)
 
 
 def _pinned_report(run_dir: Path, source: Path, target: Path, pinned: Pinned | WalPinned,
-                   started: float) -> VerifyReport:
+                   started: float, problems: list[Problem] | None = None) -> VerifyReport:
     """The verdict of an online run's comparison at a pinned position."""
     report = VerifyReport(
         ok=pinned.same, run_dir=str(run_dir), target=str(target),
@@ -476,6 +463,9 @@ def _pinned_report(run_dir: Path, source: Path, target: Path, pinned: Pinned | W
         target_digest=pinned.stored.hex, recomputed_digest=pinned.recomputed.hex,
         elapsed_s=round(time.perf_counter() - started, 3))
     if not pinned.same:
-        report.mismatched = 1
-        report.mismatches = [{"id": "", "problem": pinned.describe(source, target)}]
+        named = problems or []
+        report.mismatched = len({(sp, i) for sp, i, _ in named}) or 1
+        report.mismatches = [{"id": i, "problem": p, **({"space": sp} if sp else {})}
+                             for sp, i, p in named[:MAX_LISTED - 1]]
+        report.mismatches.append({"id": "", "problem": pinned.describe(source, target)})
     return report

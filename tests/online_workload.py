@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from dualmem_bulk import CompatibilityAdapter, Memory, MemoryStore
-from dualmem_bulk.checksum import TableDigest, row_checksums
+from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_digest, row_checksums
 from dualmem_bulk.schema import DIM
 from dualmem_bulk.stores.memory_store import EmbeddingProvenance, memories_to_batch
 from dualmem_bulk.stores.pending import DEFAULT_POLICY, ApplyPolicy
@@ -73,11 +73,19 @@ def apply_op(backend: Backend, seed: int, i: int, mutable: list[str]) -> str:
 
 def digest(store: MemoryStore) -> TableDigest:
     """The store's table digest."""
-    total = TableDigest()
+    return digests(store)[0]
+
+
+def digests(store: MemoryStore) -> tuple[TableDigest, TableDigest]:
+    """The store's table digest and identity digest (with the ``space``/``episode`` checksums),
+    in one read transaction."""
+    total, identity = TableDigest(), TableDigest()
     with store.snapshot():
         for batch in store.scan(4096):
-            total += TableDigest.of(row_checksums(batch))
-    return total
+            sums = row_checksums(batch)
+            total += TableDigest.of(sums)
+            identity += identity_digest(sums, episode_checksums(batch))
+    return total, identity
 
 
 def replay(original: Path, copy: Path, seed: int, ops: int) -> TableDigest:

@@ -30,6 +30,17 @@ language (``u8 0`` or ``u8 1, u32 len, utf8``), created_at u64, quality_score (`
 u32 len, value``. Row checksum: BLAKE3-256 of that. Table digest: the row count and the sum of
 the checksums read as unsigned 256-bit little-endian integers, modulo 2^256, shown as the 64 hex
 digits of the sum's 32-byte little-endian form.
+
+The episode checksum (README, "Checksums") covers the columns the row checksum leaves out:
+BLAKE3-256 of ``space`` as an optional string, then ``u8 0`` for a null ``episode`` or ``u8 1``
+followed by ``where_location`` (optional string); ``who`` (``u8 0``, or ``u8 1, u32 count`` and
+each string as ``u32 len, utf8``; a null string adds no bytes); ``vividness_confidence``,
+``reliability_confidence``, ``decay_rate`` (each ``u8 0`` or ``u8 1, f32``); ``decay_function``
+(``u8 0``, or ``u8 1``, ``variant`` as ``u32 len, utf8`` (null as ""), ``tau_hours`` f32,
+``beta`` f32, ``consolidation_threshold`` u64, ``short_term_tau`` f32, ``long_term_beta`` f32,
+``transition_point`` u64, each optional as ``u8 0`` or ``u8 1`` + value); ``metadata`` as in
+the row checksum (a null map as count 0). An episode is a dict of those keys, floats given as
+for the row, ``metadata`` a dict or ``(key, value)`` pairs or ``None``.
 """
 
 from __future__ import annotations
@@ -41,7 +52,8 @@ from typing import Any
 import numpy as np
 from blake3 import blake3
 
-__all__ = ["DIM", "encode_row", "f32_bytes", "row_checksum", "table_digest"]
+__all__ = ["DIM", "encode_episode", "encode_row", "episode_checksum", "f32_bytes",
+           "row_checksum", "table_digest"]
 
 DIM = 768
 _MOD = 1 << 256
@@ -84,7 +96,9 @@ def _optional_str(value: str | None) -> bytes:
     return b"\x00" if value is None else b"\x01" + _str(value)
 
 
-def _metadata(metadata: Mapping[str, str] | Iterable[tuple[str, str]]) -> bytes:
+def _metadata(metadata: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> bytes:
+    if metadata is None:
+        return struct.pack("<I", 0)
     pairs = list(metadata.items()) if isinstance(metadata, Mapping) else list(metadata)
     pairs.sort(key=lambda kv: kv[0].encode("utf-8"))
     return struct.pack("<I", len(pairs)) + b"".join(_str(k) + _str(v) for k, v in pairs)
@@ -132,3 +146,55 @@ def table_digest(rows: Iterable[Mapping[str, Any]]) -> tuple[int, str]:
         total = (total + int.from_bytes(row_checksum(row), "little")) % _MOD
         count += 1
     return count, total.to_bytes(32, "little").hex()
+
+
+def _optional_f32(value: Any) -> bytes:
+    return b"\x00" if value is None else b"\x01" + f32_bytes(value)
+
+
+def _optional_u64(value: int | None) -> bytes:
+    return b"\x00" if value is None else b"\x01" + struct.pack("<Q", value)
+
+
+def _who(names: list[str | None] | None) -> bytes:
+    if names is None:
+        return b"\x00"
+    return b"\x01" + struct.pack("<I", len(names)) + b"".join(
+        b"" if name is None else _str(name) for name in names)
+
+
+def _decay(decay: Mapping[str, Any] | None) -> bytes:
+    if decay is None:
+        return b"\x00"
+    return b"".join([
+        b"\x01",
+        _str(decay["variant"] or ""),
+        _optional_f32(decay["tau_hours"]),
+        _optional_f32(decay["beta"]),
+        _optional_u64(decay["consolidation_threshold"]),
+        _optional_f32(decay["short_term_tau"]),
+        _optional_f32(decay["long_term_beta"]),
+        _optional_u64(decay["transition_point"]),
+    ])
+
+
+def encode_episode(space: str | None, episode: Mapping[str, Any] | None) -> bytes:
+    """The encoding the episode checksum hashes (see the module docstring)."""
+    if episode is None:
+        return _optional_str(space) + b"\x00"
+    return b"".join([
+        _optional_str(space),
+        b"\x01",
+        _optional_str(episode["where_location"]),
+        _who(episode["who"]),
+        _optional_f32(episode["vividness_confidence"]),
+        _optional_f32(episode["reliability_confidence"]),
+        _optional_f32(episode["decay_rate"]),
+        _decay(episode["decay_function"]),
+        _metadata(episode["metadata"]),
+    ])
+
+
+def episode_checksum(space: str | None, episode: Mapping[str, Any] | None) -> bytes:
+    """BLAKE3-256 of :func:`encode_episode`."""
+    return blake3(encode_episode(space, episode)).digest()

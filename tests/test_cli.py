@@ -62,7 +62,10 @@ def test_convert_verify_inspect(tmp_path: Path, generated: Path) -> None:
     assert re.fullmatch(r"[0-9a-f]{64}", report["target_digest"])
     run_dir = tmp_path / "nodes.lance.run"
     assert Path(report["run_dir"]) == run_dir
-    assert (run_dir / "snapshot.parquet").is_file()
+    assert (run_dir / "snapshot.parquet" / "part-000000.parquet").is_file()
+    snapshot = as_json(cli("inspect", run_dir / "snapshot.parquet", "--json"))
+    assert snapshot["kind"].startswith("snapshot") and snapshot["nodes"] == 3000
+    assert snapshot["digest"] == report["snapshot_digest"]
     assert "export:" in done.stderr  # plain progress lines when not on a terminal
 
     verified = cli("verify", run_dir, "--json")

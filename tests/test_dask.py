@@ -3,6 +3,7 @@ and resumed driver (on either engine), an existing cluster, and without the extr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import assert_bit_equal, fingerprint, kill_after_units, legacy_table
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, Worker, WorkerPlugin
 from test_crash import start, wait_for
 from test_inplace import legacy_store
 from typer.testing import CliRunner
@@ -31,6 +33,7 @@ from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.export import scan_source
 from dualmem_bulk.generate import write_generated
 from dualmem_bulk.offline import OfflineConfig, UnitTask, run_offline, write_unit
+from dualmem_bulk.partitioned import PartitionTask
 from dualmem_bulk.report import RunReport
 from dualmem_bulk.rollback import rollback_run
 from dualmem_bulk.stores import TargetStore
@@ -96,25 +99,68 @@ def test_a_local_cluster_of_any_size_gives_the_same_output(
         assert report.workers == workers and report.nodes_converted == len(rows)
 
 
-class _KillAWorker:
-    """Progress that SIGKILLs one worker of the cluster once the first unit is committed."""
+def _task_log(path: Path) -> WorkerPlugin:
+    """A worker plugin that appends a line to ``path`` each time a task starts executing or
+    finishes on a worker (key, state, worker address, pid). Defined in a function, so it is
+    pickled by value: the workers need not import the tests."""
 
-    def __init__(self, scheduler: str) -> None:
-        self.scheduler, self.killed, self.after = scheduler, 0, 0
+    class TaskLog(WorkerPlugin):
+        def setup(self, worker: Worker) -> None:
+            self.worker = worker
+
+        def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+            if finish in ("executing", "memory"):
+                line = json.dumps({"key": str(key), "state": finish, "pid": os.getpid(),
+                                   "worker": self.worker.address})
+                with path.open("a") as fh:
+                    fh.write(line + "\n")
+
+    return TaskLog()
+
+
+def _die_if_busy(record: Path) -> Any:
+    """A function for ``Client.run``: on a worker executing a task, record the task and the
+    worker in ``record`` and SIGKILL the worker at once (it runs in the worker's event loop, so
+    the task cannot have reported its result: it is still executing)."""
+
+    def die(dask_worker: Worker) -> bool:
+        busy = sorted(str(ts.key) for ts in dask_worker.state.executing)
+        if not busy:
+            return False
+        record.write_text(json.dumps({"key": busy[0], "pid": os.getpid(),
+                                      "worker": dask_worker.address}))
+        os.kill(os.getpid(), signal.SIGKILL)
+        return True
+
+    return die
+
+
+class _KillABusyWorker:
+    """Progress that, once the first partition is committed, SIGKILLs a worker while it
+    executes a partition task (see :func:`_die_if_busy`)."""
+
+    def __init__(self, scheduler: str, record: Path) -> None:
+        self.scheduler, self.record, self.after = scheduler, record, 0
 
     def phase(self, name: str, total: int | None) -> None:
         self.name = name
 
     def advance(self, nodes: int) -> None:
-        if self.name != "convert" or not nodes:
+        if self.name != "export" or not nodes:
             return
-        if self.killed:
+        if self.record.exists():
             self.after += 1
             return
         with Client(self.scheduler, set_as_default=False) as client:
-            pids: dict[str, int] = client.run(os.getpid)
-        self.killed = sorted(pids.values())[0]
-        os.kill(self.killed, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while not self.record.exists():
+                assert time.monotonic() < deadline, "no worker was executing a task"
+                for address in sorted(client.scheduler_info()["workers"]):
+                    with contextlib.suppress(Exception):  # the killed worker does not answer
+                        client.run(_die_if_busy(self.record), workers=[address])
+                    if self.record.exists():
+                        return
+                time.sleep(0.005)
 
     def done(self) -> None:
         pass
@@ -123,23 +169,62 @@ class _KillAWorker:
         pass
 
 
-def test_a_killed_worker_changes_nothing(cluster: str, tmp_path: Path) -> None:
+def test_a_worker_killed_while_running_a_task(cluster: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The killed worker held a running partition task; the task ran again on another worker
+    and its partition's rows are in the target exactly once; the output is the local
+    engine's."""
     src = tmp_path / "src.parquet"
-    write_generated(src, 6000, seed=3)
+    write_generated(src, 6000, seed=3, batch_size=300)  # 20 partitions
     local, _rows = _convert(src, tmp_path / "local.lance", batch_size=300, workers=0)
-    killer = _KillAWorker(cluster)
+    units: dict[str, int] = {}
+    submit = DaskPool._submit
+
+    def recorded(self: DaskPool, fn: Any, spec: Any) -> Any:
+        future = submit(self, fn, spec)
+        if isinstance(spec, PartitionTask):
+            units[str(future._future.key)] = spec.unit
+        return future
+
+    monkeypatch.setattr(DaskPool, "_submit", recorded)
+    log, record = tmp_path / "tasks.jsonl", tmp_path / "killed.json"
+    killer = _KillABusyWorker(cluster, record)
     target = tmp_path / "dask.lance"
-    report = run_offline(OfflineConfig(source=src, target=target, batch_size=300,
-                                       engine="dask", scheduler=cluster), killer)
-    assert killer.killed and killer.after >= 10  # killed with most units still to come
+    with Client(cluster, set_as_default=False) as client:
+        client.register_plugin(_task_log(log), name="task-log")
+        try:
+            report = run_offline(OfflineConfig(source=src, target=target, batch_size=300,
+                                               engine="dask", scheduler=cluster), killer)
+        finally:
+            client.unregister_worker_plugin("task-log")
+        client.wait_for_workers(2, timeout=60)  # the nanny replaced the worker
+        killed = json.loads(record.read_text())
+        assert killed["pid"] not in client.run(os.getpid).values()
+    assert killer.after >= 10  # killed with most units still to come
+
+    key = killed["key"]
+    assert key in units, "the killed worker was running a partition task"
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    runs = [r for r in runs if r["key"] == key]
+    on_killed = [r["state"] for r in runs if r["pid"] == killed["pid"]]
+    assert on_killed == ["executing"]  # started there, never finished there
+    retried = [r for r in runs if r["pid"] != killed["pid"]]
+    assert [r["state"] for r in retried] == ["executing", "memory"]  # run again, elsewhere
+    assert retried[0]["worker"] != killed["worker"]
+
     assert report.verified and report.target_digest == local.target_digest
     digest, ids, stored, recomputed = fingerprint(target)
     base = fingerprint(tmp_path / "local.lance")
     assert digest == base[0] and ids == base[1] and stored == base[2] == recomputed
-    assert len(set(ids)) == len(ids) == 6000
-    with Client(cluster, set_as_default=False) as client:  # the nanny replaced the worker
-        client.wait_for_workers(2, timeout=60)
-        assert killer.killed not in client.run(os.getpid).values()
+    unit_ids = _piece_ids(target, units[key])
+    assert unit_ids and unit_ids == _piece_ids(tmp_path / "local.lance", units[key])
+    counts = Counter(ids)
+    assert all(counts[i] == 1 for i in unit_ids)  # the retried unit's rows, exactly once
+
+
+def _piece_ids(target: Path, piece: int) -> list[bytes]:
+    return [i for batch in TargetStore(target).piece_batches(piece, 1000)
+            for i in batch.column("id").to_pylist()]
 
 
 def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -152,7 +237,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     """A generated source and the local engine's conversion of it (the reference)."""
     base = tmp_path_factory.mktemp("gen")
     src = base / "memories.parquet"
-    write_generated(src, 12_000, seed=9)
+    write_generated(src, 12_000, seed=9, batch_size=1000)  # 12 partitions
     target = base / "local.lance"
     done = _cli("convert", src, target, "--batch-size", "300", "--workers", "0", "--json")
     assert done.returncode == 0, done.stderr
@@ -216,7 +301,7 @@ def test_ctrl_c_checkpoints_and_shuts_the_local_cluster_down(
             "--workers", "2", "--json"]
     mark = _marked_run(monkeypatch)
     proc = start([sys.executable, "-m", "dualmem_bulk", *args])
-    wait_for(proc, run_dir, lambda s: s["state"] == "converting" and s["units_committed"] >= 2)
+    wait_for(proc, run_dir, lambda s: s["state"] == "exporting" and s["units_committed"] >= 2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 4, err

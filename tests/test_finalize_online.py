@@ -26,7 +26,7 @@ def _finalize(run_dir: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def _lance_digest(target: Path) -> TableDigest:
-    recomputed, stored = DualStore(target).digests(1000)
+    recomputed, stored, _identity = DualStore(target).digests(1000)
     assert recomputed == stored
     return recomputed
 
@@ -39,7 +39,7 @@ def test_after_finalize_writes_go_to_the_new_store_alone(tmp_path: Path) -> None
     with CompatibilityAdapter(path, run_dir, apply=ApplyPolicy(rows=10_000, age_s=60)) as adapter:
         ids = adapter.all_ids()
         adapter.store(new_memory(12, 0, "before-finalize"))  # pending when finalize runs
-        done = _finalize(run_dir)
+        done = _finalize(run_dir, "--yes")
         assert done.returncode == 0, done.stderr.decode()
         assert json.loads(done.stdout)["legacy_kept"] == str(path)
         with MemoryStore(path, create=False) as legacy:

@@ -22,7 +22,7 @@ from dualmem_bulk.online_cutover import request_cutover
 from dualmem_bulk.rollback import finalize_run
 from dualmem_bulk.stores.dual import DualStore
 from dualmem_bulk.verify import verify_run
-from tests.online_workload import digest, new_memory
+from tests.online_workload import digests, new_memory
 
 NODES = 1_200
 
@@ -64,9 +64,9 @@ def _store(path: Path, nodes: int = NODES) -> Path:
 
 def _check_equal(store_path: Path, target: Path) -> None:
     with MemoryStore(store_path, create=False) as store:
-        expected = digest(store)
-    recomputed, stored = DualStore(target).digests(1000)
-    assert recomputed == stored == expected
+        expected, expected_identity = digests(store)
+    recomputed, stored, identity = DualStore(target).digests(1000)
+    assert recomputed == stored == expected and identity == expected_identity
     ids = lance.dataset(str(target)).to_table(columns=["episode_id"]).column(0).to_pylist()
     assert len(ids) == len(set(ids)) == expected.rows
 

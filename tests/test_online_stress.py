@@ -20,7 +20,7 @@ from conftest import journal_value
 from dualmem_bulk import MemoryStore
 from dualmem_bulk.generate import generate_batches
 from dualmem_bulk.stores.dual import DualStore
-from tests.online_workload import digest, replay
+from tests.online_workload import digest, digests, replay
 
 pytestmark = pytest.mark.slow
 
@@ -137,8 +137,10 @@ class _Service:
 
     def check_dual(self) -> None:
         dual = DualStore(self.target)
-        recomputed, stored = dual.digests(8192)
+        recomputed, stored, identity = dual.digests(8192)
         assert recomputed == stored == self.expected
+        with MemoryStore(self.tmp / "replayed.sqlite", create=False) as replayed:
+            assert identity == digests(replayed)[1]  # space and episode too
         ids = dual.dataset().to_table(columns=["episode_id"]).column(0)
         assert len(set(ids.to_pylist())) == len(ids) == self.expected.rows
 

@@ -90,20 +90,20 @@ def test_rollback_of_a_finished_run(small: Path, tmp_path: Path, fmt: str) -> No
     assert again.as_dict() == report.as_dict()
 
 
-def test_rollback_after_sigkill_mid_conversion(large: Path, tmp_path: Path) -> None:
+def test_rollback_after_sigkill_with_partitions_committed(large: Path, tmp_path: Path) -> None:
     target, run_dir = tmp_path / "nodes.lance", tmp_path / "nodes.lance.run"
     kill_after_units(["convert", str(large), str(target),
          "--batch-size", "1000"], run_dir, 2)
     status = as_json(cli("status", run_dir, "--json"))
-    assert status["state"] == "converting" and not status["running"]
-    assert 0 < status["nodes_done"] < 40_000 and status["rollback_possible"]
+    assert status["state"] == "exporting" and not status["running"]
+    assert status["units_committed"] >= 2 and status["rollback_possible"]
     assert (tmp_path / ".nodes.lance.dualmem-partial").exists()
+    assert len(list((run_dir / "snapshot.parquet").glob("part-*.parquet"))) >= 2
 
     done = cli("rollback", run_dir, "--yes", "--json")
     assert done.returncode == 0, done.stderr
     report = as_json(done)
-    assert report["status"] == "rolled-back" and report["state_before"] == "converting"
-    assert report["proven_digest"] == report["snapshot_digest"]
+    assert report["status"] == "rolled-back" and report["state_before"] == "exporting"
     assert report["source_untouched"] is True
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nodes.lance.run"]
     assert as_json(cli("status", run_dir, "--json"))["state"] == "rolled-back"
@@ -116,7 +116,7 @@ def test_rollback_of_a_run_killed_during_its_export(large: Path, tmp_path: Path)
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not any(run_dir.glob(".snapshot.parquet.tmp-*")):
+        while not any(run_dir.glob("snapshot.parquet/.part-000000.parquet.tmp-*")):
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
     finally:
@@ -125,7 +125,7 @@ def test_rollback_of_a_run_killed_during_its_export(large: Path, tmp_path: Path)
     report = rollback_run(run_dir)
     assert report.state_before == "exporting" and report.source_untouched is True
     assert not report.snapshot_checked and report.proven_digest is None
-    assert not any(run_dir.glob(".*.tmp-*")) and not target.exists()
+    assert not any(run_dir.glob("**/.*.tmp-*")) and not target.exists()
     assert state(run_dir) == "rolled-back"
 
 
@@ -155,7 +155,7 @@ def test_the_target_is_recognised_when_the_crash_hid_it(small: Path, tmp_path: P
 
 
 def _rewrite_snapshot(run_dir: Path, change: str) -> None:
-    path = run_dir / "snapshot.parquet"
+    path = run_dir / "snapshot.parquet" / "part-000000.parquet"  # the small source's only part
     table = pq.read_table(path)
     if change == "field":
         counts = table.column("access_count").to_numpy().copy()
@@ -236,7 +236,7 @@ def test_on_a_terminal_it_asks(small: Path, tmp_path: Path) -> None:
 
 def test_finalize_then_rollback_is_refused(small: Path, tmp_path: Path) -> None:
     target, run_dir = converted(small, tmp_path)
-    done = cli("finalize", run_dir, "--json")
+    done = cli("finalize", run_dir, "--yes", "--json")
     assert done.returncode == 0, done.stderr
     assert as_json(done)["status"] == "finalized" and as_json(done)["snapshot_dropped"] is False
     assert state(run_dir) == "finalized" and (run_dir / "snapshot.parquet").exists()
@@ -250,7 +250,7 @@ def test_finalize_then_rollback_is_refused(small: Path, tmp_path: Path) -> None:
 
 def test_finalize_drop_snapshot(small: Path, tmp_path: Path) -> None:
     target, run_dir = converted(small, tmp_path)
-    done = cli("finalize", run_dir, "--drop-snapshot")
+    done = cli("finalize", run_dir, "--drop-snapshot", "--yes")
     assert done.returncode == 0, done.stderr
     assert "snapshot.parquet" in done.stdout
     assert not (run_dir / "snapshot.parquet").exists() and target.exists()

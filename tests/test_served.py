@@ -128,7 +128,8 @@ def test_finalize_during_writes_switches_to_the_new_store_alone(tmp_path: Path,
     assert stress._report(stress._migrate(service.store, service.target))["verified"]
     stress._wait("writes after the cut-over", lambda: service.ops()[1] >= 100)
     done = subprocess.run([sys.executable, "-m", "dualmem_bulk", "finalize",
-                           str(service.run_dir), "--json"], capture_output=True, cwd=stress.ROOT)
+                           str(service.run_dir), "--yes", "--json"], capture_output=True,
+                          cwd=stress.ROOT)
     assert done.returncode == 0, done.stderr.decode()
     assert json.loads(done.stdout)["legacy_kept"] == str(service.store)
     with MemoryStore(service.store, create=False) as legacy:

@@ -113,6 +113,17 @@ def test_seen_ids_is_exact_on_trailing_zero_bytes() -> None:
     assert seen.first_seen(a).tolist() == [False]
 
 
+def test_seen_ids_after_a_batch_with_nothing_new() -> None:
+    """A batch that adds no key (empty, or all seen) must not leave an empty run behind."""
+    seen = SeenIds()
+    a = pa.array([b"\x01" * 16], pa.binary(16))
+    assert seen.first_seen(pa.array([], pa.binary(16))).tolist() == []
+    assert seen.first_seen(a).tolist() == [True]
+    assert seen.first_seen(a).tolist() == [False]
+    assert seen.first_seen(pa.array([b"\x02" * 16, b"\x01" * 16], pa.binary(16))).tolist() == [
+        True, False]
+
+
 def test_seen_ids_scale() -> None:
     seen = SeenIds()
     ids = pa.array([f"id-{i}" for i in range(20_000)])
@@ -158,3 +169,45 @@ def test_schema_mismatch_names_column(field: str, typ: pa.DataType, found: str) 
 def test_missing_required_column() -> None:
     with pytest.raises(SchemaMismatch, match=r"column 'created_at'.*no such column"):
         check_schema(LEGACY_SCHEMA.remove(LEGACY_SCHEMA.get_field_index("created_at")), "f")
+
+
+_PROVENANCE = {"model_name": "m", "model_version": "1", "dimension": 768, "language": None,
+               "created_at": 5, "quality_score": None, "metadata": [("k", "v")]}
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"model_name": None}, "embedding_provenance.model_name is null"),
+    ({"model_version": None}, "embedding_provenance.model_version is null"),
+    ({"dimension": None}, "embedding_provenance.dimension is null"),
+    ({"created_at": None}, "embedding_provenance.created_at is null"),
+    ({"metadata": None}, "embedding_provenance.metadata is null"),
+    ({"metadata": [("a", "1"), ("k", None)]}, "embedding_provenance.metadata holds a null value"),
+])
+def test_each_provenance_reason(change: dict[str, Any], reason: str) -> None:
+    """A null inside a present provenance would encode like an empty value: rejected, named."""
+    rows = [{"id": "a", "embedding_provenance": _PROVENANCE},
+            {"id": "b", "embedding_provenance": {**_PROVENANCE, **change}},
+            {"id": "c", "embedding_provenance": {**_PROVENANCE, "language": None,
+                                                 "quality_score": None, "metadata": []}}]
+    checked = validate_batch(_loose(legacy_table(rows)), SeenIds())
+    assert [(r.row, r.id, r.reason) for r in checked.rejected] == [(1, "b", reason)]
+    assert checked.good.column("id").to_pylist() == ["a", "c"]
+
+
+@pytest.mark.parametrize("column", ["activation", "confidence", "last_access", "access_count",
+                                    "created_at", "decay_rate"])
+def test_each_required_field_null(column: str) -> None:
+    batch = legacy_table(_rows(3)).combine_chunks().to_batches()[0]
+    values = batch.column(column).to_pylist()
+    values[2] = None
+    checked = validate_batch(_loose(legacy_table(_rows(3)),
+                                    **{column: pa.array(values, batch.column(column).type)}),
+                             SeenIds())
+    assert [(r.row, r.reason) for r in checked.rejected] == [(2, f"{column} is null")]
+
+
+def test_id_not_valid_utf8() -> None:
+    ids = pa.array([b"ok", b"bad \xc3\x28", b"fine"], pa.binary())
+    checked = validate_batch(_loose(legacy_table(_rows(3)), id=ids), SeenIds())
+    assert [(r.row, r.reason) for r in checked.rejected] == [(1, "id is not valid UTF-8")]
+    assert checked.good.column("id").to_pylist() == ["ok", "fine"]

@@ -16,7 +16,8 @@ from conftest import assert_bit_equal, legacy_table
 
 from dualmem_bulk._pool import WorkerPool
 from dualmem_bulk.errors import VerificationFailed
-from dualmem_bulk.offline import OfflineConfig, plan_units, run_offline
+from dualmem_bulk.offline import OfflineConfig, run_offline
+from dualmem_bulk.sources import plan_runs
 from dualmem_bulk.stores import TargetStore
 from dualmem_bulk.verify import verify_run
 
@@ -54,18 +55,17 @@ def test_no_worker_runs_in_this_process_and_one_does_not() -> None:
         WorkerPool(-1)
 
 
-def test_plan_units_cover_every_group_once() -> None:
-    assert plan_units([5, 5, 5, 2], 1) == [(0, 1, 5), (1, 2, 5), (2, 3, 5), (3, 4, 2)]
-    assert plan_units([5, 5, 5, 2], 8) == [(0, 2, 10), (2, 4, 7)]
-    assert plan_units([5, 5, 5, 2], 100) == [(0, 4, 17)]
-    assert plan_units([], 1) == []
+def test_plan_runs_cover_every_group_once() -> None:
+    assert plan_runs([5, 5, 5, 2], 1) == [(0, 1, 5), (1, 2, 5), (2, 3, 5), (3, 4, 2)]
+    assert plan_runs([5, 5, 5, 2], 8) == [(0, 2, 10), (2, 4, 7)]
+    assert plan_runs([5, 5, 5, 2], 100) == [(0, 4, 17)]
+    assert plan_runs([], 1) == []
 
 
 def _convert(src: Path, target: Path, fmt: str, workers: int) -> tuple[str, pa.Table]:
     report = run_offline(OfflineConfig(source=src, target=target, target_format=fmt,  # type: ignore[arg-type]
                                        batch_size=700, workers=workers))
     assert report.verified
-    assert not (target.with_name(target.name + ".run") / "spool").exists()
     rows = pa.Table.from_batches(list(TargetStore(target).batches(1000)))
     return report.target_digest, rows
 
@@ -82,9 +82,10 @@ def test_output_is_the_same_for_any_number_of_workers(tmp_path: Path, fmt: str,
         assert none[0] == other[0]
         assert_bit_equal(none[1], other[1])
     assert none[1].num_rows == len(rows)
-    if fmt == "lance":  # one fragment (and one version after the first) per unit
+    if fmt == "lance":  # one fragment (and one version) per partition: a source row group
         ds = lance.dataset(str(tmp_path / "2.out"))
-        assert len(ds.get_fragments()) == -(-len(rows) // 700)
+        assert len(ds.get_fragments()) == -(-len(rows) // 1000)
+        assert ds.version == len(ds.get_fragments())
 
 
 def test_workers_find_a_changed_row(tmp_path: Path, sample_rows: list[dict[str, Any]]) -> None:
@@ -107,12 +108,12 @@ def test_workers_find_a_changed_row(tmp_path: Path, sample_rows: list[dict[str, 
     assert report.mismatches[0]["id"] == "m1234"
 
 
-def test_a_snapshot_file_unlike_the_spooled_rows_fails_verification(
+def test_a_snapshot_part_unlike_the_written_rows_fails_verification(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Workers verify each unit against the export's batches before the snapshot file can be
-    read; the run's verification must then prove the file holds those rows. Here the snapshot
-    writer changes one row's space (a field the row checksum leaves out)."""
-    import dualmem_bulk.export as export
+    """A partition's task verifies its fragment against its snapshot part as read back from
+    disk; a part that does not hold the rows the fragment was written from must fail the run.
+    Here the snapshot writer changes one row's space (a field the row checksum leaves out)."""
+    import dualmem_bulk.partitioned as partitioned
 
     class Tampering(pq.ParquetWriter):  # type: ignore[misc]
         def write_batch(self, batch: pa.RecordBatch, *args: Any, **kwargs: Any) -> None:
@@ -124,12 +125,12 @@ def test_a_snapshot_file_unlike_the_spooled_rows_fails_verification(
                     schema=batch.schema)
             super().write_batch(batch, *args, **kwargs)
 
-    monkeypatch.setattr(export.pq, "ParquetWriter", Tampering)
+    monkeypatch.setattr(partitioned.pq, "ParquetWriter", Tampering)
     src = tmp_path / "src.parquet"
     pq.write_table(legacy_table([{"id": f"m{i}"} for i in range(2000)]), src)
-    with pytest.raises(VerificationFailed):
+    with pytest.raises(VerificationFailed):  # tasks in this process: the tampering applies
         run_offline(OfflineConfig(source=src, target=tmp_path / "nodes.lance", batch_size=500,
-                                  workers=1))
+                                  workers=0))
     report = json.loads((tmp_path / "nodes.lance.run" / "report.json").read_text())
     assert report["status"] == "verify-failed"
     monkeypatch.undo()

@@ -1,7 +1,8 @@
 """Where a conversion's tasks run: ``local`` (worker processes beside the driver, or the driver
 alone) or ``dask`` (a Dask distributed cluster, local or existing).
 
-Both engines run the same module-level task functions (:func:`dualmem_bulk.offline.write_unit`,
+Both engines run the same module-level task functions
+(:func:`dualmem_bulk.partitioned.export_partition`, :func:`dualmem_bulk.offline.write_unit`,
 :func:`dualmem_bulk.verify.verify_piece`) and hand their small results back to the driver, which
 stays the target's only committer; journal, resume, status, verify and rollback do not depend on
 the engine.
@@ -47,8 +48,6 @@ class TaskPool(Protocol):
     """How many tasks run at once (0: in the calling process)."""
     inline: bool
     """Tasks run in the calling process."""
-    spools: bool
-    """Tasks can read units spooled by the export (memory-mapped files on this machine)."""
 
     def __enter__(self) -> TaskPool: ...
 

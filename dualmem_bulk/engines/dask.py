@@ -1,4 +1,5 @@
-"""The Dask engine: the conversion's units and verification's pieces as Dask tasks.
+"""The Dask engine: the export's partitions, the conversion's units and verification's pieces
+as Dask tasks.
 
 Without a scheduler address a local cluster of ``workers`` processes (one thread each: per-row
 BLAKE3 holds the GIL, DESIGN.md section 7) is started and always shut down; with one, the
@@ -127,8 +128,6 @@ class DaskPool:
         """Task slots: the local cluster's processes, or the existing cluster's threads."""
         self.scheduler = scheduler
         self.inline = False
-        self.spools = False
-        """Workers read the snapshot's row groups, not the export's spooled files."""
         self._cluster: LocalCluster | None = None
         self._client: Client | None = None
 

@@ -14,6 +14,7 @@ names the file, the column, what was expected and what was found.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from dualmem_bulk.errors import SchemaMismatch
 from dualmem_bulk.schema import DIM, EMBEDDING_TYPE, LEGACY_SCHEMA
 from dualmem_bulk.sources import ROW_COLUMN, Rejected, SourceBatch
 
-__all__ = ["SeenIds", "ValidatedBatch", "check_schema", "validate_batch"]
+__all__ = ["Dropper", "SeenIds", "ValidatedBatch", "check_schema", "validate_batch"]
 
 _REQUIRED = ("activation", "confidence", "last_access", "access_count", "created_at", "decay_rate")
 _UNIT_RANGE = ("activation", "confidence")
@@ -72,7 +73,8 @@ class SeenIds:
         for run in runs:
             pos = np.minimum(np.searchsorted(run, keys), len(run) - 1)
             keep &= run[pos] != keys
-        runs.append(np.sort(keys[keep]))
+        if keep.any():  # an empty run would have no last key to clip the search to
+            runs.append(np.sort(keys[keep]))
         while len(runs) > 1 and 2 * len(runs[-1]) >= len(runs[-2]):
             newer, older = runs.pop(), runs.pop()
             merged = np.concatenate([older, newer])
@@ -89,6 +91,18 @@ class ValidatedBatch:
     rows: np.ndarray
     """Source row index of each good row."""
     rejected: tuple[Rejected, ...]
+    uuids: pa.FixedSizeBinaryArray
+    """Node UUID of each good row."""
+
+
+Dropper = Callable[[int], np.ndarray]
+"""Given how many rows passed validation (and were first seen), which of them to reject as
+duplicates all the same (a boolean mask): rows whose node UUID an earlier part of the source
+holds, found by whoever sees all parts."""
+
+
+def _duplicate(uuid: bytes) -> str:
+    return f"duplicate id: an earlier row has the same node UUID ({uuid.hex()})"
 
 
 def check_schema(schema: pa.Schema, source: str) -> None:
@@ -118,8 +132,9 @@ def _type_ok(name: str, found: pa.DataType, expected: pa.DataType) -> bool:
         return bool(pa.types.is_timestamp(found) and found.tz in (None, "UTC", "Z", "+00:00"))
     if name == "access_count":
         return bool(pa.types.is_unsigned_integer(found))
-    if pa.types.is_struct(expected):
-        return bool(pa.types.is_struct(found) or pa.types.is_null(found))
+    if pa.types.is_struct(expected):  # every field present: a struct cast matches by name
+        return bool(pa.types.is_null(found) or (pa.types.is_struct(found) and {
+            f.name for f in expected} <= {f.name for f in found}))
     return bool(found == expected)
 
 
@@ -143,6 +158,15 @@ def _utf8_bad(arr: pa.Array) -> np.ndarray:
                 except UnicodeDecodeError:
                     bad[i] = True
         return bad
+
+
+def _outside_ns(col: pa.Array) -> np.ndarray:
+    """Rows of a coarser timestamp column (s, ms, us) that nanoseconds cannot hold."""
+    per = {"s": 10**9, "ms": 10**6, "us": 10**3}.get(getattr(col.type, "unit", "ns"))
+    if per is None:
+        return np.zeros(len(col), dtype=bool)
+    ticks = np.asarray(col.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False))
+    return np.abs(ticks) > (2**63 - 1) // per  # type: ignore[no-any-return]
 
 
 def _mask(arr: pa.Array) -> np.ndarray:
@@ -175,6 +199,9 @@ def _reasons(batch: pa.RecordBatch) -> list[list[str]]:
     for name in _REQUIRED:
         col = batch.column(name)
         flag(_mask(col.is_null()), f"{name} is null")
+    for name in ("last_access", "created_at"):
+        flag(_outside_ns(batch.column(name)),
+             f"{name} is outside the timestamp[ns] range (years 1677 to 2262)")
     for name in _UNIT_RANGE:
         col = batch.column(name)
         vals = col.to_numpy(zero_copy_only=False)
@@ -206,6 +233,18 @@ def _provenance_reasons(prov: pa.Array, flag: Any) -> None:
         flag(present & bad, "embedding_provenance.metadata holds a null value")
 
 
+def _value(col: pa.Array, i: int) -> Any:
+    """One value as Python; text that is not valid UTF-8 as its bytes (a damaged source must
+    reach the quarantine, not crash it)."""
+    try:
+        return col[i].as_py()
+    except UnicodeDecodeError:
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            return col.view(pa.large_binary() if pa.types.is_large_string(col.type)
+                            else pa.binary())[i].as_py()
+        return "(holds text that is not valid UTF-8)"
+
+
 def _record(batch: pa.RecordBatch, i: int) -> str:
     """The row as JSON text: timestamps as int64 ns, bytes with backslash escapes."""
     row = batch.slice(i, 1)
@@ -215,7 +254,7 @@ def _record(batch: pa.RecordBatch, i: int) -> str:
             continue
         if pa.types.is_timestamp(col.type):
             col = col.cast(pa.int64())
-        value = col.to_pylist()[0]
+        value = _value(col, 0)
         if isinstance(value, bytes):
             value = value.decode("utf-8", errors="backslashreplace")
         out[name] = value
@@ -237,26 +276,28 @@ def _conform(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=LEGACY_SCHEMA)
 
 
-def validate_batch(chunk: SourceBatch, seen: SeenIds) -> ValidatedBatch:
-    """Split a source batch into conformed valid rows and rejected rows, updating ``seen``."""
+def validate_batch(chunk: SourceBatch, seen: SeenIds, drop: Dropper | None = None
+                   ) -> ValidatedBatch:
+    """Split a source batch into conformed valid rows and rejected rows, updating ``seen``;
+    ``drop`` rejects some of the valid rows as duplicates of rows ``seen`` never saw."""
     batch = chunk.batch
     check_schema(batch.schema, chunk.source)
     source_rows = batch.column(ROW_COLUMN).to_numpy(zero_copy_only=False)
     reasons = _reasons(batch)
     valid = np.array([not r for r in reasons], dtype=bool)
     good = _conform(batch if valid.all() else batch.filter(pa.array(valid)))
-    keep = seen.first_seen(node_uuids(good.column("id")), good.column("space"))
+    uuids = node_uuids(good.column("id"))
+    keep = seen.first_seen(uuids, good.column("space"))
+    if drop is not None:
+        keep[np.flatnonzero(keep)[drop(int(keep.sum()))]] = False
     valid_idx = np.flatnonzero(valid)
     for j in np.flatnonzero(~keep):
-        reasons[valid_idx[j]].append(
-            f"duplicate id: an earlier row has the same node UUID "
-            f"({node_uuids(good.column('id').slice(int(j), 1))[0].as_py().hex()})"
-        )
+        reasons[valid_idx[j]].append(_duplicate(uuids[int(j)].as_py()))
     rejected = list(chunk.rejected)
     ids = batch.column("id")
     for i, why in enumerate(reasons):
         if why:
-            ident = ids[i].as_py()
+            ident = _value(ids, i)
             rejected.append(Rejected(
                 chunk.source,
                 int(source_rows[i]),
@@ -265,6 +306,8 @@ def validate_batch(chunk: SourceBatch, seen: SeenIds) -> ValidatedBatch:
                 _record(batch, i),
             ))
     rejected.sort(key=lambda r: r.row)
-    return ValidatedBatch(good if keep.all() else good.filter(pa.array(keep)),
-                          source_rows[valid_idx[keep]],
-                          tuple(rejected))
+    if keep.all():
+        return ValidatedBatch(good, source_rows[valid_idx], tuple(rejected), uuids)
+    kept = pa.array(keep)
+    return ValidatedBatch(good.filter(kept), source_rows[valid_idx[keep]], tuple(rejected),
+                          uuids.filter(kept))

@@ -11,12 +11,14 @@ all (a line that is not JSON, say) come back in ``rejected`` instead of being dr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from pathlib import Path
+from typing import NamedTuple, Protocol
 
 import pyarrow as pa
 
-__all__ = ["ROW_COLUMN", "Rejected", "SourceBatch"]
+__all__ = ["ROW_COLUMN", "NoRows", "Rejected", "SourceBatch", "SourcePart", "plan_runs"]
 
 ROW_COLUMN = "_row"
 """Name of the int64 column that carries each row's position in its source file."""
@@ -47,3 +49,70 @@ class SourceBatch:
     """Loose legacy columns plus ``_row`` (see the module docstring)."""
     rejected: tuple[Rejected, ...] = field(default=())
     """Rows of this stretch of the file that could not be decoded at all."""
+
+
+class SourcePart(Protocol):
+    """One partition of a source: a slice that a task in any process reads on its own, yielding
+    the same batches (same ``_row`` values) as the whole source's reader yields for that slice.
+    Parts are picklable specs; reading one opens its files anew."""
+
+    @property
+    def rows(self) -> int:
+        """Rows (or lines, records) the part covers, for progress; the valid rows may be
+        fewer."""
+        ...
+
+    @property
+    def needs(self) -> tuple[Path, ...]:
+        """What a worker must see to read the part."""
+        ...
+
+    def batches(self, batch_size: int) -> Iterator[SourceBatch]:
+        """The part's loose batches of at most ``batch_size`` rows, in source order."""
+        ...
+
+    def describe(self) -> str:
+        """Where the part is, in words (the journal keeps the plan to check a resume)."""
+        ...
+
+
+@dataclass(frozen=True)
+class NoRows:
+    """The one partition of a source that has nothing to read (an Engram data root with no
+    whole record, say): its task still writes an empty snapshot part and an empty target."""
+
+    path: Path
+    rows: int = 0
+
+    @property
+    def needs(self) -> tuple[Path, ...]:
+        """The source."""
+        return (self.path,)
+
+    def batches(self, batch_size: int) -> Iterator[SourceBatch]:
+        """Nothing."""
+        yield from ()
+
+    def describe(self) -> str:
+        """The source, empty."""
+        return f"{self.path}: nothing to read"
+
+
+def plan_runs(sizes: list[int], every: int) -> list[tuple[int, int, int]]:
+    """Consecutive runs over pieces of ``sizes`` rows: ``(first, end, rows)``, each at least
+    ``every`` rows (the last may be short) and at least one piece.
+
+    Example:
+        >>> plan_runs([5, 5, 5, 2], 8)
+        [(0, 2, 10), (2, 4, 7)]
+    """
+    runs: list[tuple[int, int, int]] = []
+    first = 0
+    while first < len(sizes):
+        end, rows = first, 0
+        while end < len(sizes) and (end == first or rows < every):
+            rows += sizes[end]
+            end += 1
+        runs.append((first, end, rows))
+        first = end
+    return runs

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.schema import DUAL_NAME, schema_identity
-from dualmem_bulk.sources import SourceBatch
+from dualmem_bulk.sources import SourceBatch, SourcePart
 
-__all__ = ["Source", "detect_source", "open_source", "refuse_dual"]
+__all__ = ["JsonlPart", "Source", "detect_source", "open_source", "refuse_dual"]
 
 
 class Source(Protocol):
@@ -33,6 +35,10 @@ class Source(Protocol):
 
     def damage(self) -> list[str]:
         """One line per damaged spot found before reading rows (``--strict`` refuses them)."""
+
+    def partitions(self, rows: int) -> Sequence[SourcePart]:
+        """The source cut into parts of about ``rows`` rows each (at least one part), in
+        source order: reading every part in turn yields what :meth:`batches` yields."""
 
 
 def refuse_dual(path: Path, schema: pa.Schema) -> None:
@@ -82,6 +88,37 @@ def detect_source(path: Path) -> str:
     return _sniff(path)
 
 
+_BLOCK = 4 << 20
+
+
+@dataclass(frozen=True)
+class JsonlPart:
+    """A byte range of a JSON lines file cut at line ends: a partition of a JSONL source."""
+
+    path: Path
+    start: int
+    end: int
+    first_line: int
+    """0-based index of the range's first line in the file."""
+    rows: int
+    """Lines in the range (blank ones included)."""
+
+    @property
+    def needs(self) -> tuple[Path, ...]:
+        """The file."""
+        return (self.path,)
+
+    def batches(self, batch_size: int) -> Iterator[SourceBatch]:
+        """The range's lines as the whole file's reader yields them."""
+        from dualmem_bulk.sources.jsonl import read_jsonl
+
+        yield from read_jsonl(self.path, batch_size, self.start, self.end, self.first_line)
+
+    def describe(self) -> str:
+        """File, byte range and first line."""
+        return f"{self.path} bytes {self.start}-{self.end} from line {self.first_line}"
+
+
 class JsonlSource:
     """Memory JSON lines, one file."""
 
@@ -106,6 +143,32 @@ class JsonlSource:
         from dualmem_bulk.sources.jsonl import read_jsonl
 
         yield from read_jsonl(self.path, batch_size)
+
+    def partitions(self, rows: int) -> list[JsonlPart]:
+        """Byte ranges of ``rows`` lines each, cut after a newline (one pass over the file,
+        counting newlines a block at a time)."""
+        parts: list[JsonlPart] = []
+        start = first_line = lines = offset = 0
+        last = b"\n"
+        try:
+            with self.path.open("rb") as fh:
+                while block := fh.read(_BLOCK):
+                    ends = np.flatnonzero(np.frombuffer(block, np.uint8) == ord("\n"))
+                    done = lines + 1 + np.arange(len(ends))
+                    for i in np.flatnonzero(done % rows == 0).tolist():
+                        end = offset + int(ends[i]) + 1
+                        parts.append(JsonlPart(self.path, start, end, first_line,
+                                               int(done[i]) - first_line))
+                        start, first_line = end, int(done[i])
+                    lines += len(ends)
+                    offset += len(block)
+                    last = block[-1:]
+        except OSError as exc:
+            raise SourceError(self.path, f"cannot read ({exc.strerror})") from exc
+        if offset > start or not parts:
+            parts.append(JsonlPart(self.path, start, offset, first_line,
+                                   lines + (last != b"\n") - first_line))
+        return parts
 
     def describe(self) -> dict[str, Any]:
         """The file read."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
@@ -49,6 +50,7 @@ __all__ = [
     "SPACE_ID",
     "EngramWalSource",
     "SpaceReport",
+    "WalFilePart",
     "WalFileReport",
     "WalIssue",
     "WalRecordRef",
@@ -112,6 +114,71 @@ def _read_payload(fh: BinaryIO, path: Path, offset: int, size: int) -> bytes:
                             "stop the writer (or copy the data root) and read it again")
 
 
+@dataclass(frozen=True, eq=False)
+class WalFilePart:
+    """Winning records of one WAL file of one space, in offset order (and the file's
+    undecodable records): a partition of an Engram WAL source. The replay (pass 1, which needs
+    the whole space) chose them; reading them back needs only this file."""
+
+    space: str
+    path: Path
+    offsets: np.ndarray
+    sizes: np.ndarray
+    when: np.ndarray
+    recall: np.ndarray
+    records: np.ndarray
+    """Each winner's 0-based record index in the file (its ``_row``)."""
+    rejects: tuple[Reject, ...]
+
+    @property
+    def rows(self) -> int:
+        """Memories and undecodable records."""
+        return len(self.offsets) + len(self.rejects)
+
+    @property
+    def needs(self) -> tuple[Path, ...]:
+        """The WAL file."""
+        return (self.path,)
+
+    def batches(self, batch_size: int) -> Iterator[SourceBatch]:
+        """Batches of at most ``batch_size`` memories; the rejects come with the first one (an
+        empty one if no memory won here)."""
+        try:
+            with self.path.open("rb") as fh:
+                yield from self._batches(fh, batch_size)
+        except OSError as exc:
+            raise SourceError(self.path, f"cannot read ({exc.strerror})") from exc
+
+    def _batches(self, fh: BinaryIO, batch_size: int) -> Iterator[SourceBatch]:
+        rejected = tuple(
+            Rejected(str(self.path), r.row, r.id, r.reason,
+                     _read_payload(fh, self.path, r.offset, r.size).hex())
+            for r in self.rejects
+        )
+        if not len(self.offsets):
+            yield SourceBatch(str(self.path), _empty_batch(), rejected)
+            return
+        for start in range(0, len(self.offsets), batch_size):
+            end = start + batch_size
+            payloads = [_read_payload(fh, self.path, offset, size) for offset, size in
+                        zip(self.offsets[start:end].tolist(), self.sizes[start:end].tolist(),
+                            strict=True)]
+            try:
+                episodes = [decode_episode(p) for p in payloads]
+            except DecodeError as exc:
+                raise SourceError(self.path, f"a record changed after the WAL was indexed "
+                                             f"({exc})") from exc
+            batch = episode_batch(self.space, episodes, payloads, self.when[start:end],
+                                  self.recall[start:end], self.records[start:end])
+            yield SourceBatch(str(self.path), batch, rejected if start == 0 else ())
+
+    def describe(self) -> str:
+        """File, space and records."""
+        first = int(self.records[0]) if len(self.records) else None
+        return (f"{self.path} ({self.space}): {len(self.offsets)} memories from record "
+                f"{first}, {len(self.rejects)} undecodable")
+
+
 class EngramWalSource:
     """An indexed Engram data root (see :func:`read_engram_wal`); iterating it yields
     :class:`SourceBatch` objects. :attr:`report` and :attr:`memories` are known up front."""
@@ -150,6 +217,26 @@ class EngramWalSource:
         """One line per damaged or skipped record, naming file and offset."""
         return [issue.describe() for issue in self.report.issues]
 
+    def partitions(self, rows: int) -> list[WalFilePart]:
+        """Runs of at most ``rows`` winning records of one file each, space by space and file
+        by file; a file's undecodable records go with its first run."""
+        parts: list[WalFilePart] = []
+        for space in self._spaces:
+            files = np.frombuffer(space.file, dtype=np.int64)[space.winners]
+            offset, size, when, recall, record = (np.frombuffer(a, dtype=np.int64) for a in (
+                space.offset, space.size, space.when, space.recall, space.row))
+            for file, path in enumerate(space.files):
+                picks = space.winners[files == file]
+                rejects = tuple(r for r in space.rejects if r.file == file)
+                if not len(picks) and not rejects:
+                    continue
+                for start in range(0, max(len(picks), 1), rows):
+                    run = picks[start : start + rows]
+                    parts.append(WalFilePart(space.name, path, offset[run], size[run], when[run],
+                                             recall[run], record[run],
+                                             rejects if start == 0 else ()))
+        return parts
+
     def winners(self) -> Iterator[WalRecordRef]:
         """The winning record of every memory, in the order the batches yield them."""
         for s in self._spaces:
@@ -162,45 +249,8 @@ class EngramWalSource:
         come with its first batch (an empty one if no memory won in that file)."""
         if batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {batch_size}")
-        for space in self._spaces:
-            files = np.frombuffer(space.file, dtype=np.int64)[space.winners]
-            for file, path in enumerate(space.files):
-                picks = space.winners[files == file]
-                rejects = [r for r in space.rejects if r.file == file]
-                if not len(picks) and not rejects:
-                    continue
-                try:
-                    with path.open("rb") as fh:
-                        yield from self._file_batches(space, path, fh, picks, rejects, batch_size)
-                except OSError as exc:
-                    raise SourceError(path, f"cannot read ({exc.strerror})") from exc
-
-    @staticmethod
-    def _file_batches(space: SpaceIndex, path: Path, fh: BinaryIO, picks: np.ndarray,
-                      rejects: list[Reject], batch_size: int) -> Iterator[SourceBatch]:
-        rejected = tuple(
-            Rejected(str(path), r.row, r.id, r.reason,
-                     _read_payload(fh, path, r.offset, r.size).hex())
-            for r in rejects
-        )
-        if not len(picks):
-            yield SourceBatch(str(path), _empty_batch(), rejected)
-            return
-        when = np.frombuffer(space.when, dtype=np.int64)
-        recall = np.frombuffer(space.recall, dtype=np.int64)
-        rows = np.frombuffer(space.row, dtype=np.int64)
-        for start in range(0, len(picks), batch_size):
-            chunk = picks[start : start + batch_size]
-            payloads = [_read_payload(fh, path, space.offset[e], space.size[e])
-                        for e in chunk.tolist()]
-            try:
-                episodes = [decode_episode(p) for p in payloads]
-            except DecodeError as exc:
-                raise SourceError(path, f"a record changed after the WAL was indexed ({exc})"
-                                  ) from exc
-            batch = episode_batch(space.name, episodes, payloads, when[chunk], recall[chunk],
-                                  rows[chunk])
-            yield SourceBatch(str(path), batch, rejected if start == 0 else ())
+        for part in self.partitions(1 << 62):
+            yield from part.batches(batch_size)
 
 
 def _empty_batch() -> pa.RecordBatch:

@@ -412,11 +412,15 @@ def _is_utf8(raw: bytes) -> bool:
     return True
 
 
-def _lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
-    """``(index, line)`` per ``\\n``-separated line, read in 4 MiB blocks; ``None`` stands for a
-    line longer than _MAX_LINE (its bytes are skipped, not held)."""
-    index, tail, overlong = 0, b"", False
-    while block := fh.read(4 << 20):
+def _lines(fh: IO[bytes], index: int = 0, size: int | None = None
+           ) -> Iterator[tuple[int, bytes | None]]:
+    """``(index, line)`` per ``\\n``-separated line, read in 4 MiB blocks (at most ``size``
+    bytes), counting from ``index``; ``None`` stands for a line longer than _MAX_LINE (its bytes
+    are skipped, not held)."""
+    tail, overlong = b"", False
+    left = 1 << 62 if size is None else size
+    while left > 0 and (block := fh.read(min(4 << 20, left))):
+        left -= len(block)
         lines = block.split(b"\n")
         lines[0] = tail + lines[0]
         tail = lines.pop()
@@ -441,26 +445,29 @@ def _check_first(path: Path, index: int, raw: bytes | None) -> None:
                             "expected one serde Memory object per line")
 
 
-def read_jsonl(path: Path, batch_size: int) -> Iterator[SourceBatch]:
+def read_jsonl(path: Path, batch_size: int, start: int = 0, end: int | None = None,
+               first_line: int = 0) -> Iterator[SourceBatch]:
     """Stream a Memory JSON lines file as loose batches covering ``batch_size`` lines each.
 
     ``_row`` is the 0-based line index (blank lines count but are skipped). Undecodable lines
     come back in ``SourceBatch.rejected`` with the reason and the raw line; a file whose first
-    non-blank line is not a JSON object raises :class:`SourceError`.
+    non-blank line is not a JSON object raises :class:`SourceError`. ``start`` and ``end`` (byte
+    offsets at line starts) read a part of the file whose first line is ``first_line``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     source = str(path)
     try:
         fh = path.open("rb")
+        fh.seek(start)
     except OSError as exc:
         raise SourceError(path, f"cannot read ({exc.strerror})") from exc
     with fh:
         parts: list[SourceBatch] = []
         rows: list[int] = []
         lines: list[bytes | None] = []
-        first, taken, size = True, 0, 0
-        for index, raw in _lines(fh):
+        first, taken, size = start == 0, 0, 0
+        for index, raw in _lines(fh, first_line, None if end is None else end - start):
             if raw is not None and not raw.strip(_WS):
                 continue
             if first:

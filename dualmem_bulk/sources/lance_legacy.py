@@ -4,6 +4,7 @@ restores), streamed in bounded batches with the same small read-ahead as the tar
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,63 @@ import pyarrow as pa
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.schema.validate import check_schema
-from dualmem_bulk.sources import ROW_COLUMN, SourceBatch
+from dualmem_bulk.sources import ROW_COLUMN, SourceBatch, plan_runs
 from dualmem_bulk.sources.detect import refuse_dual
-from dualmem_bulk.stores import lance_batches
+from dualmem_bulk.stores import LANCE_READAHEAD, lance_batches
 
-__all__ = ["LanceLegacySource"]
+__all__ = ["LanceLegacySource", "LancePart"]
+
+
+def _numbered(path: Path, batches: Iterator[pa.RecordBatch], row: int
+              ) -> Iterator[SourceBatch]:
+    """``batches`` with ``_row`` counted from ``row``; read errors name the dataset."""
+    try:
+        for batch in batches:
+            rows = pa.array(range(row, row + batch.num_rows), pa.int64())
+            yield SourceBatch(str(path), batch.append_column(ROW_COLUMN, rows))
+            row += batch.num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise SourceError(path, f"unreadable after row {row} ({exc})") from exc
+
+
+def _columns(ds: lance.LanceDataset) -> list[str]:
+    wanted = set(LEGACY_SCHEMA.names)
+    return [n for n in ds.schema.names if n in wanted]
+
+
+@dataclass(frozen=True)
+class LancePart:
+    """Consecutive fragments of one version of a Lance dataset: a partition of a Lance source."""
+
+    path: Path
+    version: int
+    fragments: tuple[int, ...]
+    first_row: int
+    """Position in the version's scan of the part's first row."""
+    rows: int
+
+    @property
+    def needs(self) -> tuple[Path, ...]:
+        """The dataset."""
+        return (self.path,)
+
+    def batches(self, batch_size: int) -> Iterator[SourceBatch]:
+        """The part's rows as the whole dataset's reader yields them."""
+        ds = lance.dataset(str(self.path), version=self.version)
+        columns = _columns(ds)
+        fragments = [ds.get_fragment(fid) for fid in self.fragments]
+        if None in fragments:
+            raise SourceError(self.path, f"version {self.version} lost fragments of "
+                                         f"{list(self.fragments)} since the run started")
+        yield from _numbered(self.path, (
+            batch for fragment in fragments if fragment is not None
+            for batch in fragment.to_batches(columns=columns, batch_size=batch_size,
+                                             batch_readahead=LANCE_READAHEAD)),
+            self.first_row)
+
+    def describe(self) -> str:
+        """Dataset, version and fragments."""
+        return f"{self.path} version {self.version} fragments {list(self.fragments)}"
 
 
 class LanceLegacySource:
@@ -43,16 +96,21 @@ class LanceLegacySource:
 
     def batches(self, batch_size: int) -> Iterator[SourceBatch]:
         """Loose legacy batches (only the legacy columns) with ``_row`` counted across the scan."""
-        wanted = set(LEGACY_SCHEMA.names)
-        columns = [n for n in self._ds.schema.names if n in wanted]
-        row = 0
-        try:
-            for batch in lance_batches(self._ds, batch_size, columns):
-                rows = pa.array(range(row, row + batch.num_rows), pa.int64())
-                yield SourceBatch(str(self.path), batch.append_column(ROW_COLUMN, rows))
-                row += batch.num_rows
-        except (OSError, pa.ArrowException) as exc:
-            raise SourceError(self.path, f"unreadable after row {row} ({exc})") from exc
+        yield from _numbered(self.path, lance_batches(self._ds, batch_size, _columns(self._ds)),
+                             0)
+
+    def partitions(self, rows: int) -> list[LancePart]:
+        """Runs of whole fragments of at least ``rows`` rows, of the version read now."""
+        fragments = self._ds.get_fragments()
+        sizes = [int(f.count_rows()) for f in fragments]
+        parts: list[LancePart] = []
+        first_row = 0
+        for first, end, n in plan_runs(sizes, rows) or [(0, 0, 0)]:
+            parts.append(LancePart(self.path, int(self._ds.version),
+                                   tuple(f.fragment_id for f in fragments[first:end]),
+                                   first_row, n))
+            first_row += n
+        return parts
 
     def describe(self) -> dict[str, Any]:
         """The dataset, the version read and its fragment count."""

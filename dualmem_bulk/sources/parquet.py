@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,10 @@ import pyarrow.parquet as pq
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.schema.validate import check_schema
-from dualmem_bulk.sources import ROW_COLUMN, SourceBatch
-from dualmem_bulk.stores import open_parquet, parquet_batches
+from dualmem_bulk.sources import ROW_COLUMN, SourceBatch, plan_runs
+from dualmem_bulk.stores import open_parquet
 
-__all__ = ["ParquetSource", "parquet_files"]
+__all__ = ["ParquetPart", "ParquetSource", "parquet_files"]
 
 
 def parquet_files(path: Path) -> list[Path]:
@@ -33,6 +34,51 @@ def _open(path: Path) -> pq.ParquetFile:
         return open_parquet(path)
     except (OSError, pa.ArrowException) as exc:
         raise SourceError(path, f"not a readable Parquet file ({exc})") from exc
+
+
+def _file_batches(file: Path, handle: pq.ParquetFile, batch_size: int, first_row: int = 0,
+                  row_groups: list[int] | None = None) -> Iterator[SourceBatch]:
+    """Loose legacy batches of ``file`` (or of its ``row_groups``), ``_row`` counted from
+    ``first_row``."""
+    wanted = set(LEGACY_SCHEMA.names)
+    columns = [n for n in handle.schema_arrow.names if n in wanted]
+    row = first_row
+    try:
+        for batch in handle.iter_batches(batch_size=batch_size, columns=columns,
+                                         row_groups=row_groups, use_threads=False):
+            rows = pa.array(range(row, row + batch.num_rows), pa.int64())
+            yield SourceBatch(str(file), batch.append_column(ROW_COLUMN, rows))
+            row += batch.num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise SourceError(file, f"unreadable after row {row} ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class ParquetPart:
+    """Consecutive row groups of one Parquet file: a partition of a Parquet source."""
+
+    path: Path
+    first_group: int
+    end_group: int
+    first_row: int
+    """Row index in the file of the part's first row."""
+    rows: int
+
+    @property
+    def needs(self) -> tuple[Path, ...]:
+        """The file."""
+        return (self.path,)
+
+    def batches(self, batch_size: int) -> Iterator[SourceBatch]:
+        """The part's rows as the whole file's reader yields them."""
+        handle = _open(self.path)
+        check_schema(handle.schema_arrow, str(self.path))
+        yield from _file_batches(self.path, handle, batch_size, self.first_row,
+                                 list(range(self.first_group, self.end_group)))
+
+    def describe(self) -> str:
+        """File and row groups."""
+        return f"{self.path} row groups {self.first_group}-{self.end_group - 1}"
 
 
 class ParquetSource:
@@ -54,17 +100,21 @@ class ParquetSource:
 
     def batches(self, batch_size: int) -> Iterator[SourceBatch]:
         """Loose legacy batches with ``_row`` = row index within each file."""
-        wanted = set(LEGACY_SCHEMA.names)
         for file, handle in zip(self.files, self._handles, strict=True):
-            columns = [n for n in handle.schema_arrow.names if n in wanted]
-            row = 0
-            try:
-                for batch in parquet_batches(handle, batch_size, columns):
-                    rows = pa.array(range(row, row + batch.num_rows), pa.int64())
-                    yield SourceBatch(str(file), batch.append_column(ROW_COLUMN, rows))
-                    row += batch.num_rows
-            except (OSError, pa.ArrowException) as exc:
-                raise SourceError(file, f"unreadable after row {row} ({exc})") from exc
+            yield from _file_batches(file, handle, batch_size)
+
+    def partitions(self, rows: int) -> list[ParquetPart]:
+        """Runs of whole row groups of at least ``rows`` rows, never across files (a row group
+        is Parquet's smallest independently readable unit)."""
+        parts: list[ParquetPart] = []
+        for file, handle in zip(self.files, self._handles, strict=True):
+            meta = handle.metadata
+            sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+            first_row = 0
+            for first, end, n in plan_runs(sizes, rows) or [(0, 0, 0)]:
+                parts.append(ParquetPart(file, first, end, first_row, n))
+                first_row += n
+        return parts
 
     def describe(self) -> dict[str, Any]:
         """The files read."""

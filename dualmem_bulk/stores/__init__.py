@@ -18,6 +18,7 @@ from dualmem_bulk._fs import atomic_path
 from dualmem_bulk.errors import SourceError
 
 __all__ = [
+    "LANCE_READAHEAD",
     "PARQUET_OPTIONS",
     "TargetFormat",
     "TargetStore",
@@ -56,7 +57,7 @@ def parquet_batches(
     yield from handle.iter_batches(batch_size=batch_size, columns=columns, use_threads=False)
 
 
-_LANCE_READAHEAD = 2
+LANCE_READAHEAD = 2
 
 
 def lance_batches(ds: lance.LanceDataset, batch_size: int,
@@ -67,7 +68,7 @@ def lance_batches(ds: lance.LanceDataset, batch_size: int,
     881 MiB for 200K nodes in one fragment, against 1.25 s and 788 MiB with read-ahead 2)."""
     for fragment in ds.get_fragments():
         yield from fragment.to_batches(columns=columns, batch_size=batch_size,
-                                       batch_readahead=_LANCE_READAHEAD)
+                                       batch_readahead=LANCE_READAHEAD)
 
 _PART_ROWS = 1_048_576
 """Rows per Parquet part file of a Parquet target (one row group per written batch)."""
@@ -123,6 +124,7 @@ class TargetStore:
             raise SourceError(path, "not a Lance dataset or a directory of Parquet files")
         self.path, self.format = path, fmt
         self._lance = lance.dataset(str(path)) if fmt == "lance" else None
+        self._fragments = self._lance.get_fragments() if self._lance is not None else []
 
     @property
     def schema(self) -> pa.Schema:
@@ -151,23 +153,23 @@ class TargetStore:
     def piece_files(self, piece: int) -> tuple[str, ...]:
         """The data files of one piece (Lance: under ``data/``; Parquet: the part file)."""
         if self._lance is not None:
-            return tuple(f.path for f in self._lance.get_fragments()[piece].metadata.files)
+            return tuple(f.path for f in self._fragments[piece].metadata.files)
         return (sorted(self.path.glob("*.parquet"))[piece].name,)
 
     def pieces(self) -> list[int]:
         """Row counts of the store's independently readable pieces, in written order: Lance
         fragments, or Parquet part files."""
         if self._lance is not None:
-            return [int(f.count_rows()) for f in self._lance.get_fragments()]
+            return [int(f.count_rows()) for f in self._fragments]
         return [pq.ParquetFile(p).metadata.num_rows for p in sorted(self.path.glob("*.parquet"))]
 
     def piece_batches(self, piece: int, batch_size: int,
                       columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         """Stream one piece (an index into :meth:`pieces`) in bounded batches."""
         if self._lance is not None:
-            fragment = self._lance.get_fragments()[piece]
+            fragment = self._fragments[piece]
             yield from fragment.to_batches(columns=columns, batch_size=batch_size,
-                                           batch_readahead=_LANCE_READAHEAD)
+                                           batch_readahead=LANCE_READAHEAD)
             return
         part = sorted(self.path.glob("*.parquet"))[piece]
         yield from parquet_batches(open_parquet(part), batch_size, columns)
@@ -175,5 +177,5 @@ class TargetStore:
     def describe(self) -> dict[str, object]:
         """Format-specific facts for ``inspect`` (Lance: version and fragments)."""
         if self._lance is not None:
-            return {"version": self._lance.version, "fragments": len(self._lance.get_fragments())}
+            return {"version": self._lance.version, "fragments": len(self._fragments)}
         return {"files": len(list(self.path.glob("*.parquet")))}

@@ -24,7 +24,7 @@ from typing import Protocol
 import lance
 import pyarrow as pa
 
-from dualmem_bulk.checksum import TableDigest, row_checksums
+from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_digest, row_checksums
 from dualmem_bulk.convert import to_dual, to_legacy
 from dualmem_bulk.schema import DUAL_SCHEMA
 from dualmem_bulk.stores.staging import fsync_newer, unsliced
@@ -204,14 +204,18 @@ class DualStore:
             ds.create_scalar_index(KEY, "BTREE", name=_INDEX)
         return self._committed(since)
 
-    def digests(self, batch_size: int) -> tuple[TableDigest, TableDigest]:
-        """(checksums recomputed from every node's fields, stored checksum column) digests."""
-        recomputed, stored = TableDigest(), TableDigest()
+    def digests(self, batch_size: int) -> tuple[TableDigest, TableDigest, TableDigest]:
+        """Digests of the checksums recomputed from every node's fields, of the stored checksum
+        column, and the identity digest (recomputed row checksums with the ``space``/``episode``
+        checksums, :func:`~dualmem_bulk.checksum.identity_digest`)."""
+        recomputed, stored, identity = TableDigest(), TableDigest(), TableDigest()
         for fragment in self.dataset().get_fragments():
             for batch in fragment.to_batches(batch_size=batch_size):
-                recomputed += TableDigest.of(row_checksums(to_legacy(batch)))
+                rows, ident = _digests(to_legacy(batch))
+                recomputed += rows
                 stored += TableDigest.of(batch.column("checksum"))
-        return recomputed, stored
+                identity += ident
+        return recomputed, stored, identity
 
 
 @dataclass
@@ -230,6 +234,10 @@ class Applied:
     """Checksums of the source rows written (with ``track``)."""
     target_added: TableDigest = field(default_factory=TableDigest)
     """Checksums recomputed from the target rows read back after the commit (with ``track``)."""
+    removed_identity: TableDigest = field(default_factory=TableDigest)
+    source_identity: TableDigest = field(default_factory=TableDigest)
+    target_identity: TableDigest = field(default_factory=TableDigest)
+    """The same three as identity digests (with the ``space``/``episode`` checksums)."""
 
 
 class ChangeFeed(Protocol):
@@ -264,9 +272,22 @@ def apply_changes(store: ChangeFeed, dual: DualStore, after: int, *, limit: int,
     deletes = [i for i in ids if i not in present]
     applied = Applied(position, rows.num_rows, len(deletes))
     if track:
-        applied.removed = TableDigest.of(dual.read(ids, ["checksum"]).column("checksum"))
-        applied.source_added = TableDigest.of(row_checksums(rows))
+        old = dual.read(ids, ["checksum", "space", "episode"]).combine_chunks()
+        applied.removed = TableDigest.of(old.column("checksum"))
+        applied.removed_identity = sum((_identity(b, b.column("checksum"))
+                                        for b in old.to_batches()), TableDigest())
+        applied.source_added, applied.source_identity = _digests(rows)
     applied.version = dual.apply(rows, deletes, maintain=maintain)
     if track:
-        applied.target_added = TableDigest.of(row_checksums(dual.legacy_rows(list(present))))
+        applied.target_added, applied.target_identity = _digests(dual.legacy_rows(list(present)))
     return applied
+
+
+def _identity(batch: pa.RecordBatch, checksums: pa.Array) -> TableDigest:
+    return identity_digest(checksums, episode_checksums(batch))
+
+
+def _digests(legacy: pa.RecordBatch) -> tuple[TableDigest, TableDigest]:
+    """Digest and identity digest of legacy rows, their checksums recomputed."""
+    sums = row_checksums(legacy)
+    return TableDigest.of(sums), _identity(legacy, sums)

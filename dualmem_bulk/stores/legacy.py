@@ -21,7 +21,8 @@ from dualmem_bulk.errors import SourceError
 from dualmem_bulk.export import DEFAULT_BATCH_SIZE, scan_source
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import LEGACY_SCHEMA
-from dualmem_bulk.stores import TargetFormat, open_parquet, parquet_batches, write_store
+from dualmem_bulk.stores import TargetFormat, write_store
+from dualmem_bulk.stores.snapshot import Snapshot
 
 __all__ = ["LegacyScan", "legacy_digest", "write_legacy"]
 
@@ -30,11 +31,12 @@ def _snapshot_batches(snapshot: Path, batch_size: int, progress: Progress
                       ) -> Iterator[pa.RecordBatch]:
     """The snapshot's rows as LEGACY_SCHEMA batches (its checksum column left out)."""
     try:
-        handle = open_parquet(snapshot)
+        snap = Snapshot(snapshot)
+        rows = snap.num_rows
     except (OSError, pa.ArrowException) as exc:
         raise SourceError(snapshot, f"not a readable snapshot ({exc})") from exc
-    progress.phase("restore", handle.metadata.num_rows)
-    for batch in parquet_batches(handle, batch_size, LEGACY_SCHEMA.names):
+    progress.phase("restore", rows)
+    for batch in snap.batches(batch_size, LEGACY_SCHEMA.names):
         yield pa.RecordBatch.from_arrays(batch.columns, schema=LEGACY_SCHEMA)
         progress.advance(batch.num_rows)
 

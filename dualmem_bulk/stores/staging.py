@@ -140,7 +140,8 @@ class _LanceStaging(_Staging):
         for fragment in fragments:
             for file in fragment.files:
                 fsync_path(data / file.path)
-        fsync_path(data)
+        if fragments:  # no rows, no data files (and maybe no data directory yet)
+            fsync_path(data)
         return fragments
 
     def _first(self, unit: int) -> bool:

@@ -1,0 +1,322 @@
+"""The partitioned export: every source partition is one task that does all of its rows' work
+where it runs (a local worker process, a Dask worker, or the driver with ``--workers 0``).
+
+A task reads its part of the source, validates it (duplicates within the part included),
+computes row checksums and node UUIDs, writes its snapshot part and quarantine part, converts,
+writes its target fragment (invisible until committed), reads the fragment back and verifies it
+against the snapshot part, and returns its counts, digest and node UUIDs. The driver only plans,
+merges and commits: it rejects a node UUID that an earlier part already holds (the first valid
+occurrence in source order wins, as in a serial export) by having the task redo its part with
+those rows quarantined, commits the fragments in part order, and records each finished part in
+the journal before reporting it. A resumed run starts at the first part the journal has not
+recorded; finished parts are never redone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dualmem_bulk._fs import atomic_path, fsync_path, remove
+from dualmem_bulk._threads import InOrderWorker, prefetched
+from dualmem_bulk.checksum import TableDigest, row_checksums
+from dualmem_bulk.convert import node_uuids, to_dual
+from dualmem_bulk.engines import TaskPool
+from dualmem_bulk.errors import InvalidRows, RunChanged
+from dualmem_bulk.export import SAMPLE, quarantine_table, reason_kind
+from dualmem_bulk.journal import BatchRecord, Journal
+from dualmem_bulk.progress import Progress
+from dualmem_bulk.report import RunReport
+from dualmem_bulk.schema import DUAL_SCHEMA, QUARANTINE_SCHEMA, SNAPSHOT_SCHEMA
+from dualmem_bulk.schema.validate import SeenIds, validate_batch
+from dualmem_bulk.sources import NoRows, SourcePart
+from dualmem_bulk.sources.detect import Source
+from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat
+from dualmem_bulk.stores.snapshot import QUARANTINE, SNAPSHOT, Snapshot, part_name
+from dualmem_bulk.stores.staging import StagedWriter, Written, staged_writer
+from dualmem_bulk.verify import SNAPSHOT_KEYS, PieceVerdict, verify_batches
+
+__all__ = ["PartitionDone", "PartitionTask", "PartitionedExport", "export_partition"]
+
+_READ_BACK_ROWS = 4096
+"""Rows per batch when a task reads its fragment back to verify it (Lance's read buffers grow
+with the batch)."""
+
+
+@dataclass(frozen=True)
+class PartitionTask:
+    """One source partition to export, convert and write, for a worker: what to read, where
+    its snapshot part and its fragment go."""
+
+    unit: int
+    part: SourcePart
+    run_dir: Path
+    target_format: TargetFormat
+    target: Path
+    """The staging store the fragment is written into (committed by the driver)."""
+    chunk: int
+    """Rows read, validated and hashed at a time (a snapshot row group)."""
+    strict: bool
+    drop: tuple[int, ...] = ()
+    """Positions among the part's valid rows to reject as duplicates of earlier parts."""
+
+    @property
+    def needs(self) -> tuple[Path, ...]:
+        """What a worker must see: the part's source files, the run directory, the target's
+        directory."""
+        return (*self.part.needs, self.run_dir, self.target.parent)
+
+
+@dataclass(frozen=True)
+class PartitionDone:
+    """A partition exported and written (not yet committed): what the driver merges."""
+
+    unit: int
+    nodes_in: int
+    """Source rows read (valid or not)."""
+    rows: int
+    """Valid rows: in the snapshot part and in the fragment."""
+    digest: str
+    groups: int
+    """Row groups of the snapshot part."""
+    quarantined: int
+    reasons: dict[str, int]
+    sample: list[dict[str, Any]]
+    written: Written
+    verdict: PieceVerdict
+    """The fragment read back from disk and checked against the snapshot part."""
+    uuids: pa.FixedSizeBinaryArray
+    """Node UUID of every valid row, in source order."""
+    spaces: pa.Array
+    """Memory space of every valid row."""
+    seconds: float
+
+    def stats(self) -> dict[str, Any]:
+        """What the journal keeps of the partition's export (JSON)."""
+        return {"nodes_in": self.nodes_in, "rows": self.rows, "digest": self.digest,
+                "groups": self.groups, "quarantined": self.quarantined,
+                "reasons": self.reasons, "sample": self.sample, "seconds": self.seconds}
+
+
+class _Drop:
+    """The validator's hook rejecting the valid rows at ``positions`` (counted over the part)."""
+
+    def __init__(self, positions: tuple[int, ...]) -> None:
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.before = 0
+
+    def __call__(self, valid: int) -> np.ndarray:
+        mask = np.isin(np.arange(self.before, self.before + valid), self.positions)
+        self.before += valid
+        return mask
+
+
+class _Tally:
+    """Rows read, rows rejected by kind of reason, and the first rejected rows."""
+
+    def __init__(self) -> None:
+        self.nodes_in = self.quarantined = 0
+        self.reasons: Counter[str] = Counter()
+        self.sample: list[dict[str, Any]] = []
+
+    def add(self, nodes_in: int, rejected: Sequence[Any]) -> None:
+        self.nodes_in += nodes_in
+        self.quarantined += len(rejected)
+        for r in rejected:
+            self.reasons[reason_kind(r.reason)] += 1
+            if len(self.sample) < SAMPLE:
+                self.sample.append({"source": r.source, "row": r.row, "id": r.id,
+                                    "reason": r.reason})
+
+
+def export_partition(task: PartitionTask) -> PartitionDone:
+    """Export, convert and write one partition, then verify its fragment from disk."""
+    started = time.perf_counter()
+    seen, digest, tally = SeenIds(), TableDigest(), _Tally()
+    uuids: list[pa.Array] = []
+    spaces: list[pa.Array] = []
+    drop = _Drop(task.drop) if task.drop else None
+    name = part_name(task.unit)
+    snapshot, quarantine = task.run_dir / SNAPSHOT / name, task.run_dir / QUARANTINE / name
+    snapshot.parent.mkdir(exist_ok=True)
+    writer = staged_writer(task.target_format, task.target, DUAL_SCHEMA)
+    failure: list[BaseException] = []
+    with contextlib.ExitStack() as stack:
+        snap = stack.enter_context(pq.ParquetWriter(
+            stack.enter_context(atomic_path(snapshot)), SNAPSHOT_SCHEMA, **PARQUET_OPTIONS))
+        background = stack.enter_context(InOrderWorker())  # exits before the writer closes
+        rejects: list[pq.ParquetWriter] = []
+
+        def converted() -> Iterator[pa.RecordBatch]:
+            nonlocal digest
+            for chunk in task.part.batches(task.chunk):
+                checked = validate_batch(chunk, seen, drop)
+                tally.add(chunk.batch.num_rows + len(chunk.rejected), checked.rejected)
+                if checked.rejected:
+                    if task.strict:
+                        first = checked.rejected[0]
+                        raise InvalidRows(tally.quarantined,
+                                          f"{first.source} row {first.row}: {first.reason}")
+                    if not rejects:  # opened last, so it is closed (and renamed) first
+                        quarantine.parent.mkdir(exist_ok=True)
+                        rejects.append(stack.enter_context(pq.ParquetWriter(
+                            stack.enter_context(atomic_path(quarantine)), QUARANTINE_SCHEMA)))
+                    rejects[0].write_table(quarantine_table(checked.rejected))
+                good = checked.good
+                sums = row_checksums(good)
+                digest += TableDigest.of(sums)
+                uuids.append(checked.uuids)
+                spaces.append(good.column("space"))
+                if good.num_rows:
+                    background.submit(snap.write_batch, good.append_column(
+                        SNAPSHOT_SCHEMA.field("checksum"), sums))
+                    yield to_dual(good, sums, checked.uuids)
+
+        def guarded() -> Iterator[pa.RecordBatch]:
+            """Keep the reader's own error: Lance, pulling the batches, would rewrap it."""
+            try:
+                yield from converted()
+            except BaseException as exc:
+                failure.append(exc)
+                raise
+
+        try:
+            written = writer.write(task.unit, prefetched(guarded()))
+        except Exception:
+            if failure:
+                raise failure[0] from None
+            raise
+        background.drain()  # every batch written before the footer
+        snap.add_key_value_metadata({"dualmem.snapshot.rows": str(digest.rows),
+                                     "dualmem.snapshot.digest": digest.hex})
+    verdict = verify_batches(
+        writer.read(written, _READ_BACK_ROWS),
+        Snapshot(snapshot).batches(_READ_BACK_ROWS, SNAPSHOT_KEYS), writer.files(written))
+    snap_groups = pq.ParquetFile(snapshot).metadata.num_row_groups
+    return PartitionDone(
+        task.unit, tally.nodes_in, digest.rows, digest.hex, snap_groups, tally.quarantined,
+        dict(tally.reasons), tally.sample, written, verdict,
+        pa.concat_arrays(uuids) if uuids else pa.array([], pa.binary(16)),
+        pa.concat_arrays(spaces) if spaces else pa.array([], pa.utf8()),
+        round(time.perf_counter() - started, 3))
+
+
+@dataclass
+class PartitionedExport:
+    """The driver's side: plans the parts, runs their tasks on ``pool``, rejects duplicates
+    across parts, commits each part's fragment in order and journals it before reporting it."""
+
+    run_dir: Path
+    journal: Journal
+    pool: TaskPool
+    writer: StagedWriter
+    report: RunReport
+    progress: Progress
+    check: Callable[[str], None]
+    """Raises to stop the run between two commits."""
+    target_format: TargetFormat
+    chunk: int
+    strict: bool
+
+    def run(self, path: Path, source: Source, every: int) -> list[PieceVerdict]:
+        """Export, convert and commit every part of the source at ``path`` not yet recorded;
+        the verdicts of the fragments verified by this invocation's tasks."""
+        parts = list(source.partitions(every)) or [NoRows(path)]
+        plan = [p.describe() for p in parts]
+        stored = self.journal.get("partitions")
+        if stored is None:
+            self.journal.set(partitions=plan, source_rows=sum(p.rows for p in parts))
+        elif stored != plan:
+            raise RunChanged(self.run_dir, "the source's partitions changed")
+        records = self.journal.batches()
+        self.writer.resume(records)
+        self._clear_unrecorded(len(records))
+        seen = self._seen(len(records))
+        digest = self._resume_report(self.journal.exported())
+        self.progress.phase("export", source.total_rows)
+        self.progress.advance(self.report.nodes_in)
+        first_group = records[-1].end_group if records else 0
+        tasks = [PartitionTask(unit, part, self.run_dir.resolve(), self.target_format,
+                               self.writer.path.resolve(), self.chunk, self.strict)
+                 for unit, part in enumerate(parts) if unit >= len(records)]
+        verdicts: list[PieceVerdict] = []
+        for task, done in self.pool.ordered(export_partition, tasks):
+            keep = seen.first_seen(done.uuids, done.spaces)
+            if not keep.all():
+                done = self._without_duplicates(task, done, keep)
+            version, part = self.writer.commit(task.unit, done.written)
+            record = BatchRecord(task.unit, first_group, first_group + done.groups, done.rows,
+                                 done.digest, version, part, done.seconds, time.time())
+            self.journal.record_partition(record, done.stats())  # durable before reported
+            first_group = record.end_group
+            verdicts.append(done.verdict)
+            digest += TableDigest.from_hex(done.rows, done.digest)
+            self._merge(done.stats())
+            self.progress.advance(done.nodes_in)
+            if task.unit + 1 < len(parts):
+                self.check(f"after partition {task.unit + 1} of {len(parts)}")
+        self.report.snapshot_rows, self.report.snapshot_digest = digest.rows, digest.hex
+        with contextlib.suppress(OSError):  # a quarantine only where rows were rejected
+            (self.run_dir / QUARANTINE).rmdir()
+        return verdicts
+
+    def _without_duplicates(self, task: PartitionTask, done: PartitionDone,
+                            keep: np.ndarray) -> PartitionDone:
+        """The part again, with the rows whose node UUID an earlier part holds quarantined."""
+        if self.strict:
+            first = done.uuids[int(np.flatnonzero(~keep)[0])].as_py().hex()
+            raise InvalidRows(int((~keep).sum()), f"{task.part.describe()}: duplicate id: an "
+                                                  f"earlier row has the same node UUID ({first})")
+        redo = dataclasses.replace(task, drop=tuple(np.flatnonzero(~keep).tolist()))
+        return self.pool.submit(export_partition, redo).result()
+
+    def _clear_unrecorded(self, recorded: int) -> None:
+        """Remove the snapshot and quarantine parts of partitions not recorded (an interrupted
+        attempt's), and a whole-file snapshot of an earlier, serial export."""
+        for name in (SNAPSHOT, QUARANTINE):
+            folder = self.run_dir / name
+            if folder.is_file():
+                remove(folder)
+            folder.mkdir(exist_ok=True)
+            for entry in folder.iterdir():
+                if not (entry.name.startswith("part-") and entry.name < part_name(recorded)):
+                    remove(entry)
+            fsync_path(folder)
+        fsync_path(self.run_dir)
+
+    def _seen(self, recorded: int) -> SeenIds:
+        """The node UUIDs of the recorded partitions, read back from their snapshot parts."""
+        seen = SeenIds()
+        for unit in range(recorded):
+            part = Snapshot(self.run_dir / SNAPSHOT / part_name(unit))
+            for batch in part.batches(1 << 16, ["id", "space"]):
+                seen.first_seen(node_uuids(batch.column("id")), batch.column("space"))
+        return seen
+
+    def _resume_report(self, exported: list[dict[str, Any]]) -> TableDigest:
+        """The report's counts as the recorded partitions left them; their snapshot digest."""
+        digest = TableDigest()
+        self.report.quarantine_reasons, self.report.quarantine_sample = {}, []
+        for stats in exported:
+            self._merge(stats)
+            digest += TableDigest.from_hex(stats["rows"], stats["digest"])
+        return digest
+
+    def _merge(self, stats: dict[str, Any]) -> None:
+        report = self.report
+        report.nodes_in += stats["nodes_in"]
+        report.quarantined += stats["quarantined"]
+        reasons = Counter(report.quarantine_reasons)
+        reasons.update(stats["reasons"])
+        report.quarantine_reasons = dict(reasons.most_common())
+        report.quarantine_sample += stats["sample"][: SAMPLE - len(report.quarantine_sample)]
