@@ -1,10 +1,10 @@
 """Independent tasks in worker processes, results handed back in task order.
 
-Per-row BLAKE3 and Python around it hold the GIL, so threads cannot use a second core
-(DESIGN.md section 7); processes can. A task is a picklable spec for a module-level function
-that reads its own input from disk and returns something small (digests, fragment metadata),
-so nothing large crosses the process boundary. With no worker process the tasks run in the
-calling process: no start-up cost, same code path.
+Per-row BLAKE3 and Python around it hold the GIL, so threads cannot use a second core (a
+per-row BLAKE3 loop hashed 208K rows/s on one thread and 104K with 16); processes can. A task is
+a picklable spec for a module-level function that reads its own input from disk and returns
+something small (digests, fragment metadata), so nothing large crosses the process boundary.
+With no worker process the tasks run in the calling process: no start-up cost, same code path.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 as Dask tasks.
 
 Without a scheduler address a local cluster of ``workers`` processes (one thread each: per-row
-BLAKE3 holds the GIL, DESIGN.md section 7) is started and always shut down; with one, the
+BLAKE3 holds the GIL) is started and always shut down; with one, the
 tasks go to that existing cluster, which is left running. A task is the same module-level
 function the local engine runs, on a spec naming the files to read, so the cluster's workers
 must see the run directory and the target at the same paths as the driver. Tasks are submitted
