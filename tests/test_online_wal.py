@@ -21,7 +21,8 @@ from dualmem_bulk.wal_feed import WalFeed
 from tests.test_online import Hooks
 from tests.wal_appender import Appender, assert_same_nodes, reference
 
-FIXTURE_ROOT = Path("/work/shared/fixtures/engram-wal/engram-data")
+FIXTURE_ROOT = Path(__file__).resolve().parents[2] / "shared/fixtures/engram-wal/engram-data"
+"""The shared fixture, reached as ``../shared`` from the repository root."""
 LOCAL_FIXTURE_ROOT = Path(__file__).parent.parent / "data/fixtures/engram-wal/engram-data"
 
 

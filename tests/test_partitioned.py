@@ -27,7 +27,8 @@ from dualmem_bulk.sources.detect import open_source
 from dualmem_bulk.stores import TargetStore
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "fixtures"
-WAL = Path("../shared/fixtures/engram-wal/engram-data")
+WAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "engram-wal" / "engram-data"
+"""The shared fixture, reached as ``../shared`` from the repository root."""
 
 
 def _serial(src: Path, out: Path) -> tuple[pa.Table, list[dict[str, Any]]]:
