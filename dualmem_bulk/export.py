@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,7 +26,7 @@ from dualmem_bulk.sources import Rejected
 from dualmem_bulk.sources.detect import Source, open_source
 from dualmem_bulk.stores import PARQUET_OPTIONS
 
-__all__ = ["CHUNK_ROWS", "DEFAULT_BATCH_SIZE", "SAMPLE", "Exporter", "export_snapshot",
+__all__ = ["CHUNK_ROWS", "DEFAULT_BATCH_SIZE", "SAMPLE", "Exporter", "Tally", "export_snapshot",
            "open_checked", "quarantine_table", "reason_kind", "scan_source"]
 
 DEFAULT_BATCH_SIZE = 16_384
@@ -49,6 +50,25 @@ def reason_kind(reason: str) -> str:
     return head
 
 
+class Tally:
+    """Rows read, rows rejected by kind of reason, and the first rejected rows."""
+
+    def __init__(self) -> None:
+        self.nodes_in = self.quarantined = 0
+        self.reasons: Counter[str] = Counter()
+        self.sample: list[dict[str, Any]] = []
+
+    def add(self, nodes_in: int, rejected: Sequence[Rejected]) -> None:
+        """Count ``nodes_in`` rows read, of which ``rejected`` were quarantined."""
+        self.nodes_in += nodes_in
+        self.quarantined += len(rejected)
+        for r in rejected:
+            self.reasons[reason_kind(r.reason)] += 1
+            if len(self.sample) < SAMPLE:
+                self.sample.append({"source": r.source, "row": r.row, "id": r.id,
+                                    "reason": r.reason})
+
+
 class Exporter:
     """Streams the source through validation into the snapshot and quarantine files."""
 
@@ -56,15 +76,7 @@ class Exporter:
         self.source, self.report = source, report
         self.chunk = min(batch_size, CHUNK_ROWS)
         self.digest = TableDigest()
-        self.reasons: Counter[str] = Counter()
-
-    def _note(self, rejected: tuple[Rejected, ...]) -> None:
-        for r in rejected:
-            self.reasons[reason_kind(r.reason)] += 1
-            if len(self.report.quarantine_sample) < SAMPLE:
-                self.report.quarantine_sample.append(
-                    {"source": r.source, "row": r.row, "id": r.id, "reason": r.reason}
-                )
+        self.tally = Tally()
 
     def batches(self, progress: Progress, check: Callable[[], None] = lambda: None
                 ) -> Iterator[tuple[pa.RecordBatch, list[Rejected]]]:
@@ -76,15 +88,16 @@ class Exporter:
             checked = validate_batch(chunk, seen)
             sums = row_checksums(checked.good)
             self.digest += TableDigest.of(sums)
-            self._note(checked.rejected)
             n_in = chunk.batch.num_rows + len(chunk.rejected)
-            self.report.nodes_in += n_in
-            self.report.quarantined += len(checked.rejected)
+            self.tally.add(n_in, checked.rejected)
+            self.report.nodes_in, self.report.quarantined = (self.tally.nodes_in,
+                                                             self.tally.quarantined)
             progress.advance(n_in)
             yield checked.good.append_column(SNAPSHOT_SCHEMA.field("checksum"), sums), list(
                 checked.rejected
             )
-        self.report.quarantine_reasons = dict(self.reasons.most_common())
+        self.report.quarantine_reasons = dict(self.tally.reasons.most_common())
+        self.report.quarantine_sample = self.tally.sample
         self.report.snapshot_digest = self.digest.hex
         self.report.snapshot_rows = self.digest.rows
 

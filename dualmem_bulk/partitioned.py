@@ -18,7 +18,7 @@ import contextlib
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.convert import node_uuids, to_dual
 from dualmem_bulk.engines import TaskPool
 from dualmem_bulk.errors import InvalidRows, RunChanged
-from dualmem_bulk.export import SAMPLE, quarantine_table, reason_kind
+from dualmem_bulk.export import SAMPLE, Tally, quarantine_table
 from dualmem_bulk.journal import BatchRecord, Journal
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.report import RunReport
@@ -121,28 +121,10 @@ class _Drop:
         return mask
 
 
-class _Tally:
-    """Rows read, rows rejected by kind of reason, and the first rejected rows."""
-
-    def __init__(self) -> None:
-        self.nodes_in = self.quarantined = 0
-        self.reasons: Counter[str] = Counter()
-        self.sample: list[dict[str, Any]] = []
-
-    def add(self, nodes_in: int, rejected: Sequence[Any]) -> None:
-        self.nodes_in += nodes_in
-        self.quarantined += len(rejected)
-        for r in rejected:
-            self.reasons[reason_kind(r.reason)] += 1
-            if len(self.sample) < SAMPLE:
-                self.sample.append({"source": r.source, "row": r.row, "id": r.id,
-                                    "reason": r.reason})
-
-
 def export_partition(task: PartitionTask) -> PartitionDone:
     """Export, convert and write one partition, then verify its fragment from disk."""
     started = time.perf_counter()
-    seen, digest, tally = SeenIds(), TableDigest(), _Tally()
+    seen, digest, tally = SeenIds(), TableDigest(), Tally()
     uuids: list[pa.Array] = []
     spaces: list[pa.Array] = []
     drop = _Drop(task.drop) if task.drop else None
