@@ -71,8 +71,10 @@ def remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; on success it is fsynced and renamed onto ``final``.
+def atomic_path(final: Path, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary sibling path; on success it is fsynced and renamed onto ``final``
+    (``durable=False``: renamed only, for a file the caller fsyncs later, before relying on
+    it).
 
     On an exception the temporary file or directory is removed and ``final`` is untouched.
     """
@@ -80,6 +82,9 @@ def atomic_path(final: Path) -> Iterator[Path]:
     remove(tmp)
     try:
         yield tmp
+        if not durable:
+            os.replace(tmp, final)
+            return
         if tmp.is_dir():
             fsync_tree(tmp)
         else:

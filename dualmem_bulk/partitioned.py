@@ -133,9 +133,9 @@ def export_partition(task: PartitionTask) -> PartitionDone:
     snapshot.parent.mkdir(exist_ok=True)
     writer = staged_writer(task.target_format, task.target, DUAL_SCHEMA)
     failure: list[BaseException] = []
-    with contextlib.ExitStack() as stack:
-        snap = stack.enter_context(pq.ParquetWriter(
-            stack.enter_context(atomic_path(snapshot)), SNAPSHOT_SCHEMA, **PARQUET_OPTIONS))
+    with atomic_path(snapshot) as snap_file, contextlib.ExitStack() as stack:
+        snap = stack.enter_context(pq.ParquetWriter(snap_file, SNAPSHOT_SCHEMA,
+                                                    **PARQUET_OPTIONS))
         background = stack.enter_context(InOrderWorker())  # exits before the writer closes
         rejects: list[pq.ParquetWriter] = []
 
@@ -173,7 +173,7 @@ def export_partition(task: PartitionTask) -> PartitionDone:
                 raise
 
         try:
-            written = writer.write(task.unit, prefetched(guarded()))
+            written = writer.write(task.unit, prefetched(guarded()), durable=False)
         except Exception:
             if failure:
                 raise failure[0] from None
@@ -181,16 +181,27 @@ def export_partition(task: PartitionTask) -> PartitionDone:
         background.drain()  # every batch written before the footer
         snap.add_key_value_metadata({"dualmem.snapshot.rows": str(digest.rows),
                                      "dualmem.snapshot.digest": digest.hex})
-    verdict = verify_batches(
-        writer.read(written, _READ_BACK_ROWS),
-        Snapshot(snapshot).batches(_READ_BACK_ROWS, SNAPSHOT_KEYS), writer.files(written))
-    snap_groups = pq.ParquetFile(snapshot).metadata.num_row_groups
+        stack.close()
+        # The fsyncs (hundreds of MB) overlap the verification, which reads the page cache.
+        background = stack.enter_context(InOrderWorker())
+        background.submit(_sync, writer, written, snap_file)
+        verdict = verify_batches(
+            writer.read(written, _READ_BACK_ROWS),
+            Snapshot(snap_file).batches(_READ_BACK_ROWS, SNAPSHOT_KEYS), writer.files(written))
+        background.drain()
+        snap_groups = pq.ParquetFile(snap_file).metadata.num_row_groups
     return PartitionDone(
         task.unit, tally.nodes_in, digest.rows, digest.hex, snap_groups, tally.quarantined,
         dict(tally.reasons), tally.sample, written, verdict,
         pa.concat_arrays(uuids) if uuids else pa.array([], pa.binary(16)),
         pa.concat_arrays(spaces) if spaces else pa.array([], pa.utf8()),
         round(time.perf_counter() - started, 3))
+
+
+def _sync(writer: StagedWriter, written: Written, snapshot: Path) -> None:
+    """Make the fragment and the snapshot part durable."""
+    writer.sync(written)
+    fsync_path(snapshot)
 
 
 @dataclass

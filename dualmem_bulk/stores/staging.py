@@ -70,8 +70,14 @@ class StagedWriter(Protocol):
     def resume(self, committed: list[BatchRecord]) -> None:
         """Bring the staging store back to exactly the ``committed`` units."""
 
-    def write(self, unit: int, batches: Iterable[pa.RecordBatch]) -> Written:
-        """Write one unit durably but invisibly; safe to run in several processes at once."""
+    def write(self, unit: int, batches: Iterable[pa.RecordBatch], durable: bool = True
+              ) -> Written:
+        """Write one unit invisibly; safe to run in several processes at once. With
+        ``durable=False`` its files are not yet fsynced: :meth:`sync` must run before the unit
+        is committed (so the fsync can overlap other work)."""
+
+    def sync(self, written: Written) -> None:
+        """Make a unit written with ``durable=False`` durable."""
 
     def commit(self, unit: int, written: Written) -> tuple[int | None, str | None]:
         """Make a written unit part of the store; return (Lance version, part file name)."""
@@ -129,20 +135,24 @@ class _LanceStaging(_Staging):
         if ds.version != version:
             ds.checkout_version(version).restore()  # type: ignore[no-untyped-call]
 
-    def write(self, unit: int, batches: Iterable[pa.RecordBatch]) -> list[FragmentMetadata]:
+    def write(self, unit: int, batches: Iterable[pa.RecordBatch], durable: bool = True
+              ) -> list[FragmentMetadata]:
         schema = lance_write_schema(self.schema)
         reader = pa.RecordBatchReader.from_batches(
             schema, (pa.RecordBatch.from_arrays(unsliced(b).columns, schema=schema)
                      for b in batches))
         fragments: list[FragmentMetadata] = write_fragments(
             reader, str(self.path), schema=schema, mode="overwrite", max_rows_per_file=1 << 30)
-        data = self.path / "data"
-        for fragment in fragments:
-            for file in fragment.files:
-                fsync_path(data / file.path)
-        if fragments:  # no rows, no data files (and maybe no data directory yet)
-            fsync_path(data)
+        if durable:
+            self.sync(fragments)
         return fragments
+
+    def sync(self, written: list[FragmentMetadata]) -> None:
+        data = self.path / "data"
+        for name in self.files(written):
+            fsync_path(data / name)
+        if written:  # no rows, no data files (and maybe no data directory yet)
+            fsync_path(data)
 
     def _first(self, unit: int) -> bool:
         return not (self.path / "_versions").is_dir()
@@ -154,7 +164,10 @@ class _LanceStaging(_Staging):
              ) -> Iterator[pa.RecordBatch]:
         for name in self.files(written):  # one data file (all columns) per fragment
             reader = LanceFileReader(str(self.path / "data" / name))
-            yield from reader.read_all(batch_size=batch_size, batch_readahead=2).to_batches()
+            rows = reader.num_rows()
+            for start in range(0, rows, batch_size):  # read_all loads the whole file at once
+                yield from reader.read_range(start, min(batch_size, rows - start),
+                                             batch_size=batch_size).to_batches()
 
     def commit(self, unit: int, written: list[FragmentMetadata]
                ) -> tuple[int | None, str | None]:
@@ -199,17 +212,24 @@ class _ParquetStaging(_Staging):
             if part.name not in known:
                 remove(part)
 
-    def write(self, unit: int, batches: Iterable[pa.RecordBatch]) -> str:
+    def write(self, unit: int, batches: Iterable[pa.RecordBatch], durable: bool = True
+              ) -> str:
+        """The part under its final name; without ``durable``, a crash may leave it partial,
+        and :meth:`resume` removes it (the journal does not know it)."""
         if not self.path.exists():
             self.path.mkdir(exist_ok=True)
             fsync_path(self.path.parent)
         name = f"part-{unit:05d}.parquet"
-        with atomic_path(self.path / name) as tmp, pq.ParquetWriter(
+        with atomic_path(self.path / name, durable=durable) as tmp, pq.ParquetWriter(
             tmp, self.schema, **PARQUET_OPTIONS
         ) as writer:
             for batch in batches:
                 writer.write_batch(batch)
         return name
+
+    def sync(self, written: str) -> None:
+        fsync_path(self.path / written)
+        fsync_path(self.path)
 
     def commit(self, unit: int, written: str) -> tuple[int | None, str | None]:
         fault_point("target-write")
