@@ -17,23 +17,23 @@ from crc32c import crc32c
 from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.schema import DIM, LEGACY_SCHEMA
 from dualmem_bulk.sources import ROW_COLUMN, SourceBatch
-from dualmem_bulk.sources._bincode import DecodedEpisode, decode_episode, pack_header
 from dualmem_bulk.sources.engram_wal import (
     EngramWalSource,
     engram_spaces,
     is_engram_root,
     read_engram_wal,
 )
-from dualmem_bulk.sources.engram_wal_writer import (
+from dualmem_bulk.sources.engram_wal_codec import (
     DecayFunction,
+    DecodedEpisode,
     EmbeddingProvenance,
     EntryType,
     Episode,
-    WalEntry,
+    decode_episode,
     encode_episode,
-    wal_file_name,
-    write_wal,
+    pack_header,
 )
+from dualmem_bulk.sources.engram_wal_writer import WalEntry, wal_file_name, write_wal
 
 FIXTURES = Path(__file__).parent.parent / "data" / "fixtures" / "engram-wal"
 HEADER = 64

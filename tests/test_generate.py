@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import assert_bit_equal
 
-from dualmem_bulk import generate as generate_module
-from dualmem_bulk.generate import generate_batches, write_generated
+from dualmem_bulk.generate import generate_batches, memories, write_generated
+from dualmem_bulk.generate import write as write_module
 from dualmem_bulk.schema import DIM, LEGACY_SCHEMA
 from dualmem_bulk.sources.jsonl import read_jsonl
 
@@ -67,12 +67,12 @@ def test_ids_are_unique_even_ignoring_case_and_mixed(table: pa.Table) -> None:
 
 def test_ids_stay_unique_up_to_ten_million_rows() -> None:
     """Ids come from bijections of the row index: check the far end of a 10M-row set too."""
-    ctx = generate_module._Context(7)
+    ctx = memories.Context(7)
     rng = np.random.default_rng(0)
-    parts = [generate_module._ids(ctx, rng, start, 100_000) for start in (0, 9_900_000)]
+    parts = [memories._ids(ctx, rng, start, 100_000) for start in (0, 9_900_000)]
     ids = pa.concat_arrays(parts).to_pylist()
     assert len({i.lower() for i in ids}) == len(ids)
-    keys = np.sort(generate_module._perm32(np.arange(1 << 22, dtype=np.uint64), 12345))
+    keys = np.sort(memories._perm32(np.arange(1 << 22, dtype=np.uint64), 12345))
     assert (np.diff(keys) > 0).all()  # np.sort, not np.unique: ~13x faster on numpy 2.4
     assert keys[-1] < 1 << 32
 
@@ -170,7 +170,7 @@ def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
         yield from generate_batches(100, seed, 100)
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(generate_module, "generate_batches", broken)
+    monkeypatch.setattr(write_module, "generate_batches", broken)
     for fmt in ("parquet", "jsonl"):
         with pytest.raises(RuntimeError, match="disk on fire"):
             write_generated(tmp_path / f"m.{fmt}", 1_000, seed=1, fmt=fmt)  # type: ignore[arg-type]

@@ -19,8 +19,7 @@ from dualmem_bulk.errors import SourceError
 from dualmem_bulk.generate import generate_batches
 from dualmem_bulk.schema import DIM, LEGACY_SCHEMA
 from dualmem_bulk.sources import SourceBatch
-from dualmem_bulk.sources import jsonl as jsonl_module
-from dualmem_bulk.sources.jsonl import read_jsonl, write_jsonl
+from dualmem_bulk.sources.jsonl import read_jsonl, reader, write_jsonl
 
 GOOD: dict[str, Any] = {
     "id": "mem_1a2b3c4d", "embedding": [0.5, -0.0, 1e-45, 3.4028235e38], "activation": 0.25,
@@ -224,7 +223,7 @@ def test_well_formed_lines_stay_on_the_fast_path(
     def no_slow_path(raw: bytes) -> None:
         raise AssertionError(f"slow path taken for {raw[:60]!r}")
 
-    monkeypatch.setattr(jsonl_module, "_decode_line", no_slow_path)
+    monkeypatch.setattr(reader, "decode_line", no_slow_path)
     provenance = {"model": {"name": "m", "version": "v", "dimension": 768}, "language": "de",
                   "created_at": 5, "quality_score": 0.5,
                   "metadata": {"k": "v"}}
@@ -302,7 +301,7 @@ def test_empty_and_blank_files_yield_nothing(tmp_path: Path) -> None:
 
 def test_overlong_line_is_rejected_without_being_held(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jsonl_module, "_MAX_LINE", 1_000)
+    monkeypatch.setattr(reader, "_MAX_LINE", 1_000)
     path = tmp_path / "o.jsonl"
     path.write_bytes(line(id="a") + b"\n" + line(content="x" * 5_000) + b"\n" + line(id="b"))
     [batch] = read_all(path)

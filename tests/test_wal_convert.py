@@ -17,21 +17,21 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import assert_bit_equal
 
-from dualmem_bulk import generate as generate_module
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.convert import to_legacy
 from dualmem_bulk.errors import TargetExists
-from dualmem_bulk.generate import generate_wal_batches, write_generated
+from dualmem_bulk.generate import engram_root, generate_wal_batches, write_generated
 from dualmem_bulk.offline import OfflineConfig, run_offline
 from dualmem_bulk.schema import DIM, LEGACY_SCHEMA
 from dualmem_bulk.sources import ROW_COLUMN
 from dualmem_bulk.sources.engram_wal import read_engram_wal
-from dualmem_bulk.sources.engram_wal_writer import (
+from dualmem_bulk.sources.engram_wal_codec import (
     DecayFunction,
     EmbeddingProvenance,
     EntryType,
     Episode,
     encode_episode,
+    episode_payloads,
 )
 from dualmem_bulk.stores import TargetStore
 
@@ -232,7 +232,7 @@ def _file_records(path: Path) -> list[tuple[int, int, bytes]]:
 def test_generated_root_replays_to_the_generated_memories(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(generate_module, "_CHECKPOINT_EVERY", 300)
+    monkeypatch.setattr(engram_root, "_CHECKPOINT_EVERY", 300)
     root = tmp_path / "engram-data"
     assert write_generated(root, 6_000, seed=11, fmt="engram-wal") == 6_000
     source = read_engram_wal(root, batch_size=1_000)
@@ -297,7 +297,7 @@ def test_vectorised_encoder_matches_the_writer() -> None:
         table = table.set_column(table.schema.get_field_index(name), name,
                                  table[name].cast(pa.int64()))
     vectors = batch.column("embedding").flatten().to_numpy().reshape(-1, DIM)
-    payloads = generate_module._episode_payloads(batch)
+    payloads = episode_payloads(batch)
     for i, row in enumerate(table.to_pylist()):
         assert payloads[i] == encode_episode(_as_episode(row, vectors[i])), row["id"]
 
@@ -326,8 +326,8 @@ def test_generated_root_is_deterministic_and_atomic(
             raise RuntimeError("disk on fire")
         return real(batch)
 
-    real = generate_module._episode_payloads
-    monkeypatch.setattr(generate_module, "_episode_payloads", broken)
+    real = engram_root.episode_payloads
+    monkeypatch.setattr(engram_root, "episode_payloads", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_generated(tmp_path / "broken", 9_000, seed=4, fmt="engram-wal")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "other", "two"]
