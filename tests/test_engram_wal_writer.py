@@ -22,11 +22,8 @@ from dualmem_bulk.sources.engram_wal_writer import WalEntry, wal_file_name, writ
 HEADER = HEADER_SIZE
 
 
-def _episode(id_: str, **fields: Any) -> Episode:
-    base: dict[str, Any] = {"when": "2024-01-02T03:04:05.123Z",
-                            "embedding": np.random.default_rng(len(id_)).standard_normal(DIM)
-                            .astype(np.float32)}
-    return Episode(id=id_, what=f"about {id_}", **(base | fields))
+def _episode(id_: str, when: str | int = "2024-01-02T03:04:05.123Z", **fields: Any) -> Episode:
+    return Episode(id=id_, when=when, what=id_, embedding=np.full(DIM, 0.25, np.float32), **fields)
 
 
 def _write(root: Path, name: str, entries: list[Episode | WalEntry]) -> Path:
