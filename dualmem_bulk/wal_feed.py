@@ -24,17 +24,15 @@ from crc32c import crc32c
 
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.schema import LEGACY_SCHEMA
-from dualmem_bulk.sources._bincode import (
+from dualmem_bulk.sources.engram_wal import WalIssue, engram_spaces, episode_batch, is_wal_name
+from dualmem_bulk.sources.engram_wal_codec import (
     HEADER_SIZE,
     DecodeError,
     decode_episode,
     entry_type_name,
+    header_problem,
     unpack_header,
 )
-from dualmem_bulk.sources._wal_columns import episode_batch
-from dualmem_bulk.sources._wal_index import header_problem, is_wal_name
-from dualmem_bulk.sources._wal_report import WalIssue
-from dualmem_bulk.sources.engram_wal import engram_spaces
 from dualmem_bulk.timefmt import parse_rfc3339_lenient
 
 __all__ = ["Position", "Record", "WalFeed", "legacy_columns"]

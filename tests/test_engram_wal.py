@@ -12,28 +12,24 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from crc32c import crc32c
 
 from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.schema import DIM, LEGACY_SCHEMA
 from dualmem_bulk.sources import ROW_COLUMN, SourceBatch
-from dualmem_bulk.sources._bincode import DecodedEpisode, decode_episode, pack_header
 from dualmem_bulk.sources.engram_wal import (
     EngramWalSource,
     engram_spaces,
     is_engram_root,
     read_engram_wal,
 )
-from dualmem_bulk.sources.engram_wal_writer import (
+from dualmem_bulk.sources.engram_wal_codec import (
     DecayFunction,
     EmbeddingProvenance,
     EntryType,
     Episode,
-    WalEntry,
     encode_episode,
-    wal_file_name,
-    write_wal,
 )
+from dualmem_bulk.sources.engram_wal_writer import WalEntry, wal_file_name, write_wal
 
 FIXTURES = Path(__file__).parent.parent / "data" / "fixtures" / "engram-wal"
 HEADER = 64
@@ -554,61 +550,3 @@ def test_file_changed_after_indexing_is_an_error(tmp_path: Path) -> None:
     _flip(path, _offsets(path)[1] + HEADER + 50)
     with pytest.raises(SourceError, match=rf"record at offset {_offsets(path)[1]} changed"):
         list(source)
-
-
-def _as_episode(d: DecodedEpisode, payload: bytes) -> Episode:
-    """The writer's Episode for a decoded one, every f32 pinned to its bits."""
-
-    def f32(bits: int) -> np.float32:
-        return np.uint32(bits).view(np.float32)
-
-    p, decay = d.provenance, d.decay_function
-    decay_fields: dict[str, Any] = {} if decay is None else {
-        k: f32(v) if k in ("tau_hours", "beta", "short_term_tau", "long_term_beta") else v
-        for k, v in decay._asdict().items() if k != "variant" and v is not None}
-    return Episode(
-        id=d.id, when=d.when, what=d.what, where_location=d.where_location, who=d.who,
-        embedding=np.frombuffer(payload, "<f4", DIM, d.embedding_at),
-        embedding_provenance=None if p is None else EmbeddingProvenance(
-            model_name=p.model_name, model_version=p.model_version, dimension=p.dimension,
-            language=p.language, created_at=p.created_at, metadata=p.metadata,
-            quality_score=None if p.quality_score is None else f32(p.quality_score)),
-        encoding_confidence=f32(d.encoding_confidence),
-        vividness_confidence=f32(d.vividness_confidence),
-        reliability_confidence=f32(d.reliability_confidence),
-        last_recall=d.last_recall, recall_count=d.recall_count, decay_rate=f32(d.decay_rate),
-        decay_function=None if decay is None else DecayFunction(variant=decay.variant,
-                                                                **decay_fields),
-        metadata=d.metadata,
-    )
-
-
-def test_writer_reproduces_the_fixture_bytes() -> None:
-    """Re-encoding every fixture Episode (and header) gives the real serde/bincode bytes back."""
-    checked = 0
-    for path in sorted((FIXTURES / "engram-data").glob("*/wal/wal-*.log")):
-        data, at = path.read_bytes(), 0
-        while at + HEADER <= len(data):
-            seq, stamp, kind, size, crc = struct.unpack_from("<QQIII", data, at + 4)
-            payload = data[at + HEADER : at + HEADER + size]
-            if len(payload) == size and crc32c(payload) == crc:
-                assert pack_header(seq, stamp, kind, payload) == data[at : at + HEADER]
-                if kind == EntryType.EpisodeStore:
-                    assert encode_episode(_as_episode(decode_episode(payload), payload)) == payload
-                    checked += 1
-            at += HEADER + size
-    assert checked == 298
-
-
-def test_writer_is_atomic_and_formats_like_chrono(tmp_path: Path) -> None:
-    path = _write(tmp_path, "space_a", wal_file_name(0x690FDD40), [
-        _episode("a", when=-1, last_recall=1_000_001_000)])
-    assert path.name == "wal-00000000690fdd40.log"
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
-    payload = path.read_bytes()[HEADER:]
-    assert b"\x1e\x00\x00\x00\x00\x00\x00\x001969-12-31T23:59:59.999999999Z" in payload
-    assert b"\x1b\x00\x00\x00\x00\x00\x00\x001970-01-01T00:00:01.000001Z" in payload
-    with pytest.raises(ValueError, match="embedding shape"):
-        encode_episode(_episode("short", embedding=np.zeros(3)))
-    with pytest.raises(ValueError, match="variant 'Linear'"):
-        encode_episode(_episode("d", decay_function=DecayFunction(variant="Linear")))

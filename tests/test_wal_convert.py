@@ -4,7 +4,6 @@ the library and through the CLI (real subprocesses), read back from the target b
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -15,24 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_bit_equal
 
-from dualmem_bulk import generate as generate_module
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.convert import to_legacy
-from dualmem_bulk.errors import TargetExists
-from dualmem_bulk.generate import generate_wal_batches, write_generated
+from dualmem_bulk.generate import generate_wal_batches
 from dualmem_bulk.offline import OfflineConfig, run_offline
 from dualmem_bulk.schema import DIM, LEGACY_SCHEMA
-from dualmem_bulk.sources import ROW_COLUMN
-from dualmem_bulk.sources.engram_wal import read_engram_wal
-from dualmem_bulk.sources.engram_wal_writer import (
-    DecayFunction,
-    EmbeddingProvenance,
-    EntryType,
-    Episode,
-    encode_episode,
-)
 from dualmem_bulk.stores import TargetStore
 
 WAL = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "engram-wal"
@@ -41,7 +28,6 @@ EXPECTED_REPORT = json.loads((WAL / "expected-report.json").read_text("utf-8"))
 EXPECTED = [json.loads(line) for line in
             (WAL / "expected-memories.jsonl").read_text("utf-8").splitlines()]
 DAMAGED = "wal-000000006913b820.log"  # team_alpha: a bad payload CRC, then a torn tail
-HEADER = 64
 
 
 def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -217,120 +203,6 @@ def test_fixture_inspect() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # generated data roots
-
-
-def _file_records(path: Path) -> list[tuple[int, int, bytes]]:
-    """(sequence, entry type, payload) of every record of a well-formed WAL file."""
-    data, out, at = path.read_bytes(), [], 0
-    while at < len(data):
-        seq, _, kind, size = struct.unpack_from("<QQII", data, at + 4)
-        out.append((seq, kind, data[at + HEADER : at + HEADER + size]))
-        at += HEADER + size
-    return out
-
-
-def test_generated_root_replays_to_the_generated_memories(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(generate_module, "_CHECKPOINT_EVERY", 300)
-    root = tmp_path / "engram-data"
-    assert write_generated(root, 6_000, seed=11, fmt="engram-wal") == 6_000
-    source = read_engram_wal(root, batch_size=1_000)
-    got = pa.Table.from_batches([b.batch for b in source]).drop_columns([ROW_COLUMN])
-    want = pa.Table.from_batches(list(generate_wal_batches(6_000, seed=11, batch_size=2_500)))
-    assert_bit_equal(got.replace_schema_metadata(LEGACY_SCHEMA.metadata), want)
-
-    report = source.report.as_dict()
-    assert report["damage"] == {k: [] for k in report["damage"]}
-    totals = report["totals"]
-    assert totals["memories_yielded"] == 6_000
-    assert totals["duplicates_skipped"] == totals["episode_store_records"] - 6_000 > 0
-    spaces = report["spaces"]
-    assert "default" in spaces and 2 <= len(spaces) <= 3
-    assert all(s["wal_files"] >= 3 for s in spaces.values())
-    by_type = [s["records_by_type"] for s in spaces.values()]
-    assert all(t.get("Checkpoint", 0) > 0 for t in by_type)
-    assert sum(t.get("MemoryUpdate", 0) for t in by_type) > 0
-    files = sorted(root.glob("*/wal/*"))
-    assert all(f.name.startswith("wal-") and len(f.name) == 24 for f in files)
-    for path in files:  # sequences restart at 0 in every file and count up by one
-        records = _file_records(path)
-        assert [seq for seq, _, _ in records] == list(range(len(records)))
-        for seq, kind, payload in records:
-            if kind == EntryType.Checkpoint:
-                assert struct.unpack("<Q", payload) == (seq - 1,)
-    assert got["content"].null_count == 0
-    decay = pa.concat_arrays([c.field("decay_function") for c in got["episode"].chunks])
-    assert set(decay.field("variant").drop_null().to_pylist()) >= {
-        "Exponential", "PowerLaw", "TwoComponent", "Hybrid"}
-
-
-def _as_episode(row: dict[str, Any], embedding: np.ndarray) -> Episode:
-    """The writer's Episode for a generated memory row (f32 values pinned as np.float32)."""
-    ep, prov, decay = row["episode"], row["embedding_provenance"], row["episode"]["decay_function"]
-    f32 = np.float32
-    return Episode(
-        id=row["id"], when=row["created_at"], what=row["content"], embedding=embedding,
-        where_location=ep["where_location"], who=ep["who"],
-        embedding_provenance=None if prov is None else EmbeddingProvenance(
-            model_name=prov["model_name"], model_version=prov["model_version"],
-            dimension=prov["dimension"], language=prov["language"],
-            created_at=prov["created_at"], metadata=dict(prov["metadata"]),
-            quality_score=None if prov["quality_score"] is None else f32(prov["quality_score"])),
-        encoding_confidence=f32(row["confidence"]),
-        vividness_confidence=f32(ep["vividness_confidence"]),
-        reliability_confidence=f32(ep["reliability_confidence"]),
-        last_recall=row["last_access"], recall_count=row["access_count"],
-        decay_rate=f32(ep["decay_rate"]),
-        decay_function=None if decay is None else DecayFunction(
-            **{k: f32(v) if isinstance(v, float) else v for k, v in decay.items()
-               if v is not None}),
-        metadata=dict(ep["metadata"]),
-    )
-
-
-def test_vectorised_encoder_matches_the_writer() -> None:
-    """The generator's bincode equals ``encode_episode`` (itself checked on the fixture bytes)."""
-    batch = next(generate_wal_batches(600, seed=5))
-    table = pa.Table.from_batches([batch])
-    for name in ("created_at", "last_access"):
-        table = table.set_column(table.schema.get_field_index(name), name,
-                                 table[name].cast(pa.int64()))
-    vectors = batch.column("embedding").flatten().to_numpy().reshape(-1, DIM)
-    payloads = generate_module._episode_payloads(batch)
-    for i, row in enumerate(table.to_pylist()):
-        assert payloads[i] == encode_episode(_as_episode(row, vectors[i])), row["id"]
-
-
-def test_generated_root_is_deterministic_and_atomic(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    one, two, other = tmp_path / "one", tmp_path / "two", tmp_path / "other"
-    two.mkdir()  # an empty directory is fine
-    for path, seed in ((one, 4), (two, 4), (other, 5)):
-        write_generated(path, 500, seed=seed, fmt="engram-wal")
-
-    def contents(root: Path) -> dict[str, bytes]:
-        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-    assert contents(one) == contents(two)
-    assert contents(one) != contents(other)
-    with pytest.raises(TargetExists, match="already exists"):
-        write_generated(one, 10, seed=4, fmt="engram-wal")
-
-    calls = []
-
-    def broken(batch: pa.RecordBatch) -> list[bytes]:
-        calls.append(1)
-        if len(calls) > 1:
-            raise RuntimeError("disk on fire")
-        return real(batch)
-
-    real = generate_module._episode_payloads
-    monkeypatch.setattr(generate_module, "_episode_payloads", broken)
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        write_generated(tmp_path / "broken", 9_000, seed=4, fmt="engram-wal")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "other", "two"]
 
 
 @pytest.fixture(scope="module")

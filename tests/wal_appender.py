@@ -11,8 +11,8 @@ import pyarrow as pa
 from conftest import assert_bit_equal
 
 from dualmem_bulk.offline import OfflineConfig, run_offline
-from dualmem_bulk.sources._bincode import EntryType, pack_header
-from dualmem_bulk.sources.engram_wal_writer import Episode, encode_episode, wal_file_name
+from dualmem_bulk.sources.engram_wal_codec import EntryType, Episode, encode_episode, pack_header
+from dualmem_bulk.sources.engram_wal_writer import wal_file_name
 
 KEYS = [("space", "ascending"), ("episode_id", "ascending")]
 

@@ -18,7 +18,18 @@ from typing import NamedTuple, Protocol
 
 import pyarrow as pa
 
-__all__ = ["ROW_COLUMN", "NoRows", "Rejected", "SourceBatch", "SourcePart", "plan_runs"]
+from dualmem_bulk.errors import SourceError
+from dualmem_bulk.schema import DUAL_NAME, schema_identity
+
+__all__ = [
+    "ROW_COLUMN",
+    "NoRows",
+    "Rejected",
+    "SourceBatch",
+    "SourcePart",
+    "plan_runs",
+    "refuse_dual",
+]
 
 ROW_COLUMN = "_row"
 """Name of the int64 column that carries each row's position in its source file."""
@@ -116,3 +127,12 @@ def plan_runs(sizes: list[int], every: int) -> list[tuple[int, int, int]]:
         runs.append((first, end, rows))
         first = end
     return runs
+
+
+def refuse_dual(path: Path, schema: pa.Schema) -> None:
+    """Raise :class:`SourceError` if ``schema`` is a DualMemoryNode store's: it is no legacy
+    source (converting it again would read its 16-byte ids as Memory ids)."""
+    identity = schema_identity(schema)
+    if (identity and identity[0] == DUAL_NAME) or "node_type" in schema.names:
+        raise SourceError(path, "already a DualMemoryNode store (converted), not a legacy Memory "
+                                "source; `dualmem-bulk inspect` it, or convert the legacy store")

@@ -23,7 +23,7 @@ from dualmem_bulk.schema import (
     TIMESTAMP_TYPE,
 )
 from dualmem_bulk.sources import ROW_COLUMN
-from dualmem_bulk.sources._bincode import DecodedDecay, DecodedEpisode, DecodedProvenance
+from dualmem_bulk.sources.engram_wal_codec import DecodedDecay, DecodedEpisode, DecodedProvenance
 
 __all__ = ["BATCH_SCHEMA", "episode_batch"]
 

@@ -20,21 +20,20 @@ import pyarrow as pa
 from crc32c import crc32c
 
 from dualmem_bulk.errors import SourceError
-from dualmem_bulk.sources._bincode import (
+from dualmem_bulk.sources._wal_report import IssueKind, SpaceReport, WalFileReport, WalIssue
+from dualmem_bulk.sources.engram_wal_codec import (
     HEADER_SIZE,
-    MAGIC,
     DecodeError,
     EntryType,
     decode_episode,
     entry_type_name,
-    header_crc,
+    header_problem,
     read_id,
     unpack_header,
 )
-from dualmem_bulk.sources._wal_report import IssueKind, SpaceReport, WalFileReport, WalIssue
 from dualmem_bulk.timefmt import parse_rfc3339_lenient
 
-__all__ = ["Reject", "SpaceIndex", "header_problem", "index_space", "is_wal_name"]
+__all__ = ["Reject", "SpaceIndex", "index_space", "is_wal_name"]
 
 _STORE, _DELETE, _INVALID = 0, 1, 2
 _TIME_CHUNK = 4096  # timestamps parsed per vectorised call
@@ -230,16 +229,6 @@ def _id_or_none(payload: bytes) -> str | None:
         return read_id(payload)
     except DecodeError:
         return None
-
-
-def header_problem(header: bytes, magic: int, stored_crc: int) -> str | None:
-    """What is wrong with a 64-byte header (magic first, then its CRC), or ``None``."""
-    if magic != MAGIC:
-        return f"magic {magic:#010x}, expected {MAGIC:#010x}"
-    computed = header_crc(header)
-    if computed != stored_crc:
-        return f"header CRC {stored_crc:#010x}, computed {computed:#010x}"
-    return None
 
 
 def index_space(root: Path, name: str, upto: Mapping[str, int] | None = None) -> SpaceIndex:

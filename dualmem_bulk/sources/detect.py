@@ -11,10 +11,9 @@ import numpy as np
 import pyarrow as pa
 
 from dualmem_bulk.errors import SourceError, UsageError
-from dualmem_bulk.schema import DUAL_NAME, schema_identity
-from dualmem_bulk.sources import SourceBatch, SourcePart
+from dualmem_bulk.sources import SourceBatch, SourcePart, refuse_dual
 
-__all__ = ["JsonlPart", "Source", "detect_source", "open_source", "refuse_dual"]
+__all__ = ["JsonlPart", "Source", "detect_source", "open_source"]
 
 
 class Source(Protocol):
@@ -39,15 +38,6 @@ class Source(Protocol):
     def partitions(self, rows: int) -> Sequence[SourcePart]:
         """The source cut into parts of about ``rows`` rows each (at least one part), in
         source order: reading every part in turn yields what :meth:`batches` yields."""
-
-
-def refuse_dual(path: Path, schema: pa.Schema) -> None:
-    """Raise :class:`SourceError` if ``schema`` is a DualMemoryNode store's: it is no legacy
-    source (converting it again would read its 16-byte ids as Memory ids)."""
-    identity = schema_identity(schema)
-    if (identity and identity[0] == DUAL_NAME) or "node_type" in schema.names:
-        raise SourceError(path, "already a DualMemoryNode store (converted), not a legacy Memory "
-                                "source; `dualmem-bulk inspect` it, or convert the legacy store")
 
 
 def _files(files: list[Path]) -> dict[str, Any]:

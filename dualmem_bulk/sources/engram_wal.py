@@ -35,16 +35,16 @@ from crc32c import crc32c
 
 from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.sources import Rejected, SourceBatch
-from dualmem_bulk.sources._bincode import HEADER_SIZE, DecodeError, decode_episode, unpack_header
 from dualmem_bulk.sources._wal_columns import BATCH_SCHEMA, episode_batch
-from dualmem_bulk.sources._wal_index import (
-    Reject,
-    SpaceIndex,
-    header_problem,
-    index_space,
-    is_wal_name,
-)
+from dualmem_bulk.sources._wal_index import Reject, SpaceIndex, index_space, is_wal_name
 from dualmem_bulk.sources._wal_report import SpaceReport, WalFileReport, WalIssue, WalReport
+from dualmem_bulk.sources.engram_wal_codec import (
+    HEADER_SIZE,
+    DecodeError,
+    decode_episode,
+    header_problem,
+    unpack_header,
+)
 
 __all__ = [
     "SPACE_ID",
@@ -56,7 +56,9 @@ __all__ = [
     "WalRecordRef",
     "WalReport",
     "engram_spaces",
+    "episode_batch",
     "is_engram_root",
+    "is_wal_name",
     "read_engram_wal",
 ]
 

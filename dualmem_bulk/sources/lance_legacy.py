@@ -14,8 +14,7 @@ import pyarrow as pa
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.schema.validate import check_schema
-from dualmem_bulk.sources import ROW_COLUMN, SourceBatch, plan_runs
-from dualmem_bulk.sources.detect import refuse_dual
+from dualmem_bulk.sources import ROW_COLUMN, SourceBatch, plan_runs, refuse_dual
 from dualmem_bulk.stores import LANCE_READAHEAD, lance_batches
 
 __all__ = ["LanceLegacySource", "LancePart"]

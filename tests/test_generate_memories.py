@@ -1,23 +1,19 @@
-"""Synthetic legacy data: schema, determinism, unique ids, realistic value ranges, atomic files."""
+"""Synthetic legacy rows (``dualmem_bulk.generate.memories``): schema, determinism, unique ids,
+realistic value ranges, streaming."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 from conftest import assert_bit_equal
 
-from dualmem_bulk import generate as generate_module
-from dualmem_bulk.generate import generate_batches, write_generated
+from dualmem_bulk.generate import generate_batches, memories
 from dualmem_bulk.schema import DIM, LEGACY_SCHEMA
-from dualmem_bulk.sources.jsonl import read_jsonl
 
 N = 6_000
 MEM = re.compile(r"mem_[0-9a-f]{8}")
@@ -67,12 +63,12 @@ def test_ids_are_unique_even_ignoring_case_and_mixed(table: pa.Table) -> None:
 
 def test_ids_stay_unique_up_to_ten_million_rows() -> None:
     """Ids come from bijections of the row index: check the far end of a 10M-row set too."""
-    ctx = generate_module._Context(7)
+    ctx = memories.Context(7)
     rng = np.random.default_rng(0)
-    parts = [generate_module._ids(ctx, rng, start, 100_000) for start in (0, 9_900_000)]
+    parts = [memories._ids(ctx, rng, start, 100_000) for start in (0, 9_900_000)]
     ids = pa.concat_arrays(parts).to_pylist()
     assert len({i.lower() for i in ids}) == len(ids)
-    keys = np.sort(generate_module._perm32(np.arange(1 << 22, dtype=np.uint64), 12345))
+    keys = np.sort(memories._perm32(np.arange(1 << 22, dtype=np.uint64), 12345))
     assert (np.diff(keys) > 0).all()  # np.sort, not np.unique: ~13x faster on numpy 2.4
     assert keys[-1] < 1 << 32
 
@@ -138,40 +134,3 @@ def test_generation_streams() -> None:
     assert first.num_rows == 10
     with pytest.raises(ValueError, match="nodes"):
         next(generate_batches(1 << 32, seed=3))
-
-
-def test_write_parquet(tmp_path: Path, table: pa.Table) -> None:
-    path = tmp_path / "m.parquet"
-    assert write_generated(path, N, seed=42, batch_size=2_500) == N
-    handle = pq.ParquetFile(path)
-    # Parquet renames nested child fields on the way back (list "element", map entries after
-    # the column), so compare types and the schema's own metadata, then cast the names back.
-    assert handle.schema_arrow.equals(LEGACY_SCHEMA)
-    assert handle.schema_arrow.metadata == LEGACY_SCHEMA.metadata
-    assert [handle.metadata.row_group(i).num_rows for i in range(handle.num_row_groups)] == [
-        2_500, 2_500, 1_000]
-    assert_bit_equal(handle.read().cast(LEGACY_SCHEMA), table)
-    again = tmp_path / "again.parquet"
-    write_generated(again, N, seed=42, batch_size=2_500)
-    assert again.read_bytes() == path.read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.parquet", "m.parquet"]
-
-
-def test_write_jsonl(tmp_path: Path, table: pa.Table) -> None:
-    path = tmp_path / "m.jsonl"
-    assert write_generated(path, 500, seed=42, fmt="jsonl") == 500
-    [batch] = list(read_jsonl(path, 1_000))
-    assert batch.batch.column("id").equals(table.column("id").combine_chunks().slice(0, 500))
-    assert not batch.rejected
-
-
-def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(nodes: int, seed: int, batch_size: int) -> Iterator[pa.RecordBatch]:
-        yield from generate_batches(100, seed, 100)
-        raise RuntimeError("disk on fire")
-
-    monkeypatch.setattr(generate_module, "generate_batches", broken)
-    for fmt in ("parquet", "jsonl"):
-        with pytest.raises(RuntimeError, match="disk on fire"):
-            write_generated(tmp_path / f"m.{fmt}", 1_000, seed=1, fmt=fmt)  # type: ignore[arg-type]
-    assert list(tmp_path.iterdir()) == []

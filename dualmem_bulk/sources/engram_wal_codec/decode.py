@@ -1,100 +1,32 @@
-"""Engram's WAL record header and the bincode 1.3 (fixint, little-endian) ``Episode`` payload.
+"""Decode and check an EpisodeStore payload: Engram's ``Episode`` in bincode 1.3 (fixint, LE).
 
-A record is a 64-byte header plus ``payload_size`` bytes. Header, little-endian: magic u32
-``0xDEADBEEF`` @0, sequence u64 @4, timestamp u64 ns @12, entry_type u32 @20, payload_size u32
-@24, payload_crc u32 (CRC32C of the payload) @28, header_crc u32 @32 (CRC32C of bytes 0..32 and
-36..56, i.e. the first 52 header bytes with header_crc left out), 20 reserved zero bytes @36,
-8 zero padding bytes @56. The decoder checks what Engram's deserialiser checks (lengths, option
-tags, enum variants, UTF-8, the 768-float embedding, confidences in [0, 1]) so a record it
-accepts is one Engram would replay. Every f32 is kept as its u32 bit pattern: NaN payloads and
--0.0 must survive, and a round trip through a Python float would quiet signalling NaNs.
+The decoder checks what Engram's deserialiser checks (lengths, option tags, enum variants,
+UTF-8, the 768-float embedding, confidences in [0, 1]) so a record it accepts is one Engram
+would replay. Every f32 is kept as its u32 bit pattern: NaN payloads and -0.0 must survive, and
+a round trip through a Python float would quiet signalling NaNs.
 """
 
 from __future__ import annotations
 
 import struct
-from enum import IntEnum
 from typing import NamedTuple
-
-from crc32c import crc32c
 
 from dualmem_bulk.schema import DIM
 
 __all__ = [
-    "DECAY_VARIANTS",
-    "HEADER_SIZE",
-    "MAGIC",
     "DecodeError",
     "DecodedDecay",
     "DecodedEpisode",
     "DecodedProvenance",
-    "EntryType",
-    "Header",
     "decode_episode",
-    "entry_type_name",
-    "header_crc",
-    "pack_header",
     "read_id",
-    "unpack_header",
 ]
 
-MAGIC = 0xDEADBEEF
-HEADER_SIZE = 64
-_HEADER = struct.Struct("<IQQIIII")  # magic .. header_crc: the first 36 bytes
 _U64 = struct.Struct("<Q").unpack_from
 _U32 = struct.Struct("<I").unpack_from
 _EMBEDDING_BYTES = DIM * 4
 _ONE_BITS = 0x3F800000  # 1.0f32
 _NEG_ZERO_BITS = 0x80000000  # -0.0f32, which Rust's (0.0..=1.0).contains() accepts
-
-
-class EntryType(IntEnum):
-    """Engram's WAL entry types; any other number is replayed as an EpisodeStore."""
-
-    EpisodeStore = 1
-    MemoryUpdate = 2
-    MemoryDelete = 3
-    Consolidation = 4
-    Checkpoint = 5
-    CompactionMarker = 6
-
-
-_NAMES = {t.value: t.name for t in EntryType}
-
-
-def entry_type_name(entry_type: int) -> str:
-    """The report name of an entry type; unknown numbers count as ``EpisodeStore``."""
-    return _NAMES.get(entry_type, "EpisodeStore")
-
-
-class Header(NamedTuple):
-    """A decoded record header (the CRCs are checked by the caller)."""
-
-    magic: int
-    sequence: int
-    timestamp_ns: int
-    entry_type: int
-    payload_size: int
-    payload_crc: int
-    header_crc: int
-
-
-def header_crc(header: bytes) -> int:
-    """CRC32C of a 64-byte header's first 52 bytes with the header_crc field left out."""
-    return crc32c(header[36:56], crc32c(header[:32]))
-
-
-def unpack_header(header: bytes) -> Header:
-    """Decode the fields of a 64-byte header."""
-    return Header._make(_HEADER.unpack_from(header))
-
-
-def pack_header(sequence: int, timestamp_ns: int, entry_type: int, payload: bytes) -> bytes:
-    """Build the 64-byte header Engram writes in front of ``payload``."""
-    head = _HEADER.pack(MAGIC, sequence, timestamp_ns, entry_type, len(payload), crc32c(payload), 0)
-    header = head + bytes(HEADER_SIZE - len(head))
-    crc = header_crc(header)
-    return header[:32] + crc.to_bytes(4, "little") + header[36:]
 
 
 class DecodeError(ValueError):
@@ -128,10 +60,6 @@ class DecodedDecay(NamedTuple):
     short_term_tau: int | None = None
     long_term_beta: int | None = None
     transition_point: int | None = None
-
-
-DECAY_VARIANTS = ("Exponential", "PowerLaw", "TwoComponent", "Hybrid")
-"""``DecayFunction`` variants by their bincode index."""
 
 
 class DecodedEpisode(NamedTuple):
