@@ -5,8 +5,9 @@ ONE writer per Lance table: two processes merging into one Lance table can inser
 twice, so every commit to a live dual store (the migrator's, the compatibility adapters' and a
 rollback's removal) happens while holding :func:`writer_lock`, an exclusive ``flock`` on
 ``RUN_DIR/dual.lock``. Nodes are keyed by ``episode_id`` (the legacy id), which carries a
-scalar (BTREE) index so reads by id do not scan. Each commit's files are fsynced before it is
-reported.
+scalar (BTREE) index so reads of many ids do not scan; a service's read of one id goes by row
+offset instead (:mod:`dualmem_bulk.stores.locator`). Each commit's files are fsynced before it
+is reported.
 """
 
 from __future__ import annotations
