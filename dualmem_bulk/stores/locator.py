@@ -2,24 +2,26 @@
 
 A read by id through the scanner (filter ``episode_id = ...``, BTREE index) costs ~2.7 ms here
 against SQLite's ~0.6 ms, most of it planning the scan and decoding every column; a ``take`` of
-the ten columns a Memory needs at a known row offset costs ~1.5 ms, and building the Memory
-straight from it ~0.15 ms (measured, 20K nodes, 2 cores). So each reader keeps where every id
-sits in the dataset version it reads: per fragment, the hash of each live row's id (Python's
-``hash``, sorted) and the row's position among the fragment's live rows. A fragment's rows
-never change; a new version only adds fragments (an applied batch, a compaction), drops some,
-or gives one a new deletion file, so :meth:`RowLocator.sync` scans only the ``episode_id``
-column of those (the scanner applies the deletions) and keeps the rest. A row's offset in the
-version is its fragment's base (the live rows of the fragments before it) plus its position.
-Every candidate row taken is checked against the id asked for (hash collisions, and any
-mistake here, can only make a read miss rows, never return another id's). Memory: 16 bytes a
-row per reader, plus a hash table per fragment scan.
+the ten columns a Memory needs from the row's fragment costs ~1.0-1.2 ms (the dataset's
+``take`` by offset ~1.9), and building the Memory straight from it ~0.15 ms (measured, 20K
+nodes, 2 cores). So each reader keeps where every id sits in the dataset version it reads.
+
+Per fragment data (immutable): the hash of each row's id (Python's ``hash``, sorted) and the
+row's physical offset, from one scan of its ``episode_id`` column. Per deletion file: the rank
+of each physical offset among the live rows (what a fragment's ``take`` counts), from a scan of
+the live row addresses alone (no column decoded). A new version only adds fragments (an
+applied batch, a compaction), drops some, or gives some a new deletion file (an update or
+delete of their rows), so :meth:`RowLocator.sync` scans just those. Every row taken is checked
+against the id asked for: a hash collision, or any mistake here, can only make a read miss a
+row, never return another id's. Memory: 16 bytes a row per reader, plus 8 per row of a
+fragment with deletions.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import lance
 import numpy as np
@@ -41,20 +43,31 @@ MEMORY_COLUMNS = ["node_type", KEY, "embedding", "activation", "confidence", "la
 
 
 @dataclass(frozen=True)
-class _Fragment:
-    key: str
-    """The fragment's metadata (files, row count, deletion file): what its live rows depend on."""
+class _Rows:
+    """Where each id sits in one fragment's data files (which never change)."""
+
     hashes: np.ndarray
-    """``hash`` of each live row's id, sorted."""
-    positions: np.ndarray
-    """Each hash's row position among the fragment's live rows (what ``take`` counts)."""
+    """``hash`` of each row's id, sorted (rows deleted when scanned are left out)."""
+    offsets: np.ndarray
+    """Each hash's physical row offset in the fragment."""
 
     @classmethod
-    def scan(cls, fragment: lance.LanceFragment, key: str) -> _Fragment:
-        ids = fragment.to_table(columns=[KEY]).column(0).to_pylist()
-        hashes = np.fromiter((hash(i) for i in ids), dtype=np.int64, count=len(ids))
+    def scan(cls, fragment: lance.LanceFragment) -> _Rows:
+        table = fragment.to_table(columns=[KEY], with_row_address=True)
+        hashes = np.fromiter((hash(i) for i in table.column(0).to_pylist()), dtype=np.int64,
+                             count=table.num_rows)
         order = np.argsort(hashes, kind="stable")
-        return cls(key, hashes[order], order.astype(np.int64))
+        offsets = np.asarray(table.column(1).to_numpy(), dtype=np.uint64) & 0xFFFFFFFF
+        return cls(hashes[order], offsets.astype(np.int64)[order])
+
+
+def _live_ranks(fragment: lance.LanceFragment) -> np.ndarray:
+    """Each physical offset's position among the fragment's live rows (-1: deleted)."""
+    live = np.asarray(fragment.to_table(columns=[], with_row_address=True).column(0).to_numpy(),
+                      dtype=np.uint64) & 0xFFFFFFFF
+    ranks = np.full(fragment.metadata.physical_rows, -1, dtype=np.int64)
+    ranks[live.astype(np.int64)] = np.arange(len(live), dtype=np.int64)
+    return ranks
 
 
 class RowLocator:
@@ -63,32 +76,48 @@ class RowLocator:
 
     def __init__(self) -> None:
         self._version: int | None = None
-        self._fragments: list[tuple[lance.LanceFragment, _Fragment]] = []
+        self._rows: dict[tuple[Any, ...], _Rows] = {}
+        self._ranks: dict[tuple[Any, ...], np.ndarray | None] = {}
+        self._fragments: list[tuple[lance.LanceFragment, _Rows, np.ndarray | None]] = []
 
     def sync(self, ds: lance.LanceDataset) -> None:
-        """Follow ``ds``'s version: scan the fragments not seen in this state before."""
+        """Follow ``ds``'s version: scan the fragments (or deletion files) not seen before."""
         if ds.version == self._version:
             return
-        known = {entry.key: entry for _, entry in self._fragments}
+        rows: dict[tuple[Any, ...], _Rows] = {}
+        ranks: dict[tuple[Any, ...], np.ndarray | None] = {}
         fragments = []
         for fragment in ds.get_fragments():
-            key = json.dumps(fragment.metadata.to_json(), sort_keys=True)
-            fragments.append((fragment, known.get(key) or _Fragment.scan(fragment, key)))
-        self._fragments, self._version = fragments, ds.version
+            meta = fragment.metadata
+            data = (meta.id, meta.physical_rows, tuple(f.path for f in meta.files))
+            deleted = meta.deletion_file
+            state = (*data, None if deleted is None else (deleted.id, deleted.read_version,
+                                                          deleted.num_deleted_rows))
+            rows[data] = self._rows.get(data) or _Rows.scan(fragment)
+            if state not in self._ranks:
+                self._ranks[state] = None if deleted is None else _live_ranks(fragment)
+            ranks[state] = self._ranks[state]
+            fragments.append((fragment, rows[data], ranks[state]))
+        self._rows, self._ranks, self._fragments = rows, ranks, fragments
+        self._version = ds.version
 
     def take(self, ds: lance.LanceDataset, memory_id: str, columns: Sequence[str]) -> pa.Table:
         """The rows of ``memory_id`` in ``ds`` (synced first), with ``columns`` and the id:
-        a ``take`` of the candidate rows from their fragments (~40% cheaper than the dataset's
-        ``take`` by offset), kept if their id is the one asked for."""
+        a ``take`` of the candidate rows from their fragments, kept if their id is the one
+        asked for."""
         self.sync(ds)
         names = list(dict.fromkeys([KEY, *columns]))
         target = np.int64(hash(memory_id))
         parts = []
-        for fragment, entry in self._fragments:
+        for fragment, entry, ranks in self._fragments:
             lo = int(np.searchsorted(entry.hashes, target, "left"))
             hi = int(np.searchsorted(entry.hashes, target, "right"))
             if lo < hi:
-                parts.append(fragment.take(entry.positions[lo:hi].tolist(), columns=names))
+                offsets = entry.offsets[lo:hi]
+                positions = offsets if ranks is None else ranks[offsets]
+                positions = positions[positions >= 0]
+                if len(positions):
+                    parts.append(fragment.take(positions.tolist(), columns=names))
         if not parts:
             return pa.table({n: pa.array([], ds.schema.field(n).type) for n in names})
         rows = pa.concat_tables(parts)
@@ -100,17 +129,18 @@ def table_to_memories(table: pa.Table) -> list[Memory]:
     """The Memory of each Episode row of ``table`` (``MEMORY_COLUMNS`` of DualMemoryNode rows),
     bit for bit as :func:`~dualmem_bulk.convert.to_legacy` rebuilds it, without the batch
     conversions (a tenth of the cost for one row). Raises ``ValueError`` on a Concept row."""
-    table = table.combine_chunks()
-    kinds = table.column("node_type").cast(pa.utf8()).to_pylist()
-    if any(k != "Episode" for k in kinds):
+    batch = table.combine_chunks().to_batches()
+    if not batch:
+        return []
+    rows = batch[0]
+    if any(k != "Episode" for k in rows.column("node_type").to_pylist()):
         raise ValueError("a Concept node has no legacy Memory form")
-    emb = _embedding_bytes(table.column("embedding").combine_chunks())
-    col = {n: (table.column(n).cast(pa.int64()) if pa.types.is_timestamp(table.schema.field(n)
-                                                                         .type)
-               else table.column(n)).to_pylist()
+    emb = _embedding_bytes(rows.column("embedding"))
+    col = {n: (rows.column(n).view(pa.int64()) if pa.types.is_timestamp(rows.schema.field(n).type)
+               else rows.column(n)).to_pylist()
            for n in MEMORY_COLUMNS if n not in ("node_type", "embedding")}
     out = []
-    for i in range(table.num_rows):
+    for i in range(rows.num_rows):
         prov = col["embedding_provenance"][i]
         out.append(Memory(
             id=col[KEY][i], embedding=emb[i * EMBEDDING_BYTES:(i + 1) * EMBEDDING_BYTES],
