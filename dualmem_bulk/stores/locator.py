@@ -63,8 +63,8 @@ class _Rows:
 
 def _live_ranks(fragment: lance.LanceFragment) -> np.ndarray:
     """Each physical offset's position among the fragment's live rows (-1: deleted)."""
-    live = np.asarray(fragment.to_table(columns=[], with_row_address=True).column(0).to_numpy(),
-                      dtype=np.uint64) & 0xFFFFFFFF
+    live = np.sort(np.asarray(fragment.to_table(columns=[], with_row_address=True).column(0)
+                              .to_numpy(), dtype=np.uint64) & 0xFFFFFFFF)
     ranks = np.full(fragment.metadata.physical_rows, -1, dtype=np.int64)
     ranks[live.astype(np.int64)] = np.arange(len(live), dtype=np.int64)
     return ranks
