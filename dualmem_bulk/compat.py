@@ -40,7 +40,7 @@ import numpy as np
 
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.stores.dual import DualStore
-from dualmem_bulk.stores.memory_store import Memory, MemoryStore, batch_to_memories
+from dualmem_bulk.stores.memory_store import Memory, MemoryStore
 from dualmem_bulk.stores.pending import (
     APPLIED,
     DEFAULT_POLICY,
@@ -190,8 +190,7 @@ class CompatibilityAdapter:
             apply_pending(self.run_dir, self._feed(mode), self._journal, self._dual_store(), mode)
 
     def _in_lance(self, memory_id: str) -> Memory | None:
-        rows = self._dual_store().legacy_rows([memory_id])
-        return batch_to_memories(rows)[0] if rows.num_rows else None
+        return self._dual_store().memory(memory_id)
 
     # --- Engram's MemoryBackend API --------------------------------------------------------------
 
@@ -240,7 +239,7 @@ class CompatibilityAdapter:
         def from_dual(feed: Feed, applied: int) -> bool:
             if is_pending(feed, applied, memory_id):
                 return feed.contains(memory_id)
-            return bool(self._dual_store().read([memory_id], ["episode_id"]).num_rows)
+            return self._dual_store().contains(memory_id)
 
         return self._serve(from_dual, lambda: self._legacy.contains(memory_id))
 

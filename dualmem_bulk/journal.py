@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dualmem_bulk._signals import StopRequest, stop_on_signals
+from dualmem_bulk._sqlite import write_tx
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.errors import InputError, RunLocked, SourceError, TargetExists, UsageError
 from dualmem_bulk.progress import Progress
@@ -118,15 +119,8 @@ class Journal:
         """Close the connection."""
         self._conn.close()
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return write_tx(self._conn)
 
     def get(self, key: str, default: Any = None) -> Any:
         """A JSON value stored under ``key``."""

@@ -5,8 +5,9 @@ ONE writer per Lance table: two processes merging into one Lance table can inser
 twice, so every commit to a live dual store (the migrator's, the compatibility adapters' and a
 rollback's removal) happens while holding :func:`writer_lock`, an exclusive ``flock`` on
 ``RUN_DIR/dual.lock``. Nodes are keyed by ``episode_id`` (the legacy id), which carries a
-scalar (BTREE) index so reads by id do not scan. Each commit's files are fsynced before it is
-reported.
+scalar (BTREE) index so reads of many ids do not scan; a service's read of one id goes by row
+offset instead (:mod:`dualmem_bulk.stores.locator`). Each commit's files are fsynced before it
+is reported.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import pyarrow as pa
 from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_digest, row_checksums
 from dualmem_bulk.convert import to_dual, to_legacy
 from dualmem_bulk.schema import DUAL_SCHEMA
+from dualmem_bulk.stores.locator import MEMORY_COLUMNS, RowLocator, table_to_memories
+from dualmem_bulk.stores.memory_store import Memory
 from dualmem_bulk.stores.staging import fsync_newer, unsliced
 
 __all__ = [
@@ -91,6 +94,7 @@ class DualStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._open: lance.LanceDataset | None = None
+        self._locator = RowLocator()
 
     def dataset(self) -> lance.LanceDataset:
         """The latest version."""
@@ -114,6 +118,16 @@ class DualStore:
         if not parts:
             return DUAL_SCHEMA.empty_table().select(columns or DUAL_SCHEMA.names)
         return pa.concat_tables(parts)
+
+    def memory(self, memory_id: str) -> Memory | None:
+        """The Memory with this legacy id in the latest version, read by row offset
+        (:class:`~dualmem_bulk.stores.locator.RowLocator`), or ``None``."""
+        rows = self._locator.take(self.latest(), memory_id, MEMORY_COLUMNS)
+        return table_to_memories(rows)[0] if rows.num_rows else None
+
+    def contains(self, memory_id: str) -> bool:
+        """Whether the latest version holds this legacy id (read by row offset)."""
+        return bool(self._locator.take(self.latest(), memory_id, [KEY]).num_rows)
 
     def legacy_rows(self, ids: Sequence[str]) -> pa.RecordBatch:
         """The legacy Memory rows of these ids, rebuilt bit for bit (``to_legacy``)."""

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from dualmem_bulk._sqlite import changes_after, connect, read_tx, write_tx
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.schema import DIM, EPISODE_TYPE, LEGACY_SCHEMA, PROVENANCE_TYPE, TIMESTAMP_TYPE
 
@@ -314,11 +315,7 @@ class MemoryStore:
         self._guard = write_guard
         self._lock = threading.RLock()
         try:
-            self._conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000,
-                                         isolation_level=None, check_same_thread=False)
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn = connect(path, busy_timeout_ms)
             if create:
                 self._conn.executescript(_SCHEMA)
             tables = {r[0] for r in self._conn.execute(
@@ -342,16 +339,8 @@ class MemoryStore:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                if self._guard is not None:
-                    self._guard()
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._lock, write_tx(self._conn, self._guard) as conn:
+            yield conn
 
     # --- Engram's MemoryBackend API ---------------------------------------------------------
 
@@ -440,13 +429,8 @@ class MemoryStore:
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
         """A read transaction: every read inside sees one state; writers are not blocked."""
-        with self._lock:
-            self._conn.execute("BEGIN DEFERRED")
-            try:
-                self._conn.execute("SELECT count(*) FROM memory_changes WHERE seq < 0")
-                yield
-            finally:
-                self._conn.execute("COMMIT")
+        with self._lock, read_tx(self._conn, "memory_changes"):
+            yield
 
     @contextlib.contextmanager
     def write_lock(self) -> Iterator[None]:
@@ -469,13 +453,7 @@ class MemoryStore:
         """Ids changed in the next ``limit`` log entries after ``after`` (up to ``upto``), each
         once, and the sequence number of the last entry read (``after`` if none)."""
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT seq, id FROM memory_changes WHERE seq > ? AND seq <= ? "
-                "ORDER BY seq LIMIT ?", (after, (1 << 62) if upto is None else upto, limit)
-            ).fetchall()
-        if not rows:
-            return [], after
-        return list(dict.fromkeys(r[1] for r in rows)), int(rows[-1][0])
+            return changes_after(self._conn, "memory_changes", after, limit, upto)
 
     def trim_changes(self, upto: int) -> None:
         """Drop the change-log entries up to ``upto`` (applied and checkpointed)."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from dualmem_bulk._sqlite import changes_after, connect, read_tx, write_tx
 from dualmem_bulk.stores.memory_store import (
     _COLUMNS,
     Memory,
@@ -59,11 +60,7 @@ class PendingStore:
     def __init__(self, run_dir: Path, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = run_dir / PENDING
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000,
-                                     isolation_level=None, check_same_thread=False)
-        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn = connect(self.path, busy_timeout_ms)
         self._conn.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -72,14 +69,8 @@ class PendingStore:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._lock, write_tx(self._conn) as conn:
+            yield conn
 
     def _last(self, memory_id: str, fallback: Fallback) -> Memory | None:
         row = self._conn.execute(_LAST, (memory_id,)).fetchone()
@@ -141,12 +132,7 @@ class PendingStore:
         """Ids of the next ``limit`` entries after ``after`` (up to ``upto``), each once, and the
         last entry's ``seq`` (``after`` if none)."""
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT seq, id FROM pending WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-                (after, (1 << 62) if upto is None else upto, limit)).fetchall()
-        if not rows:
-            return [], after
-        return list(dict.fromkeys(r[1] for r in rows)), int(rows[-1][0])
+            return changes_after(self._conn, "pending", after, limit, upto)
 
     def change_position(self) -> int:
         """The ``seq`` of the last entry ever appended (0 if none)."""
@@ -158,13 +144,8 @@ class PendingStore:
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
         """A read transaction: every read inside sees one state; writers are not blocked."""
-        with self._lock:
-            self._conn.execute("BEGIN DEFERRED")
-            try:
-                self._conn.execute("SELECT count(*) FROM pending WHERE seq < 0")
-                yield
-            finally:
-                self._conn.execute("COMMIT")
+        with self._lock, read_tx(self._conn, "pending"):
+            yield
 
     def trim(self, upto: int) -> None:
         """Drop the entries up to ``upto`` (applied to the Lance store and journalled)."""
