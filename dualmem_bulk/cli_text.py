@@ -7,7 +7,7 @@ from typing import Any
 
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-__all__ = ["Command", "Group", "readable", "status_lines"]
+__all__ = ["Command", "Group", "readable", "run_lines", "status_lines"]
 
 _METAVARS = {"int": "N", "int range": "N", "float": "NUMBER", "float range": "NUMBER",
              "path": "PATH", "str": "TEXT"}
@@ -122,4 +122,37 @@ def status_lines(info: dict[str, Any]) -> list[str]:
                      f"{_scalar(info['changes_applied'])} changes applied")
     possible = "possible" if info["rollback_possible"] else "not possible"
     lines.append(f"  rollback         {possible}")
+    return lines
+
+
+def run_lines(r: Any, dry_run: bool) -> list[str]:
+    """A conversion's (or dry run's) report as text: counts, per-phase rates, quarantine codes,
+    and the estimate and decision of a dry run."""
+    resumed = (f" ({r.nodes_this_invocation:,} by this invocation)"
+               if r.nodes_this_invocation != r.nodes_total else "")
+    lines = [
+        f"{r.status}: {r.nodes_converted:,} of {r.nodes_total:,} nodes "
+        f"{'would be converted' if dry_run else 'converted'}{resumed} in {r.elapsed_s:.1f} s "
+        f"({r.nodes_per_s:,.0f} nodes/s); {r.quarantined:,} quarantined",
+    ]
+    for name, p in r.phases.items():
+        rate = "-" if p["nodes_per_s"] is None else f"{p['nodes_per_s']:,.0f}"
+        lines.append(f"  {name:<9} {p['nodes']:>12,} nodes {p['seconds']:>9.1f} s "
+                     f"{rate:>12} nodes/s")
+    lines += [f"  {n:>8,}  {code}" for code, n in r.quarantine_codes.items()]
+    if r.quarantine_path:
+        lines.append(f"quarantine      {r.quarantine_path}")
+    if dry_run and r.estimate is not None:
+        e = r.estimate
+        lines.append(f"estimated disk {r.estimated_disk_bytes:,} bytes (target "
+                     f"{e['target_bytes']:,}, run directory {e['run_dir_bytes']:,}), time "
+                     f"{r.estimated_s:,.0f} s with --workers 0 (measured on "
+                     f"{e['sample_rows']:,} {e['basis']} in {e['sample_s']:.1f} s)")
+        lines += [f"  {fs['path']}: {fs['free_bytes']:,} bytes free, needs "
+                  f"{fs['needed_bytes']:,} ({' and '.join(fs['for'])})"
+                  for fs in e["filesystems"]]
+        lines.append(f"{r.decision}: {r.decision_reason}")
+    elif not dry_run:
+        lines += [f"snapshot digest {r.snapshot_digest}", f"target digest   {r.target_digest}",
+                  f"run directory   {r.run_dir}"]
     return lines

@@ -295,11 +295,11 @@ class _Online:
                 copied = {"after": batch.column("id")[-1].as_py(),
                           "rows": copied["rows"] + batch.num_rows}
             seconds = time.perf_counter() - mark
-            self.report.nodes_copied = copied["rows"]
-            self.report.copy_s = round(self.report.copy_s + seconds, 3)
+            size = self._next_size(size, batch.num_rows, seconds)
+            self.report.nodes_copied = copied["rows"]  # copy time counts the throttle's sleep
+            self.report.copy_s = round(self.report.copy_s + time.perf_counter() - mark, 3)
             self._save(online_copied=copied, online_version=version, target_created=True)
             self.progress.advance(batch.num_rows)
-            size = self._next_size(size, batch.num_rows, seconds)
         with writer_lock(self.run_dir):
             version = self.dual.index()
         self.report.copy_nodes_per_s = round(copied["rows"] / max(self.report.copy_s, 1e-9), 1)
