@@ -74,7 +74,8 @@ def _scalar(value: Any) -> str:
 
 def readable(info: dict[str, Any], indent: int = 0) -> list[str]:
     """A report as aligned ``key  value`` lines; nested objects indented below their key,
-    lists of plain values joined by commas, empty ones as ``none``."""
+    short lists of plain values joined by commas (long ones one a line), empty ones as
+    ``none``."""
     lines: list[str] = []
     width = max((len(str(k)) for k in info), default=0)
     pad = " " * indent
@@ -83,8 +84,10 @@ def readable(info: dict[str, Any], indent: int = 0) -> list[str]:
         if isinstance(value, dict) and value:
             lines.append(f"{pad}{key}:")
             lines += readable(value, indent + 2)
-        elif isinstance(value, list) and value and any(isinstance(v, (dict, list))
-                                                       for v in value):
+        elif isinstance(value, list) and value and (
+            any(isinstance(v, (dict, list)) for v in value)
+            or sum(len(_scalar(v)) + 2 for v in value) > 80  # long items: one a line
+        ):
             lines.append(f"{pad}{key}:")
             for item in value:
                 lines += (readable(item, indent + 2) if isinstance(item, dict)
@@ -146,7 +149,7 @@ def run_lines(r: Any, dry_run: bool) -> list[str]:
         e = r.estimate
         lines.append(f"estimated disk {r.estimated_disk_bytes:,} bytes (target "
                      f"{e['target_bytes']:,}, run directory {e['run_dir_bytes']:,}), time "
-                     f"{r.estimated_s:,.0f} s with --workers 0 (measured on "
+                     f"{r.estimated_s:,.1f} s with --workers 0 (measured on "
                      f"{e['sample_rows']:,} {e['basis']} in {e['sample_s']:.1f} s)")
         lines += [f"  {fs['path']}: {fs['free_bytes']:,} bytes free, needs "
                   f"{fs['needed_bytes']:,} ({' and '.join(fs['for'])})"

@@ -175,6 +175,9 @@ def export_snapshot(source: Path, snapshot: Path, *, spaces: tuple[str, ...] = (
     opened = open_checked(source, spaces, batch_size, strict, report)
     progress.phase("export", opened.total_rows)
     quarantine = snapshot.with_name(snapshot.stem + ".quarantine.parquet")
+    mark = time.perf_counter()
     Exporter(opened, batch_size, report).write(snapshot, quarantine, strict, progress)
+    report.phase("export", report.nodes_in, time.perf_counter() - mark)
+    report.quarantine_path = str(quarantine) if report.quarantined else None
     report.status = "done"
     return finish(report, started, progress)

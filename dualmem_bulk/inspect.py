@@ -21,6 +21,9 @@ from dualmem_bulk.stores import TargetStore, detect_store
 __all__ = ["inspect_path"]
 
 
+_LISTED = 5
+"""Rejected rows a source's description lists (a conversion's quarantine holds them all)."""
+
 def _dual_store(path: Path, progress: Progress) -> dict[str, Any]:
     store = TargetStore(path)
     identity = schema_identity(store.schema)
@@ -132,6 +135,8 @@ def inspect_path(path: Path, progress: Progress = NULL_PROGRESS,
         "valid": scanned.snapshot_rows,
         "quarantined": scanned.quarantined,
         "quarantine_codes": scanned.quarantine_codes,
+        "rejected": [f"{r['source']} row {r['row']}: {r['reason']}"
+                     for r in scanned.quarantine_sample[:_LISTED]],
         "digest": scanned.snapshot_digest,
     }
     if scanned.source_kind == "engram-wal":

@@ -115,13 +115,15 @@ class _Drop:
     """The validator's hook rejecting the valid rows at ``positions`` (counted over the part)."""
 
     def __init__(self, positions: tuple[tuple[int, str | None], ...]) -> None:
-        self.positions = dict(positions)
+        ordered = sorted(positions)
+        self.at = np.asarray([p for p, _ in ordered], dtype=np.int64)
+        self.firsts = [first for _, first in ordered]
         self.before = 0
 
     def __call__(self, valid: int) -> dict[int, str | None]:
         start, self.before = self.before, self.before + valid
-        return {p - start: first for p, first in self.positions.items()
-                if start <= p < self.before}
+        lo, hi = np.searchsorted(self.at, [start, self.before]).tolist()
+        return {int(self.at[i]) - start: self.firsts[i] for i in range(lo, hi)}
 
 
 def export_partition(task: PartitionTask) -> PartitionDone:

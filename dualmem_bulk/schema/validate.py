@@ -106,24 +106,32 @@ class SeenIds:
         """Fixed-width ``S16`` compares as raw bytes here: every value is exactly 16 bytes, so
         the trailing-NUL stripping numpy applies cannot make two different values equal."""
         keep = np.zeros(len(keys), dtype=bool)
-        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        unique, first = np.unique(keys, return_index=True)
         keep[first] = True
-        firsts = np.where(keep, -1, codes[first[inverse.reshape(-1)]])
+        firsts = np.full(len(keys), -1, dtype=np.int64)
+        if len(unique) < len(keys):  # a key twice in the batch: the later ones name the first
+            firsts[~keep] = codes[first[np.searchsorted(unique, keys[~keep])]]
         runs = self._runs.setdefault(space, [])
         for run, origin in runs:
             pos = np.minimum(np.searchsorted(run, keys), len(run) - 1)
             hit = run[pos] == keys
-            firsts = np.where(hit, origin[pos], firsts)
-            keep &= ~hit
+            if hit.any():
+                firsts[hit] = origin[pos[hit]]
+                keep &= ~hit
         self.firsts[at] = firsts
-        if keep.any():  # an empty run would have no last key to clip the search to
-            order = np.argsort(keys[keep])
-            runs.append((keys[keep][order], codes[keep][order]))
+        new = keep[first]  # np.unique's keys are sorted: the new run needs no sort
+        if new.any():  # an empty run would have no last key to clip the search to
+            runs.append((unique[new], codes[first[new]]))
         while len(runs) > 1 and 2 * len(runs[-1][0]) >= len(runs[-2][0]):
-            newer, older = runs.pop(), runs.pop()
-            merged = np.concatenate([older[0], newer[0]])
-            order = np.argsort(merged, kind="stable")  # two sorted runs: a linear merge
-            runs.append((merged[order], np.concatenate([older[1], newer[1]])[order]))
+            (newer, new_origin), (older, old_origin) = runs.pop(), runs.pop()
+            at_new = np.searchsorted(older, newer) + np.arange(len(newer))  # a linear merge
+            from_old = np.ones(len(older) + len(newer), dtype=bool)
+            from_old[at_new] = False
+            merged = np.empty(len(from_old), dtype=older.dtype)
+            merged_origin = np.empty(len(from_old), dtype=np.int64)
+            merged[at_new], merged[from_old] = newer, older
+            merged_origin[at_new], merged_origin[from_old] = new_origin, old_origin
+            runs.append((merged, merged_origin))
         return keep
 
 
