@@ -12,15 +12,16 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from dualmem_bulk.timefmt import format_rfc3339
+from dualmem_bulk.timefmt import format_rfc3339, parse_rfc3339
 
-__all__ = ["REASON_CODES", "reason_codes", "render_record"]
+__all__ = ["REASON_CODES", "reason_codes", "render_record", "source_table"]
 
 REASON_CODES: tuple[tuple[str, str], ...] = (
     # Engram WAL records (the reason starts with the file and the record's offset)
@@ -135,3 +136,24 @@ def render_record(row: pa.RecordBatch, source: str, value: Any) -> str:
             item = _serde_provenance(item)
         out[name] = item
     return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def _column(values: list[Any], kind: pa.DataType) -> pa.Array:
+    if pa.types.is_timestamp(kind) and all(isinstance(v, str) or v is None for v in values):
+        return parse_rfc3339(values).cast(kind)
+    if pa.types.is_timestamp(kind):
+        return pa.array(values, pa.int64()).cast(kind)
+    if pa.types.is_map(kind):
+        values = [None if v is None else [tuple(pair) for pair in v] for v in values]
+    return pa.array(values, kind)
+
+
+def source_table(records: Iterable[str], schema: pa.Schema) -> pa.Table:
+    """Quarantined ``record`` texts of a Parquet source (fixed by the operator) as a table of
+    the source's own ``schema`` (``pyarrow.parquet.read_schema`` of the ``source`` file the
+    quarantine names), ready to be written and converted: timestamps parsed back from RFC 3339,
+    every value cast to the source's type. Raises ``pyarrow.ArrowInvalid`` (or ``ValueError``)
+    when a value still does not fit its type."""
+    rows = [json.loads(r) for r in records]
+    return pa.table({f.name: _column([row.get(f.name) for row in rows], f.type)
+                     for f in schema}, schema=schema)

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dualmem_bulk.generate import write_generated
-from dualmem_bulk.quarantine import REASON_CODES, reason_codes
+from dualmem_bulk.quarantine import REASON_CODES, reason_codes, source_table
 from dualmem_bulk.schema import DIM, PROVENANCE_TYPE
 
 README = Path(__file__).parents[1] / "README.md"
@@ -218,6 +218,20 @@ def test_quarantine_rows_of_a_parquet_source_keep_its_values(tmp_path: Path) -> 
     assert record["id"] == original.column("id")[0].as_py() and record["confidence"] == -1.0
     assert record["embedding"] == original.column("embedding")[0].as_py()  # float32 exactly
     assert record["access_count"] == original.column("access_count")[0].as_py()
+    assert isinstance(record["created_at"], str) and record["created_at"].endswith("Z")
     ticks = original.column("created_at").cast(pa.int64())[0].as_py()
     parsed = pa.array([record["created_at"]]).cast(pa.timestamp("ns", "UTC"))
     assert parsed.cast(pa.int64())[0].as_py() == ticks  # RFC 3339 to the nanosecond
+    # fixed, it goes back into a Parquet file of the source's types, and converts
+    record["confidence"] = 0.25
+    fixed = source_table([json.dumps(record)], pq.read_schema(row["source"]))
+    assert fixed.schema == pq.read_schema(src)
+    pq.write_table(fixed, tmp_path / "fixed.parquet")
+    again = _convert(tmp_path / "fixed.parquet", tmp_path / "fixed.lance")
+    assert again["nodes_converted"] == 1 and again["quarantined"] == 0
+    snapshot = pq.read_table(tmp_path / "fixed.lance.run" / "snapshot.parquet")
+    for name in original.column_names:  # every value as the source had it, but the fix
+        got, want = snapshot.column(name), original.column(name)
+        if pa.types.is_timestamp(want.type):  # nanoseconds: compared as ticks
+            got, want = got.cast(pa.int64()), want.cast(pa.int64())
+        assert got.to_pylist() == ([0.25] if name == "confidence" else want.to_pylist()), name
