@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ from conftest import kill_after_units
 from dualmem_bulk.dry_run import HEADROOM, NO_GO_EXIT, SAMPLE_ROWS
 from dualmem_bulk.generate import generate_batches, write_generated
 from dualmem_bulk.journal import Journal
+from dualmem_bulk.online import PAUSE_FILE
+from dualmem_bulk.status import run_status
 from dualmem_bulk.stores.memory_store import MemoryStore
 
 
@@ -118,6 +122,44 @@ def test_a_throttled_copy_counts_its_sleeps(tmp_path: Path) -> None:
     assert report["copy_s"] >= 1200 / 2000
     assert report["copy_nodes_per_s"] <= 2000
     assert report["elapsed_s"] >= report["copy_s"]
+
+
+def test_a_resumed_online_copy_reports_this_invocation_and_the_total_apart(
+        tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite"
+    with MemoryStore(path) as store:
+        for batch in generate_batches(2000, 5, 500):
+            store.store_batch(batch)
+    run_dir = tmp_path / "n.lance.run"
+    args = ["migrate", "--online", str(path), str(tmp_path / "n.lance"), "--batch-size", "100",
+            "--max-rate", "1000", "--json"]
+    proc = subprocess.Popen([sys.executable, "-m", "dualmem_bulk", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def copied() -> int:
+        journal = Journal.open(run_dir)
+        try:
+            return int((journal.get("online_copied") or {}).get("rows", 0))
+        finally:
+            journal.close()
+
+    while not (Journal.exists(run_dir) and copied() >= 100):
+        assert proc.poll() is None
+        time.sleep(0.01)
+    (run_dir / PAUSE_FILE).touch()  # held between two batches, then stopped there
+    while (run_status(run_dir)["last_event"] or {}).get("detail", "")[:6] != "paused":
+        assert proc.poll() is None
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 4
+    before = copied()
+    assert 100 <= before < 2000
+    (run_dir / PAUSE_FILE).unlink()
+    report = _json(_cli(*args))
+    assert report["nodes_copied"] == 2000 and report["resumed"] == 1
+    assert report["nodes_copied_this_invocation"] == 2000 - before
+    assert report["copy_nodes_per_s"] <= 1000  # over every invocation's copy time
 
 
 def _listing(folder: Path) -> list[str]:
