@@ -54,10 +54,9 @@ def test_engine(benchmark: Any, workdir: Path, fresh: Path, engine: str, workers
     assert report.verified
     DIGESTS.add(report.target_digest)
     assert len(DIGESTS) == 1, "the engines disagree"
-    convert_s = report.phases_s["convert"]
     name = f"engine_{engine}" + ("" if workers is None else f"_{workers}")
     record(name, NODES, seconds, workers=report.workers, phases_s=report.phases_s,
-           convert_nodes_per_s=round(NODES / convert_s) if convert_s else None,
+           export_nodes_per_s=report.phases["export"]["nodes_per_s"],  # exports and converts
            snapshot_bytes_per_node=round(_size(fresh / "nodes.lance.run" / "snapshot.parquet")
                                          / NODES),
            target_bytes_per_node=round(_size(target) / NODES),

@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from dualmem_bulk import __version__
 from dualmem_bulk.cli_progress import CliProgress
-from dualmem_bulk.cli_text import Command, Group, readable, status_lines
+from dualmem_bulk.cli_text import Command, Group, readable, run_lines, status_lines
 from dualmem_bulk.errors import DualmemError
 
 app = typer.Typer(cls=Group, no_args_is_help=True)
@@ -188,7 +188,12 @@ def convert(
     batch_size: Annotated[int | None, typer.Option(
         min=1, help="Rows per batch, one commit each (default 16,384).")] = None,
     strict: Annotated[bool, typer.Option(help="Fail (exit 3) on any invalid row.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Validate and estimate; write nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        help="Validate, convert a sample into a temporary directory to estimate time and disk, "
+             "check the free space and say go or no-go (exit 6); leaves nothing.")] = False,
+    keep_free: Annotated[int, typer.Option(
+        min=0, metavar="BYTES", help="With --dry-run: bytes each filesystem must still have "
+                                     "free after the run, or no-go.")] = 0,
     space: SpaceOpt = None,
     checkpoint_every: Annotated[int | None, typer.Option(
         min=1, help="Commit and checkpoint after at least N nodes (default: every batch).")
@@ -213,6 +218,7 @@ def convert(
 
     Example: dualmem-bulk convert memories/ nodes.lance --engine dask --workers 4
     """
+    from dualmem_bulk.dry_run import NO_GO_EXIT
     from dualmem_bulk.offline import DEFAULT_BATCH_SIZE, OfflineConfig, run_offline
 
     if in_place and target not in (None, source):
@@ -230,21 +236,11 @@ def convert(
         question = _run(lambda: _restart_question(config.resolved_run_dir), as_json)
         if question:
             _run(lambda: _confirm(question, "--restart --yes"), as_json)
-    report = _with_progress(lambda progress: run_offline(config, progress), as_json, quiet)
-    r = report
-    lines = [
-        f"{r.status}: {r.nodes_converted:,} of {r.nodes_in:,} nodes "
-        f"{'would be converted' if dry_run else 'converted'} in {r.elapsed_s:.1f} s "
-        f"({r.nodes_per_s:,.0f} nodes/s); {r.quarantined:,} quarantined",
-    ]
-    lines += [f"  {n:>8,}  {why}" for why, n in r.quarantine_reasons.items()]
-    if dry_run:
-        lines.append(f"estimated disk {r.estimated_disk_bytes or 0:,} bytes, "
-                     f"time {r.estimated_s or 0:.0f} s")
-    else:
-        lines += [f"snapshot digest {r.snapshot_digest}", f"target digest   {r.target_digest}",
-                  f"run directory   {r.run_dir}"]
-    _emit(report.as_dict(), as_json, lines)
+    report = _with_progress(lambda progress: run_offline(config, progress, keep_free),
+                            as_json, quiet)
+    _emit(report.as_dict(), as_json, run_lines(report, dry_run))
+    if report.decision == "no-go":
+        raise typer.Exit(NO_GO_EXIT)
 
 
 @app.command(cls=Command)

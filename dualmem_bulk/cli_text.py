@@ -7,7 +7,7 @@ from typing import Any
 
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-__all__ = ["Command", "Group", "readable", "status_lines"]
+__all__ = ["Command", "Group", "readable", "run_lines", "status_lines"]
 
 _METAVARS = {"int": "N", "int range": "N", "float": "NUMBER", "float range": "NUMBER",
              "path": "PATH", "str": "TEXT"}
@@ -74,7 +74,8 @@ def _scalar(value: Any) -> str:
 
 def readable(info: dict[str, Any], indent: int = 0) -> list[str]:
     """A report as aligned ``key  value`` lines; nested objects indented below their key,
-    lists of plain values joined by commas, empty ones as ``none``."""
+    short lists of plain values joined by commas (long ones one a line), empty ones as
+    ``none``."""
     lines: list[str] = []
     width = max((len(str(k)) for k in info), default=0)
     pad = " " * indent
@@ -83,8 +84,10 @@ def readable(info: dict[str, Any], indent: int = 0) -> list[str]:
         if isinstance(value, dict) and value:
             lines.append(f"{pad}{key}:")
             lines += readable(value, indent + 2)
-        elif isinstance(value, list) and value and any(isinstance(v, (dict, list))
-                                                       for v in value):
+        elif isinstance(value, list) and value and (
+            any(isinstance(v, (dict, list)) for v in value)
+            or sum(len(_scalar(v)) + 2 for v in value) > 80  # long items: one a line
+        ):
             lines.append(f"{pad}{key}:")
             for item in value:
                 lines += (readable(item, indent + 2) if isinstance(item, dict)
@@ -122,4 +125,37 @@ def status_lines(info: dict[str, Any]) -> list[str]:
                      f"{_scalar(info['changes_applied'])} changes applied")
     possible = "possible" if info["rollback_possible"] else "not possible"
     lines.append(f"  rollback         {possible}")
+    return lines
+
+
+def run_lines(r: Any, dry_run: bool) -> list[str]:
+    """A conversion's (or dry run's) report as text: counts, per-phase rates, quarantine codes,
+    and the estimate and decision of a dry run."""
+    resumed = (f" ({r.nodes_this_invocation:,} by this invocation)"
+               if r.nodes_this_invocation != r.nodes_total else "")
+    lines = [
+        f"{r.status}: {r.nodes_converted:,} of {r.nodes_total:,} nodes "
+        f"{'would be converted' if dry_run else 'converted'}{resumed} in {r.elapsed_s:.1f} s "
+        f"({r.nodes_per_s:,.0f} nodes/s); {r.quarantined:,} quarantined",
+    ]
+    for name, p in r.phases.items():
+        rate = "-" if p["nodes_per_s"] is None else f"{p['nodes_per_s']:,.0f}"
+        lines.append(f"  {name:<9} {p['nodes']:>12,} nodes {p['seconds']:>9.1f} s "
+                     f"{rate:>12} nodes/s")
+    lines += [f"  {n:>8,}  {code}" for code, n in r.quarantine_codes.items()]
+    if r.quarantine_path:
+        lines.append(f"quarantine      {r.quarantine_path}")
+    if dry_run and r.estimate is not None:
+        e = r.estimate
+        lines.append(f"estimated disk {r.estimated_disk_bytes:,} bytes (target "
+                     f"{e['target_bytes']:,}, run directory {e['run_dir_bytes']:,}), time "
+                     f"{r.estimated_s:,.1f} s with --workers 0 (measured on "
+                     f"{e['sample_rows']:,} {e['basis']} in {e['sample_s']:.1f} s)")
+        lines += [f"  {fs['path']}: {fs['free_bytes']:,} bytes free, needs "
+                  f"{fs['needed_bytes']:,} ({' and '.join(fs['for'])})"
+                  for fs in e["filesystems"]]
+        lines.append(f"{r.decision}: {r.decision_reason}")
+    elif not dry_run:
+        lines += [f"snapshot digest {r.snapshot_digest}", f"target digest   {r.target_digest}",
+                  f"run directory   {r.run_dir}"]
     return lines

@@ -19,6 +19,7 @@ from dualmem_bulk._threads import InOrderWorker, prefetched
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.errors import InvalidRows, SourceDamaged, TargetExists, UsageError
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
+from dualmem_bulk.quarantine import reason_codes
 from dualmem_bulk.report import RunReport, finish
 from dualmem_bulk.schema import QUARANTINE_SCHEMA, SNAPSHOT_SCHEMA
 from dualmem_bulk.schema.validate import SeenIds, validate_batch
@@ -27,7 +28,7 @@ from dualmem_bulk.sources.detect import Source, open_source
 from dualmem_bulk.stores import PARQUET_OPTIONS
 
 __all__ = ["CHUNK_ROWS", "DEFAULT_BATCH_SIZE", "SAMPLE", "Exporter", "Tally", "export_snapshot",
-           "open_checked", "quarantine_table", "reason_kind", "scan_source"]
+           "open_checked", "quarantine_table", "scan_source"]
 
 DEFAULT_BATCH_SIZE = 16_384
 """Rows per batch (the commit unit): ~55 MB of embeddings, enough to amortise each commit."""
@@ -41,17 +42,9 @@ SAMPLE = 20
 """Rejected rows listed in a report (all of them are in the quarantine file)."""
 
 
-def reason_kind(reason: str) -> str:
-    """Group reasons for the summary: the text up to the first digit, colon or parenthesis."""
-    head = reason.split(";")[0]
-    for i, ch in enumerate(head):
-        if ch.isdigit() or ch in ":(":
-            return head[:i].strip() or head
-    return head
-
-
 class Tally:
-    """Rows read, rows rejected by kind of reason, and the first rejected rows."""
+    """Rows read, rows rejected per reason code (a row once per code), the first rejected
+    rows."""
 
     def __init__(self) -> None:
         self.nodes_in = self.quarantined = 0
@@ -63,10 +56,11 @@ class Tally:
         self.nodes_in += nodes_in
         self.quarantined += len(rejected)
         for r in rejected:
-            self.reasons[reason_kind(r.reason)] += 1
+            codes = reason_codes(r.reason)
+            self.reasons.update(codes)
             if len(self.sample) < SAMPLE:
                 self.sample.append({"source": r.source, "row": r.row, "id": r.id,
-                                    "reason": r.reason})
+                                    "reason_code": ";".join(codes), "reason": r.reason})
 
 
 class Exporter:
@@ -96,7 +90,7 @@ class Exporter:
             yield checked.good.append_column(SNAPSHOT_SCHEMA.field("checksum"), sums), list(
                 checked.rejected
             )
-        self.report.quarantine_reasons = dict(self.tally.reasons.most_common())
+        self.report.quarantine_codes = dict(self.tally.reasons.most_common())
         self.report.quarantine_sample = self.tally.sample
         self.report.snapshot_digest = self.digest.hex
         self.report.snapshot_rows = self.digest.rows
@@ -161,8 +155,10 @@ def scan_source(path: Path, batch_size: int = DEFAULT_BATCH_SIZE,
 
 
 def quarantine_table(rows: Sequence[Rejected]) -> pa.Table:
-    """Rejected rows as a quarantine table."""
-    columns = {name: [getattr(r, name) for r in rows] for name in QUARANTINE_SCHEMA.names}
+    """Rejected rows as a quarantine table (``reason_code`` from each row's reason)."""
+    columns = {name: [getattr(r, name) for r in rows] for name in QUARANTINE_SCHEMA.names
+               if name != "reason_code"}
+    columns["reason_code"] = [";".join(reason_codes(r.reason)) for r in rows]
     return pa.table(columns, schema=QUARANTINE_SCHEMA)
 
 
@@ -179,6 +175,9 @@ def export_snapshot(source: Path, snapshot: Path, *, spaces: tuple[str, ...] = (
     opened = open_checked(source, spaces, batch_size, strict, report)
     progress.phase("export", opened.total_rows)
     quarantine = snapshot.with_name(snapshot.stem + ".quarantine.parquet")
+    mark = time.perf_counter()
     Exporter(opened, batch_size, report).write(snapshot, quarantine, strict, progress)
+    report.phase("export", report.nodes_in, time.perf_counter() - mark)
+    report.quarantine_path = str(quarantine) if report.quarantined else None
     report.status = "done"
     return finish(report, started, progress)

@@ -21,6 +21,9 @@ from dualmem_bulk.stores import TargetStore, detect_store
 __all__ = ["inspect_path"]
 
 
+_LISTED = 5
+"""Rejected rows a source's description lists (a conversion's quarantine holds them all)."""
+
 def _dual_store(path: Path, progress: Progress) -> dict[str, Any]:
     store = TargetStore(path)
     identity = schema_identity(store.schema)
@@ -61,11 +64,17 @@ def _parquet_file(path: Path, progress: Progress) -> dict[str, Any] | None:
             "digest": meta[b"dualmem.snapshot.digest"].decode(),
         }
     if identity and identity[0] == "dualmem.Quarantine":
-        table = pq.read_table(path, columns=["reason"])
+        table = pq.read_table(path, columns=[c for c in ("reason", "reason_code")
+                                             if c in pq.read_schema(path).names])
+        codes: Counter[str] = Counter()
+        for joined in (table.column("reason_code").to_pylist()
+                       if "reason_code" in table.column_names else []):
+            codes.update(joined.split(";"))
         return {
             "path": str(path),
             "kind": "quarantine",
             "rows": table.num_rows,
+            "codes": dict(codes.most_common()),
             "reasons": dict(Counter(table.column("reason").to_pylist()).most_common(20)),
         }
     return None
@@ -86,9 +95,12 @@ def _parts(path: Path, progress: Progress) -> dict[str, Any] | None:
         out["nodes"], out["digest"] = digest.rows, digest.hex
     else:
         reasons: Counter[str] = Counter()
+        codes: Counter[str] = Counter()
         for part in parts:
             reasons.update(part["reasons"])
+            codes.update(part["codes"])
         out["rows"] = sum(part["rows"] for part in parts)
+        out["codes"] = dict(codes.most_common())
         out["reasons"] = dict(reasons.most_common(20))
     return out
 
@@ -122,7 +134,9 @@ def inspect_path(path: Path, progress: Progress = NULL_PROGRESS,
         "nodes": scanned.nodes_in,
         "valid": scanned.snapshot_rows,
         "quarantined": scanned.quarantined,
-        "quarantine_reasons": scanned.quarantine_reasons,
+        "quarantine_codes": scanned.quarantine_codes,
+        "rejected": [f"{r['source']} row {r['row']}: {r['reason']}"
+                     for r in scanned.quarantine_sample[:_LISTED]],
         "digest": scanned.snapshot_digest,
     }
     if scanned.source_kind == "engram-wal":

@@ -42,11 +42,11 @@ from dualmem_bulk._signals import StopRequest
 from dualmem_bulk._threads import prefetched
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.convert import to_dual
+from dualmem_bulk.dry_run import dry_run
 from dualmem_bulk.engines import Engine, open_pool
 from dualmem_bulk.errors import (
     InputError,
     Interrupted,
-    InvalidRows,
     RunChanged,
     SourceError,
     TargetExists,
@@ -72,11 +72,6 @@ PRE_MIGRATION_TAG = "dualmem-pre-migration"
 """Tag on the last legacy version of a Lance store converted in place (cleanup keeps it)."""
 REPORT = "report.json"
 
-_BYTES_PER_NODE_ESTIMATE = 2 * (768 * 4 + 300)
-"""Disk estimate for a dry run: snapshot + target, each ~3.4 KB a node."""
-_FULL_RUN_FACTOR = 3.0
-"""A full run reads the source, writes snapshot and target and reads both back to verify:
-about 3x a validating pass (measured on 200K generated nodes: 4.9 s scan, 15.9 s run)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,11 +228,13 @@ class _Run:
                               rows=snapshot["rows"] if snapshot else _source_rows(config),
                               driver_busy=config.in_place)
         stored = self.journal.get("report")
-        self.report = RunReport(**stored) if stored else RunReport(
+        self.report = RunReport.from_dict(stored) if stored else RunReport(
             status="running", source=str(config.source), source_kind="",
             target=str(config.target), target_format=config.target_format,
             run_dir=str(run_dir))
         self.report.engine = config.engine
+        self.moved = 0
+        """Nodes this invocation exported (copy run) or converted (in-place run)."""
 
     def _open_journal(self) -> Journal:
         config, run_dir = self.config, self.run_dir
@@ -331,6 +328,7 @@ class _Run:
         if self.journal.state == "done":
             self.progress.message(f"{self.run_dir}: already done, nothing to resume")
             return self.report
+        self.report.phases, self.report.phases_s = {}, {}  # this invocation's only
         try:
             with self.pool:
                 self.pool.start()  # a cluster that cannot start fails the run before the export
@@ -355,7 +353,9 @@ class _Run:
             raise
         self.report.status = "done"
         self.report.workers = self.pool.workers
-        finish(self.report, started, self.progress)
+        if self.report.quarantined:
+            self.report.quarantine_path = str(self.run_dir / QUARANTINE)
+        finish(self.report, started, self.progress, self.moved)
         self.journal.set(report=self.report.as_dict())
         write_json(self.run_dir / REPORT, self.report.as_dict())
         return self.report
@@ -371,6 +371,7 @@ class _Run:
         self.journal.set_state("exporting", phase="exporting")
         mark = time.perf_counter()
         self.report = self._fresh_report()
+        recorded = sum(stats["nodes_in"] for stats in self.journal.exported())
         config = self.config
         source = open_checked(config.source, config.spaces, config.batch_size, config.strict,
                               self.report)
@@ -380,7 +381,8 @@ class _Run:
             config.strict)
         self.checked = export.run(config.source, source,
                                   config.checkpoint_every or config.batch_size)
-        self.report.phases_s["export"] = round(time.perf_counter() - mark, 3)
+        self.moved = self.report.nodes_in - recorded
+        self.report.phase("export", self.moved, time.perf_counter() - mark)
         groups = Snapshot(self.run_dir / SNAPSHOT).num_row_groups
         snapshot = {"rows": self.report.snapshot_rows, "digest": self.report.snapshot_digest,
                     "groups": groups}
@@ -401,7 +403,7 @@ class _Run:
         Exporter(source, self.config.batch_size, self.report).write(
             self.run_dir / SNAPSHOT, self.run_dir / QUARANTINE, self.config.strict,
             self.progress, lambda: self._check_stop("during the export (it starts over)"))
-        self.report.phases_s["export"] = round(time.perf_counter() - mark, 3)
+        self.report.phase("export", self.report.nodes_in, time.perf_counter() - mark)
         release_memory()  # the export's buffers; the workers need the memory now
         groups = open_parquet(self.run_dir / SNAPSHOT).metadata.num_row_groups
         snapshot = {"rows": self.report.snapshot_rows, "digest": self.report.snapshot_digest,
@@ -416,14 +418,19 @@ class _Run:
         records = journal.batches()
         groups = snapshot["groups"]
         mark = time.perf_counter()
+        written = 0
         if not (records and records[-1].end_group == groups):
-            self._write_units(records, groups, snapshot["rows"])
+            written = self._write_units(records, groups, snapshot["rows"])
         self._place()
         done = journal.committed()
         self.report.nodes_converted = done.rows
         self.report.target_digest = done.hex
         self.report.units = len(journal.batches())
-        self.report.phases_s["convert"] = round(time.perf_counter() - mark, 3)
+        if written or journal.get("mode") == "in-place":
+            self.moved = written
+            self.report.phase("convert", written, time.perf_counter() - mark)
+        else:  # a copy run converted and wrote in its export tasks: this only renames
+            self.report.phase("place", 0, time.perf_counter() - mark)
         journal.set_state("verifying", "target in place", phase="verifying",
                           target_created=True, report=self.report.as_dict())
 
@@ -440,8 +447,10 @@ class _Run:
             store.tags.create(PRE_MIGRATION_TAG, base)
         return staged_writer("lance", config.source, DUAL_SCHEMA, in_place_base=base)
 
-    def _write_units(self, records: list[BatchRecord], groups: int, rows: int) -> None:
+    def _write_units(self, records: list[BatchRecord], groups: int, rows: int) -> int:
+        """Convert and commit the units not recorded; the rows this call converted."""
         writer = self._writer()
+        converted = 0
         group_rows = [g.num_rows for g in (open_parquet(self.run_dir / SNAPSHOT).metadata
                                           .row_group(i) for i in range(groups))]
         every = self.config.checkpoint_every or self.config.batch_size
@@ -464,9 +473,11 @@ class _Run:
             if task.unit == 0 and self.config.in_place:
                 self.journal.set(swapped=True)
             self.progress.advance(done.rows)
+            converted += done.rows
             if task.end_group < groups:
                 self._check_stop(f"after unit {task.unit + 1} ({task.end_group} of {groups} "
                                  "batches converted)")
+        return converted
 
     def _place(self) -> None:
         """Put the finished store where it belongs; every step can be repeated after a crash."""
@@ -494,7 +505,7 @@ class _Run:
         mark = time.perf_counter()
         verdict = verify_run(self.run_dir, self.progress, batch_size=self.config.batch_size,
                              pool=self.pool, checked=self.checked)
-        self.report.phases_s["verify"] = round(time.perf_counter() - mark, 3)
+        self.report.phase("verify", verdict.read_back, time.perf_counter() - mark)
         self.report.verified = verdict.ok
         done = self.journal.committed()
         self.report.nodes_converted, self.report.target_digest = done.rows, done.hex
@@ -507,28 +518,8 @@ class _Run:
         self.journal.set_state("done", verdict.summary(), phase="done")
 
 
-def _dry_run(config: OfflineConfig, progress: Progress, started: float) -> RunReport:
-    if config.target.exists():
-        raise TargetExists(config.target)
-    report = RunReport(status="dry-run", source=str(config.source), source_kind="",
-                       target=str(config.target), target_format=config.target_format,
-                       run_dir=str(config.resolved_run_dir), engine=config.engine)
-    source = open_checked(config.source, config.spaces, config.batch_size, config.strict,
-                          report)
-    progress.phase("validate", source.total_rows)
-    for batch, _rejected in Exporter(source, config.batch_size, report).batches(progress):
-        report.nodes_converted += batch.num_rows
-    if config.strict and report.quarantine_sample:
-        first = report.quarantine_sample[0]
-        raise InvalidRows(report.quarantined,
-                          f"{first['source']} row {first['row']}: {first['reason']}")
-    report.estimated_disk_bytes = report.nodes_converted * _BYTES_PER_NODE_ESTIMATE
-    finish(report, started, progress)
-    report.estimated_s = round(_FULL_RUN_FACTOR * report.elapsed_s, 1)
-    return report
-
-
-def run_offline(config: OfflineConfig, progress: Progress = NULL_PROGRESS) -> RunReport:
+def run_offline(config: OfflineConfig, progress: Progress = NULL_PROGRESS,
+                keep_free: int = 0) -> RunReport:
     """Convert ``config.source`` into a new DualMemoryNode store at ``config.target``, or
     resume the run of the same config in its run directory.
 
@@ -536,6 +527,8 @@ def run_offline(config: OfflineConfig, progress: Progress = NULL_PROGRESS) -> Ru
     leaves nothing behind), :class:`~dualmem_bulk.errors.Interrupted` when stopped (resumable),
     :class:`~dualmem_bulk.errors.RunLocked` when another migrator holds the run, and
     :class:`~dualmem_bulk.errors.VerificationFailed` if the written store does not verify.
+    A dry run (see :mod:`dualmem_bulk.dry_run`) writes nothing; ``keep_free`` is the bytes it
+    asks each filesystem to keep free after the run.
     """
     started = time.perf_counter()
     if config.batch_size < 1:
@@ -544,7 +537,7 @@ def run_offline(config: OfflineConfig, progress: Progress = NULL_PROGRESS) -> Ru
         raise UsageError(f"--checkpoint-every must be at least 1, got {config.checkpoint_every}")
     if config.dry_run:
         with quiet_gc():
-            return _dry_run(config, progress, started)
+            return dry_run(config, progress, started, keep_free)
     run_dir = config.resolved_run_dir
     fresh = not run_dir.exists()
     staging = staging_path(config.target)

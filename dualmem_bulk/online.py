@@ -116,7 +116,11 @@ class OnlineReport:
     run_dir: str
     phase: str = "copying"
     nodes_copied: int = 0
+    """Nodes copied by the run, every invocation included."""
+    nodes_copied_this_invocation: int = 0
     copy_s: float = 0.0
+    """Wall time of the copy over every invocation, the ``--max-rate`` throttle's sleeps
+    included (``copy_nodes_per_s`` = ``nodes_copied / copy_s``)."""
     copy_nodes_per_s: float = 0.0
     changes_applied: int = 0
     """Ids upserted or deleted from the change log (after collapsing), pause included."""
@@ -179,6 +183,7 @@ class _Online:
             self.store.close()
             raise
         self.report = OnlineReport(**self.journal.get("report"))
+        self.report.nodes_copied_this_invocation = 0
 
     def _open_journal(self) -> Journal:
         config, run_dir = self.config, self.run_dir
@@ -295,11 +300,12 @@ class _Online:
                 copied = {"after": batch.column("id")[-1].as_py(),
                           "rows": copied["rows"] + batch.num_rows}
             seconds = time.perf_counter() - mark
-            self.report.nodes_copied = copied["rows"]
-            self.report.copy_s = round(self.report.copy_s + seconds, 3)
+            size = self._next_size(size, batch.num_rows, seconds)
+            self.report.nodes_copied = copied["rows"]  # copy time counts the throttle's sleep
+            self.report.nodes_copied_this_invocation += batch.num_rows
+            self.report.copy_s = round(self.report.copy_s + time.perf_counter() - mark, 3)
             self._save(online_copied=copied, online_version=version, target_created=True)
             self.progress.advance(batch.num_rows)
-            size = self._next_size(size, batch.num_rows, seconds)
         with writer_lock(self.run_dir):
             version = self.dual.index()
         self.report.copy_nodes_per_s = round(copied["rows"] / max(self.report.copy_s, 1e-9), 1)

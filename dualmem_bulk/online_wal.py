@@ -104,6 +104,7 @@ class OnlineWal(_Online):
         self.dual = DualStore(config.target)
         self.journal = self._open_journal()
         self.report = OnlineReport(**self.journal.get("report"))
+        self.report.nodes_copied_this_invocation = 0
 
     def close(self) -> None:
         """Close the journal (the WAL is only read, file by file)."""
@@ -134,12 +135,12 @@ class OnlineWal(_Online):
                 with writer_lock(self.run_dir):
                     version = self.dual.append(legacy_columns(part.batch))
             copied = {"batches": number + 1, "rows": copied["rows"] + rows}
-            seconds = time.perf_counter() - mark
-            self.report.nodes_copied = copied["rows"]
-            self.report.copy_s = round(self.report.copy_s + seconds, 3)
+            self._next_size(self.config.batch_size, rows, time.perf_counter() - mark)  # --max-rate
+            self.report.nodes_copied = copied["rows"]  # copy time counts the throttle's sleep
+            self.report.nodes_copied_this_invocation += rows
+            self.report.copy_s = round(self.report.copy_s + time.perf_counter() - mark, 3)
             self._save(online_copied=copied, online_version=version, target_created=True)
             self.progress.advance(rows)
-            self._next_size(self.config.batch_size, rows, seconds)  # honours --max-rate
         with writer_lock(self.run_dir):
             if version is None:  # an empty replay: the dataset must exist all the same
                 version = self.dual.append(pa.RecordBatch.from_pylist([], schema=LEGACY_SCHEMA))

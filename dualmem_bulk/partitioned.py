@@ -38,7 +38,7 @@ from dualmem_bulk.journal import BatchRecord, Journal
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.report import RunReport
 from dualmem_bulk.schema import DUAL_SCHEMA, QUARANTINE_SCHEMA, SNAPSHOT_SCHEMA
-from dualmem_bulk.schema.validate import SeenIds, validate_batch
+from dualmem_bulk.schema.validate import Origins, SeenIds, validate_batch
 from dualmem_bulk.sources import NoRows, SourcePart
 from dualmem_bulk.sources.detect import Source
 from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat
@@ -67,8 +67,9 @@ class PartitionTask:
     chunk: int
     """Rows read, validated and hashed at a time (a snapshot row group)."""
     strict: bool
-    drop: tuple[int, ...] = ()
-    """Positions among the part's valid rows to reject as duplicates of earlier parts."""
+    drop: tuple[tuple[int, str | None], ...] = ()
+    """Positions among the part's valid rows to reject as duplicates of earlier parts, each
+    with where its first occurrence is."""
 
     @property
     def needs(self) -> tuple[Path, ...]:
@@ -99,6 +100,8 @@ class PartitionDone:
     """Node UUID of every valid row, in source order."""
     spaces: pa.Array
     """Memory space of every valid row."""
+    origins: Origins
+    """Source file and row of every valid row."""
     seconds: float
 
     def stats(self) -> dict[str, Any]:
@@ -111,14 +114,16 @@ class PartitionDone:
 class _Drop:
     """The validator's hook rejecting the valid rows at ``positions`` (counted over the part)."""
 
-    def __init__(self, positions: tuple[int, ...]) -> None:
-        self.positions = np.asarray(positions, dtype=np.int64)
+    def __init__(self, positions: tuple[tuple[int, str | None], ...]) -> None:
+        ordered = sorted(positions)
+        self.at = np.asarray([p for p, _ in ordered], dtype=np.int64)
+        self.firsts = [first for _, first in ordered]
         self.before = 0
 
-    def __call__(self, valid: int) -> np.ndarray:
-        mask = np.isin(np.arange(self.before, self.before + valid), self.positions)
-        self.before += valid
-        return mask
+    def __call__(self, valid: int) -> dict[int, str | None]:
+        start, self.before = self.before, self.before + valid
+        lo, hi = np.searchsorted(self.at, [start, self.before]).tolist()
+        return {int(self.at[i]) - start: self.firsts[i] for i in range(lo, hi)}
 
 
 def export_partition(task: PartitionTask) -> PartitionDone:
@@ -127,6 +132,8 @@ def export_partition(task: PartitionTask) -> PartitionDone:
     seen, digest, tally = SeenIds(), TableDigest(), Tally()
     uuids: list[pa.Array] = []
     spaces: list[pa.Array] = []
+    files: dict[str, int] = {}
+    origins: list[np.ndarray] = []
     drop = _Drop(task.drop) if task.drop else None
     name = part_name(task.unit)
     snapshot, quarantine = task.run_dir / SNAPSHOT / name, task.run_dir / QUARANTINE / name
@@ -158,6 +165,7 @@ def export_partition(task: PartitionTask) -> PartitionDone:
                 sums = row_checksums(good)
                 digest += TableDigest.of(sums)
                 uuids.append(checked.uuids)
+                origins.append((files.setdefault(chunk.source, len(files)) << 40) | checked.rows)
                 spaces.append(good.column("space"))
                 if good.num_rows:
                     background.submit(snap.write_batch, good.append_column(
@@ -195,6 +203,7 @@ def export_partition(task: PartitionTask) -> PartitionDone:
         dict(tally.reasons), tally.sample, written, verdict,
         pa.concat_arrays(uuids) if uuids else pa.array([], pa.binary(16)),
         pa.concat_arrays(spaces) if spaces else pa.array([], pa.utf8()),
+        (tuple(files), np.concatenate(origins) if origins else np.zeros(0, np.int64)),
         round(time.perf_counter() - started, 3))
 
 
@@ -244,9 +253,9 @@ class PartitionedExport:
                  for unit, part in enumerate(parts) if unit >= len(records)]
         verdicts: list[PieceVerdict] = []
         for task, done in self.pool.ordered(export_partition, tasks):
-            keep = seen.first_seen(done.uuids, done.spaces)
+            keep = seen.first_seen(done.uuids, done.spaces, done.origins)
             if not keep.all():
-                done = self._without_duplicates(task, done, keep)
+                done = self._without_duplicates(task, done, keep, seen)
             version, part = self.writer.commit(task.unit, done.written)
             record = BatchRecord(task.unit, first_group, first_group + done.groups, done.rows,
                                  done.digest, version, part, done.seconds, time.time())
@@ -264,13 +273,14 @@ class PartitionedExport:
         return verdicts
 
     def _without_duplicates(self, task: PartitionTask, done: PartitionDone,
-                            keep: np.ndarray) -> PartitionDone:
+                            keep: np.ndarray, seen: SeenIds) -> PartitionDone:
         """The part again, with the rows whose node UUID an earlier part holds quarantined."""
         if self.strict:
             first = done.uuids[int(np.flatnonzero(~keep)[0])].as_py().hex()
             raise InvalidRows(int((~keep).sum()), f"{task.part.describe()}: duplicate id: an "
                                                   f"earlier row has the same node UUID ({first})")
-        redo = dataclasses.replace(task, drop=tuple(np.flatnonzero(~keep).tolist()))
+        drop = tuple((int(j), seen.where(int(seen.firsts[j]))) for j in np.flatnonzero(~keep))
+        redo = dataclasses.replace(task, drop=drop)
         return self.pool.submit(export_partition, redo).result()
 
     def _clear_unrecorded(self, recorded: int) -> None:
@@ -299,7 +309,7 @@ class PartitionedExport:
     def _resume_report(self, exported: list[dict[str, Any]]) -> TableDigest:
         """The report's counts as the recorded partitions left them; their snapshot digest."""
         digest = TableDigest()
-        self.report.quarantine_reasons, self.report.quarantine_sample = {}, []
+        self.report.quarantine_codes, self.report.quarantine_sample = {}, []
         for stats in exported:
             self._merge(stats)
             digest += TableDigest.from_hex(stats["rows"], stats["digest"])
@@ -309,7 +319,7 @@ class PartitionedExport:
         report = self.report
         report.nodes_in += stats["nodes_in"]
         report.quarantined += stats["quarantined"]
-        reasons = Counter(report.quarantine_reasons)
+        reasons = Counter(report.quarantine_codes)
         reasons.update(stats["reasons"])
-        report.quarantine_reasons = dict(reasons.most_common())
+        report.quarantine_codes = dict(reasons.most_common())
         report.quarantine_sample += stats["sample"][: SAMPLE - len(report.quarantine_sample)]

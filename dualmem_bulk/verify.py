@@ -74,6 +74,9 @@ class VerifyReport:
     recomputed_digest: str = ""
     mismatched: int = 0
     mismatches: list[dict[str, Any]] = field(default_factory=list)
+    read_back: int = 0
+    """Target rows this verification read back and compared row by row (pieces the conversion
+    already verified from disk are not read again)."""
     elapsed_s: float = 0.0
     not_checked: list[str] = field(default_factory=list)
     """What could not be checked (a dropped snapshot); empty when everything was."""
@@ -384,9 +387,13 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
     aligned = True
     with contextlib.ExitStack() as stack:
         workers: TaskPool = pool or stack.enter_context(WorkerPool(0))
+        def fresh() -> Iterator[PieceVerdict]:
+            for _task, verdict in workers.ordered(verify_piece, tasks):
+                report.read_back += verdict.rows
+                yield verdict
+
         verdicts = itertools.chain(
-            (verified[i] for i in range(len(pieces)) if i in verified),
-            (verdict for _task, verdict in workers.ordered(verify_piece, tasks)))
+            (verified[i] for i in range(len(pieces)) if i in verified), fresh())
         for verdict in verdicts:
             problems += verdict.problems
             stored += verdict.stored

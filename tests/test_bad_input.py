@@ -118,7 +118,8 @@ def test_a_date_outside_the_ns_range_is_quarantined(source: Path, tmp_path: Path
     pq.write_table(wide, bad)
     info = cli("inspect", bad)
     assert info.returncode == 0, info.stderr
-    assert "created_at is outside the timestamp[ns] range" in info.stdout
+    assert "row 7: created_at is outside the timestamp[ns] range" in info.stdout
+    assert "timestamp_out_of_range  1" in info.stdout
     done = cli("convert", bad, tmp_path / "n.lance", "--quiet")
     assert done.returncode == 0, done.stderr
     assert "299 of 300 nodes converted" in done.stdout and "1 quarantined" in done.stdout

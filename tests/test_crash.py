@@ -165,7 +165,7 @@ def kill_and_resume(source: Path, target: Path, base: dict[str, Any], kills: int
     report = json.loads(done.stdout)
     assert report["status"] == "done" and report["verified"]
     for key in ("target_digest", "snapshot_digest", "nodes_in", "quarantined",
-                "quarantine_reasons", "quarantine_sample"):
+                "quarantine_codes", "quarantine_sample"):
         assert report[key] == base["report"][key], key
     digest, ids, stored, recomputed = fingerprint(target)
     assert digest == base["digest"]

@@ -159,12 +159,14 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("source", pa.utf8(), nullable=False),
         pa.field("row", pa.int64(), nullable=False),
         pa.field("id", pa.utf8()),
+        pa.field("reason_code", pa.utf8(), nullable=False),
         pa.field("reason", pa.utf8(), nullable=False),
         pa.field("record", pa.utf8()),
     ],
-    metadata={SCHEMA_NAME_KEY: "dualmem.Quarantine", SCHEMA_VERSION_KEY: "1"},
+    metadata={SCHEMA_NAME_KEY: "dualmem.Quarantine", SCHEMA_VERSION_KEY: "2"},
 )
-"""One rejected source row: where it was, why, and the record as JSON text (when decodable)."""
+"""One rejected source row: where it was, why (stable codes, ``;``-separated, and text), and
+the record in its source's representation (see :mod:`dualmem_bulk.quarantine`)."""
 
 
 def schema_identity(schema: pa.Schema) -> tuple[str, str] | None:

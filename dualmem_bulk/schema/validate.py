@@ -13,7 +13,6 @@ names the file, the column, what was expected and what was found.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,17 +23,25 @@ import pyarrow.compute as pc
 
 from dualmem_bulk.convert import node_uuids
 from dualmem_bulk.errors import SchemaMismatch
+from dualmem_bulk.quarantine import render_record
 from dualmem_bulk.schema import DIM, EMBEDDING_TYPE, LEGACY_SCHEMA
 from dualmem_bulk.sources import ROW_COLUMN, Rejected, SourceBatch
 
-__all__ = ["Dropper", "SeenIds", "ValidatedBatch", "check_schema", "validate_batch"]
+__all__ = ["Dropper", "Origins", "SeenIds", "ValidatedBatch", "check_schema", "validate_batch"]
 
 _REQUIRED = ("activation", "confidence", "last_access", "access_count", "created_at", "decay_rate")
 _UNIT_RANGE = ("activation", "confidence")
 
 
+Origins = tuple[tuple[str, ...], np.ndarray]
+"""Where keys come from: source files, and per key ``file index << 40 | row``."""
+
+_ROW_BITS = 40
+
+
 class SeenIds:
-    """The node UUIDs accepted so far, per memory space: 16 bytes a row, exact.
+    """The node UUIDs accepted so far, per memory space, each with where it was first seen
+    (source file and row): 24 bytes a row, exact.
 
     Node UUIDs are unique within a space; the same id in two spaces is two memories. Each
     space keeps sorted runs whose sizes at least halve from one to the next (two runs of about
@@ -44,42 +51,87 @@ class SeenIds:
     """
 
     def __init__(self) -> None:
-        self._runs: dict[str | None, list[np.ndarray]] = {}
+        self._runs: dict[str | None, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._files: dict[str, int] = {}
+        self._moved: dict[tuple[str | None, bytes], str | None] = {}
+        self.firsts = np.zeros(0, dtype=np.int64)
+        """After :meth:`first_seen`: per key, where its first occurrence is (-1: this key is
+        the first, or where is unknown); read it with :meth:`where`."""
 
     def __len__(self) -> int:
-        return sum(len(run) for runs in self._runs.values() for run in runs)
+        return sum(len(run) for runs in self._runs.values() for run, _ in runs)
 
-    def first_seen(self, uuids: pa.FixedSizeBinaryArray,
-                   spaces: pa.Array | None = None) -> np.ndarray:
-        """Mark the rows whose (space, UUID) is new (earliest row wins) and remember them."""
+    def where(self, origin: int) -> str | None:
+        """``FILE row N`` for an entry of :attr:`firsts`; ``None`` if unknown."""
+        if origin < 0:
+            return None
+        files = list(self._files)
+        return f"{files[origin >> _ROW_BITS]} row {origin & ((1 << _ROW_BITS) - 1)}"
+
+    def redirect(self, space: str | None, uuid: bytes, first: str | None) -> None:
+        """A key first seen here turned out to be a duplicate of an earlier part's row
+        ``first``: later duplicates name that row, not the rejected one."""
+        self._moved[(space, uuid)] = first
+
+    def first_of(self, space: str | None, uuid: bytes, origin: int) -> str | None:
+        """Where the first occurrence of a key is, given its :attr:`firsts` entry."""
+        key = (space, uuid)
+        return self._moved[key] if key in self._moved else self.where(origin)
+
+    def first_seen(self, uuids: pa.FixedSizeBinaryArray, spaces: pa.Array | None = None,
+                   origins: Origins | None = None) -> np.ndarray:
+        """Mark the rows whose (space, UUID) is new (earliest row wins) and remember them, with
+        ``origins`` (unknown when not given); :attr:`firsts` says where the others were first."""
         keys = np.frombuffer(uuids.buffers()[1], dtype="S16", count=len(uuids),
                              offset=uuids.offset * 16)
+        codes = np.full(len(keys), -1, dtype=np.int64)
+        if origins is not None:
+            files, local = origins
+            index = np.array([self._files.setdefault(f, len(self._files)) for f in files] or [0],
+                             dtype=np.int64)
+            rows = local & ((1 << _ROW_BITS) - 1)
+            codes = (index[local >> _ROW_BITS] << _ROW_BITS) | rows
+        self.firsts = np.full(len(keys), -1, dtype=np.int64)
         if spaces is None or spaces.null_count == len(spaces):
-            return self._first_seen(None, keys)
+            return self._first_seen(None, keys, codes, np.arange(len(keys)))
         names = np.asarray(spaces.to_pylist(), dtype=object)
         keep = np.zeros(len(keys), dtype=bool)
         for name in dict.fromkeys(names.tolist()):
             rows = np.flatnonzero(names == name)
-            keep[rows] = self._first_seen(name, keys[rows])
+            keep[rows] = self._first_seen(name, keys[rows], codes[rows], rows)
         return keep
 
-    def _first_seen(self, space: str | None, keys: np.ndarray) -> np.ndarray:
+    def _first_seen(self, space: str | None, keys: np.ndarray, codes: np.ndarray,
+                    at: np.ndarray) -> np.ndarray:
         """Fixed-width ``S16`` compares as raw bytes here: every value is exactly 16 bytes, so
         the trailing-NUL stripping numpy applies cannot make two different values equal."""
         keep = np.zeros(len(keys), dtype=bool)
-        _, first = np.unique(keys, return_index=True)
+        unique, first = np.unique(keys, return_index=True)
         keep[first] = True
+        firsts = np.full(len(keys), -1, dtype=np.int64)
+        if len(unique) < len(keys):  # a key twice in the batch: the later ones name the first
+            firsts[~keep] = codes[first[np.searchsorted(unique, keys[~keep])]]
         runs = self._runs.setdefault(space, [])
-        for run in runs:
+        for run, origin in runs:
             pos = np.minimum(np.searchsorted(run, keys), len(run) - 1)
-            keep &= run[pos] != keys
-        if keep.any():  # an empty run would have no last key to clip the search to
-            runs.append(np.sort(keys[keep]))
-        while len(runs) > 1 and 2 * len(runs[-1]) >= len(runs[-2]):
-            newer, older = runs.pop(), runs.pop()
-            merged = np.concatenate([older, newer])
-            merged.sort(kind="stable")  # two sorted runs: a linear merge
-            runs.append(merged)
+            hit = run[pos] == keys
+            if hit.any():
+                firsts[hit] = origin[pos[hit]]
+                keep &= ~hit
+        self.firsts[at] = firsts
+        new = keep[first]  # np.unique's keys are sorted: the new run needs no sort
+        if new.any():  # an empty run would have no last key to clip the search to
+            runs.append((unique[new], codes[first[new]]))
+        while len(runs) > 1 and 2 * len(runs[-1][0]) >= len(runs[-2][0]):
+            (newer, new_origin), (older, old_origin) = runs.pop(), runs.pop()
+            at_new = np.searchsorted(older, newer) + np.arange(len(newer))  # a linear merge
+            from_old = np.ones(len(older) + len(newer), dtype=bool)
+            from_old[at_new] = False
+            merged = np.empty(len(from_old), dtype=older.dtype)
+            merged_origin = np.empty(len(from_old), dtype=np.int64)
+            merged[at_new], merged[from_old] = newer, older
+            merged_origin[at_new], merged_origin[from_old] = new_origin, old_origin
+            runs.append((merged, merged_origin))
         return keep
 
 
@@ -95,14 +147,16 @@ class ValidatedBatch:
     """Node UUID of each good row."""
 
 
-Dropper = Callable[[int], np.ndarray]
+Dropper = Callable[[int], dict[int, str | None]]
 """Given how many rows passed validation (and were first seen), which of them to reject as
-duplicates all the same (a boolean mask): rows whose node UUID an earlier part of the source
-holds, found by whoever sees all parts."""
+duplicates all the same (their positions among those rows, each with where its first
+occurrence is, ``FILE row N``): rows whose node UUID an earlier part of the source holds,
+found by whoever sees all parts."""
 
 
-def _duplicate(uuid: bytes) -> str:
-    return f"duplicate id: an earlier row has the same node UUID ({uuid.hex()})"
+def _duplicate(uuid: bytes, first: str | None) -> str:
+    where = f", first at {first}" if first else ""
+    return f"duplicate id: an earlier row has the same node UUID ({uuid.hex()}){where}"
 
 
 def check_schema(schema: pa.Schema, source: str) -> None:
@@ -245,22 +299,6 @@ def _value(col: pa.Array, i: int) -> Any:
         return "(holds text that is not valid UTF-8)"
 
 
-def _record(batch: pa.RecordBatch, i: int) -> str:
-    """The row as JSON text: timestamps as int64 ns, bytes with backslash escapes."""
-    row = batch.slice(i, 1)
-    out: dict[str, Any] = {}
-    for name, col in zip(row.schema.names, row.columns, strict=True):
-        if name == ROW_COLUMN:
-            continue
-        if pa.types.is_timestamp(col.type):
-            col = col.cast(pa.int64())
-        value = _value(col, 0)
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", errors="backslashreplace")
-        out[name] = value
-    return json.dumps(out, default=str, ensure_ascii=False)
-
-
 def _conform(batch: pa.RecordBatch) -> pa.RecordBatch:
     columns = []
     for field in LEGACY_SCHEMA:
@@ -287,12 +325,19 @@ def validate_batch(chunk: SourceBatch, seen: SeenIds, drop: Dropper | None = Non
     valid = np.array([not r for r in reasons], dtype=bool)
     good = _conform(batch if valid.all() else batch.filter(pa.array(valid)))
     uuids = node_uuids(good.column("id"))
-    keep = seen.first_seen(uuids, good.column("space"))
-    if drop is not None:
-        keep[np.flatnonzero(keep)[drop(int(keep.sum()))]] = False
     valid_idx = np.flatnonzero(valid)
-    for j in np.flatnonzero(~keep):
-        reasons[valid_idx[j]].append(_duplicate(uuids[int(j)].as_py()))
+    keep = seen.first_seen(uuids, good.column("space"), ((chunk.source,), source_rows[valid_idx]))
+    origins = seen.firsts.copy()
+    spaces = good.column("space").to_pylist() if drop or not keep.all() else []
+    if drop is not None:
+        kept = np.flatnonzero(keep)
+        for position, first in drop(len(kept)).items():
+            keep[kept[position]] = False
+            seen.redirect(spaces[kept[position]], uuids[int(kept[position])].as_py(), first)
+    for j in np.flatnonzero(~keep).tolist():
+        uuid = uuids[j].as_py()
+        first = seen.first_of(spaces[j], uuid, int(origins[j]))
+        reasons[valid_idx[j]].append(_duplicate(uuid, first))
     rejected = list(chunk.rejected)
     ids = batch.column("id")
     for i, why in enumerate(reasons):
@@ -303,7 +348,7 @@ def validate_batch(chunk: SourceBatch, seen: SeenIds, drop: Dropper | None = Non
                 int(source_rows[i]),
                 ident if isinstance(ident, str) or ident is None else repr(ident),
                 "; ".join(why),
-                _record(batch, i),
+                render_record(batch.slice(i, 1), chunk.source, _value),
             ))
     rejected.sort(key=lambda r: r.row)
     if keep.all():
