@@ -12,6 +12,7 @@ since routing them through Polars would only copy them and lose the exact Arrow 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 
@@ -85,6 +86,13 @@ def node_uuids(ids: pa.Array | pa.ChunkedArray) -> pa.FixedSizeBinaryArray:
     )
 
 
+@functools.lru_cache(maxsize=2)
+def _no_centroids(n: int) -> pa.Array:
+    """``n`` null centroids. Arrow allocates the 768 floats of every null slot (12 MiB for
+    4,096 rows), so batches of the same length share one immutable array."""
+    return pa.nulls(n, EMBEDDING_TYPE)
+
+
 def _derived(batch: pa.RecordBatch) -> pa.RecordBatch:
     """The Episode columns, computed with Polars from the id and activation columns."""
     frame = pl.from_arrow(pa.RecordBatch.from_arrays(
@@ -118,7 +126,7 @@ def to_dual(batch: pa.RecordBatch, checksums: pa.Array | None = None,
         "episode_id": derived.column("episode_id"),
         "strength": derived.column("strength"),
         "consolidation_score": derived.column("consolidation_score"),
-        "centroid": pa.nulls(n, EMBEDDING_TYPE),
+        "centroid": _no_centroids(n),
         "coherence": pa.nulls(n, pa.float32()),
         "instance_count": pa.nulls(n, pa.uint32()),
         "formation_time": pa.nulls(n, DUAL_SCHEMA.field("formation_time").type),
