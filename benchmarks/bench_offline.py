@@ -11,8 +11,9 @@
 - ``convert``: the whole ``run_offline`` (partitioned export, conversion, checksums, Lance
   target, verify), with the default workers (one per core), with two, and in one process.
 - ``convert_cli_N``: ``dualmem-bulk convert`` in its own process on N nodes; peak RSS is the
-  largest sum over the process tree (driver + workers), sampled every 20 ms, and the serial
-  fraction is the driver's CPU time over the whole tree's.
+  largest sum over the process tree (driver + workers), sampled every 20 ms (the proportional
+  set size beside it counts the libraries the processes share once), and the serial fraction
+  is the driver's CPU time over the whole tree's.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ def test_peak_rss(benchmark: Any, workdir: Path, fresh: Path, nodes: int, worker
     tree = usage[-1]
     name = f"convert_cli_{nodes}" + ("" if workers is None else f"_{workers}_workers")
     record(name, nodes, seconds, peak_rss_mib=tree.peak_rss_kib // 1024,
+           peak_pss_mib=tree.peak_pss_kib // 1024,
            driver_peak_rss_mib=tree.driver_peak_rss_kib // 1024,
            driver_cpu_s=round(tree.driver_cpu_s, 2), tree_cpu_s=round(tree.cpu_s, 2),
            serial_fraction=round(tree.driver_cpu_s / tree.cpu_s, 3) if tree.cpu_s else None)

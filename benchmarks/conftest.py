@@ -61,6 +61,19 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _pss_kib(pid: int) -> int:
+    """Proportional set size: each shared page (the libraries every worker maps) counted once
+    over the processes sharing it, where RSS counts it in each."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as kids:
@@ -84,6 +97,7 @@ class TreeUsage:
     """What a process tree used: peak RSS (of the tree, of the root) and CPU time."""
 
     peak_rss_kib: int = 0
+    peak_pss_kib: int = 0
     driver_peak_rss_kib: int = 0
     driver_cpu_s: float = 0.0
     cpu_s: float = 0.0
@@ -104,6 +118,7 @@ def tree_usage(proc: subprocess.Popen[str], every: float = 0.02) -> TreeUsage:
             todo += _children(pid)
         sizes = [_rss_kib(p) for p in tree]
         usage.peak_rss_kib = max(usage.peak_rss_kib, sum(sizes))
+        usage.peak_pss_kib = max(usage.peak_pss_kib, sum(_pss_kib(p) for p in tree))
         usage.driver_peak_rss_kib = max(usage.driver_peak_rss_kib, sizes[0])
         for pid in tree:
             cpu[pid] = max(cpu.get(pid, 0.0), _cpu_s(pid))
