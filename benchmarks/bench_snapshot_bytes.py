@@ -305,7 +305,7 @@ def _record_all(scope: str, nodes: int, samples: dict[str, Samples]) -> None:
     for name, s in samples.items():
         extra = s.summary()
         base = name.replace("_copied", "_reencoded") if name.endswith("_copied") else "reencode"
-        if base in samples and base != name:
+        if base in samples and not name.endswith(("_reencoded", "reencode")):
             extra["cpu_vs_reencoded"] = round(
                 statistics.median(s.cpu) / statistics.median(samples[base].cpu), 3)
         record(f"snap_{scope}_{name}", nodes, statistics.median(s.wall), **extra)
