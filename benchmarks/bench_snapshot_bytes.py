@@ -60,7 +60,7 @@ from dualmem_bulk.export import CHUNK_ROWS
 from dualmem_bulk.offline import OfflineConfig, run_offline
 from dualmem_bulk.partitioned import PartitionTask, export_partition
 from dualmem_bulk.schema import LEGACY_SCHEMA, SNAPSHOT_SCHEMA
-from dualmem_bulk.schema.validate import SeenIds, _conform, validate_batch
+from dualmem_bulk.schema.validate import SeenIds, conform, validate_batch
 from dualmem_bulk.sources.lance_legacy import LanceLegacySource, LancePart
 from dualmem_bulk.sources.parquet import ParquetPart, ParquetSource
 from dualmem_bulk.stores import PARQUET_OPTIONS, open_parquet
@@ -229,7 +229,7 @@ def _check_copied(path: Path, part: ParquetPart, sidecar: Path) -> TableDigest:
     """The same check on copied bytes: the kept rows conformed, then hashed and compared."""
     digest = TableDigest()
     for rows, sums in _kept(path, part, sidecar, LEGACY_SCHEMA.names):
-        assert pc.all(pc.equal(row_checksums(_conform(rows)), sums)).as_py()
+        assert pc.all(pc.equal(row_checksums(conform(rows)), sums)).as_py()
         digest += TableDigest.of(sums)
     return digest
 
@@ -335,7 +335,7 @@ def test_part_write_and_read(benchmark: Any, source: Path, first_part: Exported,
     sidecar = copied.with_suffix(".rows.parquet")
     # Rollback stays exact: the rows rebuilt from the bytes are the re-encoded snapshot's.
     rebuilt = pa.Table.from_batches(
-        [_conform(r).append_column(SNAPSHOT_SCHEMA.field("checksum"), s)
+        [conform(r).append_column(SNAPSHOT_SCHEMA.field("checksum"), s)
          for r, s in _kept(copied, part, sidecar, LEGACY_SCHEMA.names)])
     assert rebuilt.equals(pq.read_table(ref, schema=SNAPSHOT_SCHEMA).cast(SNAPSHOT_SCHEMA))
     assert _check_copied(copied, part, sidecar) == _check_reencoded(ref) == done.digest
@@ -567,7 +567,7 @@ def _check_copied_lance(copies: list[Path], part: LancePart, sidecar: Path) -> T
             first += batch.num_rows
             kept = sums.slice(taken, hi - lo)
             taken += hi - lo
-            assert pc.all(pc.equal(row_checksums(_conform(rows)), kept)).as_py()
+            assert pc.all(pc.equal(row_checksums(conform(rows)), kept)).as_py()
             digest += TableDigest.of(kept)
     return digest
 
