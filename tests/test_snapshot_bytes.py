@@ -5,6 +5,7 @@ source's looser types; the copy outlives changes to the source and survives a ki
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ from dualmem_bulk.journal import Journal
 from dualmem_bulk.rollback import rollback_run
 from dualmem_bulk.schema import LEGACY_SCHEMA, SNAPSHOT_SCHEMA
 from dualmem_bulk.stores.legacy import write_legacy
+from dualmem_bulk.stores.snapshot_bytes import copy_part, prepare_copy
 
 _NS_MAX_US = (1 << 63) // 1000
 """Past this many microseconds a timestamp has no nanosecond value: the row is invalid."""
@@ -158,3 +160,28 @@ def test_a_killed_run_resumes_and_keeps_the_copy(tmp_path: Path) -> None:
     assert cli("verify", run_dir).returncode == 0
     assert np.array_equal(np.frombuffer(src.read_bytes(), np.uint8),
                           np.frombuffer(copy.read_bytes(), np.uint8))
+
+
+@pytest.mark.parametrize("refuse", [None, errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS])
+def test_row_groups_are_copied_at_their_offsets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                refuse: int | None) -> None:
+    """A part's row groups land at the same offsets, by ``copy_file_range`` or, where the
+    filesystem refuses it, by reads and writes; the rest of the copy stays a hole but the
+    footer, so the part reads back alone."""
+    src = tmp_path / "memories.parquet"
+    write_generated(src, 3000, seed=6, batch_size=1000)
+    copy = tmp_path / "copy.parquet"
+    assert prepare_copy(src, copy) and prepare_copy(src, copy)  # again: found unchanged
+    if refuse is not None:
+        def refused(*_args: Any) -> int:
+            raise OSError(refuse, os.strerror(refuse))
+        monkeypatch.setattr(os, "copy_file_range", refused)
+    copy_part(src, copy, 1, 2)
+    meta = pq.ParquetFile(src).metadata
+    group = [meta.row_group(1).column(c) for c in range(meta.num_columns)]
+    start = min(c.dictionary_page_offset or c.data_page_offset for c in group)
+    end = max(c.data_page_offset + c.total_compressed_size for c in group)
+    data, kept = src.read_bytes(), copy.read_bytes()
+    assert len(kept) == len(data) and kept[start:end] == data[start:end]
+    assert kept[:start].strip(b"\0") == b"PAR1" and not kept[end:end + 4096].strip(b"\0")
+    assert_bit_equal(pq.ParquetFile(copy).read_row_group(1), pq.ParquetFile(src).read_row_group(1))

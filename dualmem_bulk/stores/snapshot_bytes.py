@@ -48,7 +48,10 @@ FIRST_ROW_KEY = "dualmem.snapshot.first_row"
 SIDECAR_COLUMNS = ("space", "id", "checksum", "episode")
 """The snapshot columns a sidecar holds itself (verify's keys)."""
 SIDECAR_SCHEMA = pa.schema([pa.field("row", pa.int64(), nullable=False),
-                            *(SNAPSHOT_SCHEMA.field(n) for n in SIDECAR_COLUMNS)])
+                            *(SNAPSHOT_SCHEMA.field(n) for n in SIDECAR_COLUMNS)],
+                           metadata=SNAPSHOT_SCHEMA.metadata)
+"""A snapshot part keeping the source's bytes: each kept row's row index in the source file
+and the snapshot columns verification reads (the snapshot's identity in its metadata)."""
 _CHUNK = 1 << 20
 _NO_COPY_RANGE = {errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
