@@ -22,7 +22,8 @@ the process's (all threads, user + system), the fsync is timed apart:
   ``copy_file_range`` (whole file), ``hardlink``, each plus every part's sidecar.
 - per run: ``run_offline`` with ``--workers 0`` (spawned workers would not see the patch)
   keeping the bytes (``convert_bytes``, the package) and re-encoding (``convert_reencode``,
-  the tasks given no copy); one target digest for both.
+  the tasks given no copy); one target digest for both; and rollback's check of each run's
+  snapshot through the package's reader (``rollback_check_reencoded``, ``_copied``).
 - a legacy Lance source's fragment: re-encoded, or its data file copied (read back with Lance's
   file reader for rollback's check).
 
@@ -216,7 +217,7 @@ def _kept(path: Path, part: ParquetPart, sidecar: Path, columns: list[str]
 
 
 def _check_reencoded(path: Path) -> TableDigest:
-    """Rollback's snapshot check on a re-encoded part."""
+    """Rollback's snapshot check on a re-encoded part (or any snapshot the package reads)."""
     digest = TableDigest()
     for batch in Snapshot(path).batches(READ_ROWS, SNAPSHOT_SCHEMA.names):
         sums = batch.column("checksum")
@@ -457,9 +458,23 @@ def test_whole_run(benchmark: Any, source: Path, fresh: Path,
             return convert(folder)
 
     results: dict[str, Samples] = {}
-    benchmark.pedantic(lambda: results.update(_round_robin(
-        {"convert_reencode": convert_reencode, "convert_bytes": convert}, fresh, sync=False)),
-        rounds=1, iterations=1)
+    kept = {"reencoded": fresh / "kept-reencoded", "copied": fresh / "kept-copied"}
+    for folder in kept.values():
+        folder.mkdir()
+    convert_reencode(kept["reencoded"])
+    convert(kept["copied"])
+    snapshots = {name: folder / "nodes.lance.run" / SNAPSHOT for name, folder in kept.items()}
+    assert not any(snapshots["reencoded"].glob("source-*"))
+    assert any(snapshots["copied"].glob("source-*"))
+    checks = {f"rollback_check_{name}": _reader(functools.partial(_check_reencoded, path))
+              for name, path in snapshots.items()}  # the package's reader, either layout
+
+    def run() -> None:
+        results.update(_round_robin(
+            {"convert_reencode": convert_reencode, "convert_bytes": convert}, fresh, sync=False))
+        results.update(_round_robin(checks, fresh, sync=False))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
     assert len(digests) == 1
     nodes = pq.ParquetFile(source).metadata.num_rows
     _record_all("run", nodes, results)
