@@ -15,13 +15,15 @@ the process's (all threads, user + system), the fsync is timed apart:
   the filesystem has it); and what readers then pay: ``rollback_check_*`` (every column read,
   the rows conformed, checksums recomputed and compared, as rollback's snapshot check) and
   ``verify_keys_*`` (space, id, checksum, episode in order, as the task's verification);
-  ``task`` is the whole ``export_partition`` of the same part (to a Lance staging store),
-  ``task_bytes`` the prototype: the part's bytes copied and fsynced beside the task, whose
-  snapshot part keeps only verify's key columns (a patch of the module here, not a change to it).
+  ``task_reencode`` and ``task_bytes`` are the whole ``export_partition`` of the same part (to
+  a Lance staging store), re-encoding its snapshot part or keeping the bytes as the package
+  does for a Parquet source (``dualmem_bulk.stores.snapshot_bytes``).
 - per file: ``reencode`` summed over the parts, ``copyfile`` (``shutil.copyfile``),
   ``copy_file_range`` (whole file), ``hardlink``, each plus every part's sidecar.
-- per run: ``run_offline`` with ``--workers 0`` (spawned workers would not see the patch), as
-  today (``convert``) and as the prototype (``convert_bytes``); one target digest for both.
+- per run: ``run_offline`` with ``--workers 0`` (spawned workers would not see the patch)
+  keeping the bytes (``convert_bytes``, the package) and re-encoding (``convert_reencode``,
+  the tasks given no copy); one target digest for both; and rollback's check of each run's
+  snapshot through the package's reader (``rollback_check_reencoded``, ``_copied``).
 - a legacy Lance source's fragment: re-encoded, or its data file copied (read back with Lance's
   file reader for rollback's check).
 
@@ -37,7 +39,6 @@ import functools
 import os
 import shutil
 import statistics
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -60,11 +61,12 @@ from dualmem_bulk.export import CHUNK_ROWS
 from dualmem_bulk.offline import OfflineConfig, run_offline
 from dualmem_bulk.partitioned import PartitionTask, export_partition
 from dualmem_bulk.schema import LEGACY_SCHEMA, SNAPSHOT_SCHEMA
-from dualmem_bulk.schema.validate import SeenIds, _conform, validate_batch
+from dualmem_bulk.schema.validate import SeenIds, conform, validate_batch
 from dualmem_bulk.sources.lance_legacy import LanceLegacySource, LancePart
 from dualmem_bulk.sources.parquet import ParquetPart, ParquetSource
 from dualmem_bulk.stores import PARQUET_OPTIONS, open_parquet
 from dualmem_bulk.stores.snapshot import SNAPSHOT, Snapshot
+from dualmem_bulk.stores.snapshot_bytes import copy_name, prepare_copy
 from dualmem_bulk.verify import SNAPSHOT_KEYS
 
 REPEATS = int(os.environ.get("BENCH_SNAPSHOT_REPEATS", "5"))
@@ -72,7 +74,6 @@ READ_ROWS = 16_384
 """Rows per batch when reading a snapshot back (rollback's and verify's default)."""
 SIDECAR = pa.schema([pa.field("row", pa.int64(), nullable=False),
                      SNAPSHOT_SCHEMA.field("checksum")])
-KEYS_SCHEMA = pa.schema([SNAPSHOT_SCHEMA.field(k) for k in SNAPSHOT_KEYS])
 FICLONE = 0x40049409
 """``_IOW(0x94, 9, int)``: share the source's extents (btrfs, XFS with reflink, bcachefs)."""
 
@@ -216,7 +217,7 @@ def _kept(path: Path, part: ParquetPart, sidecar: Path, columns: list[str]
 
 
 def _check_reencoded(path: Path) -> TableDigest:
-    """Rollback's snapshot check on a re-encoded part."""
+    """Rollback's snapshot check on a re-encoded part (or any snapshot the package reads)."""
     digest = TableDigest()
     for batch in Snapshot(path).batches(READ_ROWS, SNAPSHOT_SCHEMA.names):
         sums = batch.column("checksum")
@@ -229,7 +230,7 @@ def _check_copied(path: Path, part: ParquetPart, sidecar: Path) -> TableDigest:
     """The same check on copied bytes: the kept rows conformed, then hashed and compared."""
     digest = TableDigest()
     for rows, sums in _kept(path, part, sidecar, LEGACY_SCHEMA.names):
-        assert pc.all(pc.equal(row_checksums(_conform(rows)), sums)).as_py()
+        assert pc.all(pc.equal(row_checksums(conform(rows)), sums)).as_py()
         digest += TableDigest.of(sums)
     return digest
 
@@ -335,7 +336,7 @@ def test_part_write_and_read(benchmark: Any, source: Path, first_part: Exported,
     sidecar = copied.with_suffix(".rows.parquet")
     # Rollback stays exact: the rows rebuilt from the bytes are the re-encoded snapshot's.
     rebuilt = pa.Table.from_batches(
-        [_conform(r).append_column(SNAPSHOT_SCHEMA.field("checksum"), s)
+        [conform(r).append_column(SNAPSHOT_SCHEMA.field("checksum"), s)
          for r, s in _kept(copied, part, sidecar, LEGACY_SCHEMA.names)])
     assert rebuilt.equals(pq.read_table(ref, schema=SNAPSHOT_SCHEMA).cast(SNAPSHOT_SCHEMA))
     assert _check_copied(copied, part, sidecar) == _check_reencoded(ref) == done.digest
@@ -371,70 +372,38 @@ def test_part_write_and_read(benchmark: Any, source: Path, first_part: Exported,
         reflink="works" if reflink is None else f"unsupported ({reflink})")
 
 
-class _KeysWriter:
-    """A snapshot part writer keeping only verify's key columns: the prototype's sidecar."""
-
-    def __init__(self, where: Path, **options: Any) -> None:
-        self.writer = pq.ParquetWriter(where, KEYS_SCHEMA, **options)
-
-    def __enter__(self) -> _KeysWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.writer.close()
-
-    def write_batch(self, batch: pa.RecordBatch) -> None:
-        self.writer.write_batch(batch.select(SNAPSHOT_KEYS))
-
-    def add_key_value_metadata(self, metadata: dict[str, str]) -> None:
-        self.writer.add_key_value_metadata(metadata)
+def _task(part: Exported, folder: Path, keep_bytes: bool) -> None:
+    """The real ``export_partition`` of ``part`` (to a Lance staging store), its snapshot part
+    re-encoded or, as the package does for a Parquet source, the bytes kept (the copy prepared
+    as the driver prepares it, its footer only)."""
+    run = folder / "run"
+    (run / SNAPSHOT).mkdir(parents=True)
+    copy = None
+    if keep_bytes:
+        assert isinstance(part.part, ParquetPart)
+        copy = copy_name(0)
+        prepare_copy(part.part.path, run / SNAPSHOT / copy)
+    done = export_partition(PartitionTask(0, part.part, run, "lance", folder / "staging.lance",
+                                          CHUNK_ROWS, False, copy=copy))
+    assert done.digest == part.digest.hex and done.verdict.aligned
 
 
-class _SidecarParquet:
-    """``pyarrow.parquet`` as ``export_partition`` sees it in the prototype: the snapshot part
-    shrinks to its key columns; every other writer and reader is pyarrow's."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(pq, name)
-
-    @staticmethod
-    def ParquetWriter(where: Path, schema: pa.Schema, **options: Any) -> Any:
-        if schema.equals(SNAPSHOT_SCHEMA):
-            return _KeysWriter(where, **options)
-        return pq.ParquetWriter(where, schema, **options)
-
-
-def test_part_task(benchmark: Any, source: Path, first_part: Exported, fresh: Path,
-                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """The whole task of the same partition as today, and as a prototype keeping the bytes:
-    the part's byte range copied first, the snapshot part written with the key columns only
-    (space, id, checksum, episode: what the task's verification and a resume's dedupe read)."""
-    def task(folder: Path) -> list[Path]:
-        (folder / "run").mkdir()
-        done = export_partition(PartitionTask(
-            0, first_part.part, folder / "run", "lance", folder / "staging.lance", CHUNK_ROWS,
-            False))
-        assert done.digest == first_part.digest.hex and done.verdict.aligned
-        return []
-
-    def task_bytes(folder: Path) -> list[Path]:
-        files = _copy_part(source, first_part, folder / "source.parquet")
-        syncs = [threading.Thread(target=fsync_path, args=(f,)) for f in files]
-        for sync in syncs:  # overlapping the task, as today's fsyncs overlap its verification
-            sync.start()
-        with monkeypatch.context() as patch:
-            patch.setattr(partitioned, "pq", _SidecarParquet())
-            task(folder)
-        for sync in syncs:
-            sync.join()
-        return []
+def test_part_task(benchmark: Any, first_part: Exported, fresh: Path) -> None:
+    """The whole task of the same partition, re-encoding its snapshot part (before issue 13,
+    item 4) and keeping the source's bytes (the package now, for a Parquet source)."""
+    def run(keep: bool) -> Callable[[Path], list[Path]]:
+        def one(folder: Path) -> list[Path]:
+            _task(first_part, folder, keep)
+            return []
+        return one
 
     results: dict[str, Samples] = {}
     benchmark.pedantic(lambda: results.update(_round_robin(
-        {"task": task, "task_bytes": task_bytes}, fresh, sync=False)), rounds=1, iterations=1)
+        {"task_reencode": run(False), "task_bytes": run(True)}, fresh, sync=False)),
+        rounds=1, iterations=1)
     _record_all("part", first_part.digest.rows, results)
-    base = statistics.median(results["task"].cpu)
-    RESULTS["snap_part_task_bytes"]["cpu_vs_task"] = round(
+    base = statistics.median(results["task_reencode"].cpu)
+    RESULTS["snap_part_task_bytes"]["cpu_vs_reencode"] = round(
         statistics.median(results["task_bytes"].cpu) / base, 3)
 
 
@@ -470,29 +439,11 @@ def test_file_write(benchmark: Any, source: Path, fresh: Path) -> None:
     RESULTS["snap_file_copyfile"]["mib"] = round(source.stat().st_size / 2**20, 1)
 
 
-def _export_keeping_bytes(task: PartitionTask) -> partitioned.PartitionDone:
-    """The prototype's task: the part's row groups (and the footer) copied at their offsets
-    into ``part-N.source`` beside the snapshot part, which keeps only the key columns; the
-    copy is fsynced while the task runs (today's task overlaps its fsyncs with verifying)."""
-    part = task.part
-    assert isinstance(part, ParquetPart)
-    copied = task.run_dir / SNAPSHOT / f"part-{task.unit:06d}.source"
-    copied.parent.mkdir(exist_ok=True)
-    _copy_range(part.path, copied, *_byte_range(part.path, part))
-    _copy_range(part.path, copied, _footer(part.path), part.path.stat().st_size)
-    sync = threading.Thread(target=fsync_path, args=(copied,))
-    sync.start()
-    try:
-        return export_partition(task)  # this module's name: the real task, never patched
-    finally:
-        sync.join()
-
-
-
 def test_whole_run(benchmark: Any, source: Path, fresh: Path,
                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """``run_offline`` in one process (``--workers 0``, so the prototype's patch applies to
-    every task), as today and keeping the bytes; both must give the same target digest."""
+    """``run_offline`` in one process (``--workers 0``, so that the patch giving the tasks no
+    copy applies to every task), re-encoding the snapshot and keeping the source's bytes (the
+    package's way); both must give the same target digest."""
     digests: set[str] = set()
 
     def convert(folder: Path) -> list[Path]:
@@ -501,23 +452,36 @@ def test_whole_run(benchmark: Any, source: Path, fresh: Path,
         digests.add(report.target_digest)
         return []
 
-    def convert_bytes(folder: Path) -> list[Path]:
+    def convert_reencode(folder: Path) -> list[Path]:
         with monkeypatch.context() as patch:
-            patch.setattr(partitioned, "pq", _SidecarParquet())
-            patch.setattr(partitioned, "export_partition", _export_keeping_bytes)
+            patch.setattr(partitioned.PartitionedExport, "_copies", lambda self, parts: {})
             return convert(folder)
 
     results: dict[str, Samples] = {}
-    benchmark.pedantic(lambda: results.update(_round_robin(
-        {"convert": convert, "convert_bytes": convert_bytes}, fresh, sync=False)),
-        rounds=1, iterations=1)
+    kept = {"reencoded": fresh / "kept-reencoded", "copied": fresh / "kept-copied"}
+    for folder in kept.values():
+        folder.mkdir()
+    convert_reencode(kept["reencoded"])
+    convert(kept["copied"])
+    snapshots = {name: folder / "nodes.lance.run" / SNAPSHOT for name, folder in kept.items()}
+    assert not any(snapshots["reencoded"].glob("source-*"))
+    assert any(snapshots["copied"].glob("source-*"))
+    checks = {f"rollback_check_{name}": _reader(functools.partial(_check_reencoded, path))
+              for name, path in snapshots.items()}  # the package's reader, either layout
+
+    def run() -> None:
+        results.update(_round_robin(
+            {"convert_reencode": convert_reencode, "convert_bytes": convert}, fresh, sync=False))
+        results.update(_round_robin(checks, fresh, sync=False))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
     assert len(digests) == 1
     nodes = pq.ParquetFile(source).metadata.num_rows
     _record_all("run", nodes, results)
     for key in ("cpu", "wall"):
-        RESULTS["snap_run_convert_bytes"][f"{key}_vs_convert"] = round(
+        RESULTS["snap_run_convert_bytes"][f"{key}_vs_reencode"] = round(
             statistics.median(getattr(results["convert_bytes"], key))
-            / statistics.median(getattr(results["convert"], key)), 3)
+            / statistics.median(getattr(results["convert_reencode"], key)), 3)
 
 
 @pytest.fixture(scope="module")
@@ -567,7 +531,7 @@ def _check_copied_lance(copies: list[Path], part: LancePart, sidecar: Path) -> T
             first += batch.num_rows
             kept = sums.slice(taken, hi - lo)
             taken += hi - lo
-            assert pc.all(pc.equal(row_checksums(_conform(rows)), kept)).as_py()
+            assert pc.all(pc.equal(row_checksums(conform(rows)), kept)).as_py()
             digest += TableDigest.of(kept)
     return digest
 

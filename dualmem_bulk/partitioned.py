@@ -10,6 +10,10 @@ occurrence in source order wins, as in a serial export) by having the task redo 
 those rows quarantined, commits the fragments in part order, and records each finished part in
 the journal before reporting it. A resumed run starts at the first part the journal has not
 recorded; finished parts are never redone.
+
+For a Parquet source the snapshot keeps the source's own bytes (one sparse copy per file, each
+task copying its row groups into it and reading its rows from there) and each snapshot part is
+a sidecar of the kept rows' keys and checksums (:mod:`dualmem_bulk.stores.snapshot_bytes`).
 """
 
 from __future__ import annotations
@@ -41,8 +45,21 @@ from dualmem_bulk.schema import DUAL_SCHEMA, QUARANTINE_SCHEMA, SNAPSHOT_SCHEMA
 from dualmem_bulk.schema.validate import Origins, SeenIds, validate_batch
 from dualmem_bulk.sources import NoRows, SourcePart
 from dualmem_bulk.sources.detect import Source
+from dualmem_bulk.sources.parquet import ParquetPart
 from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat
 from dualmem_bulk.stores.snapshot import QUARANTINE, SNAPSHOT, Snapshot, part_name
+from dualmem_bulk.stores.snapshot_bytes import (
+    COPY_KEY,
+    FIRST_ROW_KEY,
+    FORMAT,
+    FORMAT_KEY,
+    GROUPS_KEY,
+    SIDECAR_COLUMNS,
+    SIDECAR_SCHEMA,
+    copy_name,
+    copy_part,
+    prepare_copy,
+)
 from dualmem_bulk.stores.staging import StagedWriter, Written, staged_writer
 from dualmem_bulk.verify import SNAPSHOT_KEYS, PieceVerdict, verify_batches
 
@@ -70,6 +87,10 @@ class PartitionTask:
     drop: tuple[tuple[int, str | None], ...] = ()
     """Positions among the part's valid rows to reject as duplicates of earlier parts, each
     with where its first occurrence is."""
+    copy: str | None = None
+    """The snapshot's copy of the part's Parquet file (its name in the snapshot directory):
+    the task copies its row groups' bytes there, reads them from there, and writes a sidecar
+    as its snapshot part."""
 
     @property
     def needs(self) -> tuple[Path, ...]:
@@ -138,17 +159,25 @@ def export_partition(task: PartitionTask) -> PartitionDone:
     name = part_name(task.unit)
     snapshot, quarantine = task.run_dir / SNAPSHOT / name, task.run_dir / QUARANTINE / name
     snapshot.parent.mkdir(exist_ok=True)
+    part, copy, metadata = task.part, None, {}
+    if task.copy is not None:
+        assert isinstance(part, ParquetPart)
+        copy = snapshot.parent / task.copy
+        copy_part(part.path, copy, part.first_group, part.end_group)
+        part = dataclasses.replace(part, read_from=copy)
+        metadata = {FORMAT_KEY: FORMAT, COPY_KEY: task.copy, FIRST_ROW_KEY: str(part.first_row),
+                    GROUPS_KEY: f"{part.first_group}-{part.end_group}"}
     writer = staged_writer(task.target_format, task.target, DUAL_SCHEMA)
     failure: list[BaseException] = []
     with atomic_path(snapshot) as snap_file, contextlib.ExitStack() as stack:
-        snap = stack.enter_context(pq.ParquetWriter(snap_file, SNAPSHOT_SCHEMA,
-                                                    **PARQUET_OPTIONS))
+        snap = stack.enter_context(pq.ParquetWriter(
+            snap_file, SIDECAR_SCHEMA if copy else SNAPSHOT_SCHEMA, **PARQUET_OPTIONS))
         background = stack.enter_context(InOrderWorker())  # exits before the writer closes
         rejects: list[pq.ParquetWriter] = []
 
         def converted() -> Iterator[pa.RecordBatch]:
             nonlocal digest
-            for chunk in task.part.batches(task.chunk):
+            for chunk in part.batches(task.chunk):
                 checked = validate_batch(chunk, seen, drop)
                 tally.add(chunk.batch.num_rows + len(chunk.rejected), checked.rejected)
                 if checked.rejected:
@@ -168,8 +197,13 @@ def export_partition(task: PartitionTask) -> PartitionDone:
                 origins.append((files.setdefault(chunk.source, len(files)) << 40) | checked.rows)
                 spaces.append(good.column("space"))
                 if good.num_rows:
-                    background.submit(snap.write_batch, good.append_column(
-                        SNAPSHOT_SCHEMA.field("checksum"), sums))
+                    kept = good.append_column(SNAPSHOT_SCHEMA.field("checksum"), sums)
+                    if copy is not None:
+                        kept = pa.RecordBatch.from_arrays(
+                            [pa.array(checked.rows, pa.int64()),
+                             *kept.select(list(SIDECAR_COLUMNS)).columns],
+                            schema=SIDECAR_SCHEMA)
+                    background.submit(snap.write_batch, kept)
                     yield to_dual(good, sums, checked.uuids)
 
         def guarded() -> Iterator[pa.RecordBatch]:
@@ -188,11 +222,11 @@ def export_partition(task: PartitionTask) -> PartitionDone:
             raise
         background.drain()  # every batch written before the footer
         snap.add_key_value_metadata({"dualmem.snapshot.rows": str(digest.rows),
-                                     "dualmem.snapshot.digest": digest.hex})
+                                     "dualmem.snapshot.digest": digest.hex, **metadata})
         stack.close()
         # The fsyncs (hundreds of MB) overlap the verification, which reads the page cache.
         background = stack.enter_context(InOrderWorker())
-        background.submit(_sync, writer, written, snap_file)
+        background.submit(_sync, writer, written, snap_file, copy)
         verdict = verify_batches(
             writer.read(written, _READ_BACK_ROWS),
             Snapshot(snap_file).batches(_READ_BACK_ROWS, SNAPSHOT_KEYS), writer.files(written))
@@ -207,10 +241,12 @@ def export_partition(task: PartitionTask) -> PartitionDone:
         round(time.perf_counter() - started, 3))
 
 
-def _sync(writer: StagedWriter, written: Written, snapshot: Path) -> None:
-    """Make the fragment and the snapshot part durable."""
+def _sync(writer: StagedWriter, written: Written, snapshot: Path, copy: Path | None) -> None:
+    """Make the fragment, the snapshot part and the bytes copied for it durable."""
     writer.sync(written)
     fsync_path(snapshot)
+    if copy is not None:
+        fsync_path(copy)
 
 
 @dataclass
@@ -243,13 +279,16 @@ class PartitionedExport:
         records = self.journal.batches()
         self.writer.resume(records)
         self._clear_unrecorded(len(records))
+        copies = self._copies(parts)
         seen = self._seen(len(records))
         digest = self._resume_report(self.journal.exported())
         self.progress.phase("export", source.total_rows)
         self.progress.advance(self.report.nodes_in)
         first_group = records[-1].end_group if records else 0
         tasks = [PartitionTask(unit, part, self.run_dir.resolve(), self.target_format,
-                               self.writer.path.resolve(), self.chunk, self.strict)
+                               self.writer.path.resolve(), self.chunk, self.strict,
+                               copy=(copies.get(part.path) if isinstance(part, ParquetPart)
+                                     else None))
                  for unit, part in enumerate(parts) if unit >= len(records)]
         verdicts: list[PieceVerdict] = []
         for task, done in self.pool.ordered(export_partition, tasks):
@@ -283,15 +322,30 @@ class PartitionedExport:
         redo = dataclasses.replace(task, drop=drop)
         return self.pool.submit(export_partition, redo).result()
 
+    def _copies(self, parts: list[SourcePart]) -> dict[Path, str]:
+        """The snapshot's copy of each Parquet file, by the file's path: created with the
+        file's footer, or (resuming) found with it unchanged."""
+        copies: dict[Path, str] = {}
+        for part in parts:
+            if isinstance(part, ParquetPart) and part.path not in copies:
+                copies[part.path] = copy_name(len(copies))
+                if not prepare_copy(part.path, self.run_dir / SNAPSHOT / copies[part.path]):
+                    raise RunChanged(self.run_dir, f"{part.path} changed")
+        fsync_path(self.run_dir / SNAPSHOT)
+        return copies
+
     def _clear_unrecorded(self, recorded: int) -> None:
         """Remove the snapshot and quarantine parts of partitions not recorded (an interrupted
-        attempt's), and a whole-file snapshot of an earlier, serial export."""
+        attempt's), and a whole-file snapshot of an earlier, serial export; keep the copies of
+        the source's files (the recorded parts' bytes are in them)."""
         for name in (SNAPSHOT, QUARANTINE):
             folder = self.run_dir / name
             if folder.is_file():
                 remove(folder)
             folder.mkdir(exist_ok=True)
             for entry in folder.iterdir():
+                if entry.name.startswith("source-") and name == SNAPSHOT:
+                    continue
                 if not (entry.name.startswith("part-") and entry.name < part_name(recorded)):
                     remove(entry)
             fsync_path(folder)

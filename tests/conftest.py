@@ -21,9 +21,11 @@ from dualmem_bulk.schema import (
     EPISODE_TYPE,
     LEGACY_SCHEMA,
     PROVENANCE_TYPE,
+    SNAPSHOT_SCHEMA,
     TIMESTAMP_TYPE,
 )
 from dualmem_bulk.stores import TargetStore
+from dualmem_bulk.stores.snapshot import Snapshot
 
 
 def journal_value(run_dir: Path, key: str) -> Any:
@@ -160,3 +162,9 @@ def sample_rows() -> list[dict[str, Any]]:
                                   "metadata": [("z", "1"), ("a", "2")]}},
         {"id": "ep_00000000", "access_count": 2**64 - 1, "decay_rate_bits": 0x7FC00000},
     ]
+
+
+def read_snapshot(path: Path) -> pa.Table:
+    """A run's snapshot as one table, read as the tool reads it (a part may name a copy of the
+    source's bytes rather than hold its rows)."""
+    return pa.Table.from_batches(list(Snapshot(path).batches(4096)), schema=SNAPSHOT_SCHEMA)

@@ -10,7 +10,7 @@ import lance
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_bit_equal, legacy_table
+from conftest import assert_bit_equal, legacy_table, read_snapshot
 
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.convert import to_legacy
@@ -55,7 +55,7 @@ def test_convert_verifies_and_round_trips(tmp_path: Path, fmt: str, batch_size: 
     assert report.snapshot_digest == report.target_digest == digest.hex
     assert_bit_equal(_read_back(target), expected.sort_by("id"))
     run_dir = tmp_path / "nodes.out.run"
-    snapshot = pq.read_table(run_dir / "snapshot.parquet")
+    snapshot = read_snapshot(run_dir / "snapshot.parquet")
     assert snapshot.num_rows == 13
     assert json.loads((run_dir / "report.json").read_text())["status"] == "done"
     journal = Journal.open(run_dir)

@@ -15,7 +15,7 @@ import lance
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_bit_equal, legacy_table
+from conftest import assert_bit_equal, legacy_table, read_snapshot
 
 from dualmem_bulk.convert import to_dual
 from dualmem_bulk.export import export_snapshot
@@ -49,7 +49,7 @@ def _partitioned(src: Path, target: Path, batch_size: int, workers: int,
     quarantine = run_dir / "quarantine.parquet"
     rows = pq.read_table(quarantine).to_pylist() if quarantine.exists() else []
     target_rows = pa.Table.from_batches(list(TargetStore(target).batches(4096)))
-    return pq.read_table(run_dir / "snapshot.parquet"), rows, target_rows, report.units
+    return read_snapshot(run_dir / "snapshot.parquet"), rows, target_rows, report.units
 
 
 def _same(serial: tuple[pa.Table, list[dict[str, Any]]],

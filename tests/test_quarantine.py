@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import read_snapshot
 
 from dualmem_bulk.generate import write_generated
 from dualmem_bulk.quarantine import REASON_CODES, reason_codes, source_table
@@ -229,7 +230,7 @@ def test_quarantine_rows_of_a_parquet_source_keep_its_values(tmp_path: Path) -> 
     pq.write_table(fixed, tmp_path / "fixed.parquet")
     again = _convert(tmp_path / "fixed.parquet", tmp_path / "fixed.lance")
     assert again["nodes_converted"] == 1 and again["quarantined"] == 0
-    snapshot = pq.read_table(tmp_path / "fixed.lance.run" / "snapshot.parquet")
+    snapshot = read_snapshot(tmp_path / "fixed.lance.run" / "snapshot.parquet")
     for name in original.column_names:  # every value as the source had it, but the fix
         got, want = snapshot.column(name), original.column(name)
         if pa.types.is_timestamp(want.type):  # nanoseconds: compared as ticks

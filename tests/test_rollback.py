@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import kill_after_units
+from conftest import kill_after_units, read_snapshot
 
 from dualmem_bulk.errors import UsageError, VerificationFailed
 from dualmem_bulk.export import scan_source
@@ -155,17 +155,24 @@ def test_the_target_is_recognised_when_the_crash_hid_it(small: Path, tmp_path: P
 
 
 def _rewrite_snapshot(run_dir: Path, change: str) -> None:
+    """Damage the snapshot: one bit of one row's field in the kept source bytes (the snapshot
+    part of a Parquet source is a sidecar naming them), or one row gone from the part."""
     path = run_dir / "snapshot.parquet" / "part-000000.parquet"  # the small source's only part
-    table = pq.read_table(path)
+    table, kept = pq.read_table(path), pq.ParquetFile(path).metadata.metadata
     if change == "field":
-        counts = table.column("access_count").to_numpy().copy()
+        copy = run_dir / "snapshot.parquet" / kept[b"dualmem.snapshot.copy"].decode()
+        rows = pq.read_table(copy)
+        counts = rows.column("access_count").to_numpy().copy()
         counts[7] ^= 1  # one bit of one row's field; its stored checksum stays
-        table = table.set_column(table.schema.get_field_index("access_count"),
-                                 table.schema.field("access_count"),
-                                 pa.array(counts, pa.uint64()))
-    else:  # a whole row gone: every remaining row is sound, the digest is not
-        table = table.filter(pc.not_equal(table.column("id"), table.column("id")[3]))
-    pq.write_table(table, path)
+        rows = rows.set_column(rows.schema.get_field_index("access_count"),
+                               rows.schema.field("access_count"),
+                               pa.array(counts, rows.schema.field("access_count").type))
+        pq.write_table(rows, copy, row_group_size=pq.ParquetFile(copy).metadata.row_group(0)
+                       .num_rows)
+        return
+    # a whole row gone: every remaining row is sound, the digest is not
+    table = table.filter(pc.not_equal(table.column("id"), table.column("id")[3]))
+    pq.write_table(table.replace_schema_metadata(kept), path)
 
 
 @pytest.mark.parametrize("change", ["field", "row"])
@@ -179,7 +186,7 @@ def test_a_damaged_snapshot_refuses_and_changes_nothing(small: Path, tmp_path: P
     error = as_json(done)["error"]
     assert "snapshot.parquet" in error and "nothing was changed" in error
     if change == "field":
-        victim = pq.read_table(run_dir / "snapshot.parquet").column("id")[7].as_py()
+        victim = read_snapshot(run_dir / "snapshot.parquet").column("id")[7].as_py()
         assert "1 row(s) differ" in error and repr(victim) in error
     else:
         assert "1999 rows" in error and "2000 rows" in error

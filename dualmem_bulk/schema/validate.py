@@ -27,7 +27,9 @@ from dualmem_bulk.quarantine import render_record
 from dualmem_bulk.schema import DIM, EMBEDDING_TYPE, LEGACY_SCHEMA
 from dualmem_bulk.sources import ROW_COLUMN, Rejected, SourceBatch
 
-__all__ = ["Dropper", "Origins", "SeenIds", "ValidatedBatch", "check_schema", "validate_batch"]
+__all__ = [
+    "Dropper", "Origins", "SeenIds", "ValidatedBatch", "check_schema", "conform", "validate_batch",
+]
 
 _REQUIRED = ("activation", "confidence", "last_access", "access_count", "created_at", "decay_rate")
 _UNIT_RANGE = ("activation", "confidence")
@@ -299,7 +301,9 @@ def _value(col: pa.Array, i: int) -> Any:
         return "(holds text that is not valid UTF-8)"
 
 
-def _conform(batch: pa.RecordBatch) -> pa.RecordBatch:
+def conform(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Valid loose legacy rows in the exact legacy schema (the snapshot's and the checksum's
+    types): missing nullable columns as nulls, embeddings as fixed-size lists, text as utf8."""
     columns = []
     for field in LEGACY_SCHEMA:
         if field.name not in batch.schema.names:
@@ -323,7 +327,7 @@ def validate_batch(chunk: SourceBatch, seen: SeenIds, drop: Dropper | None = Non
     source_rows = batch.column(ROW_COLUMN).to_numpy(zero_copy_only=False)
     reasons = _reasons(batch)
     valid = np.array([not r for r in reasons], dtype=bool)
-    good = _conform(batch if valid.all() else batch.filter(pa.array(valid)))
+    good = conform(batch if valid.all() else batch.filter(pa.array(valid)))
     uuids = node_uuids(good.column("id"))
     valid_idx = np.flatnonzero(valid)
     keep = seen.first_seen(uuids, good.column("space"), ((chunk.source,), source_rows[valid_idx]))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,9 @@ class ParquetPart:
     first_row: int
     """Row index in the file of the part's first row."""
     rows: int
+    read_from: Path | None = field(default=None, compare=False)
+    """A copy of the file's bytes to read the rows from instead (rows still named after
+    ``path``): a snapshot keeping the source's bytes."""
 
     @property
     def needs(self) -> tuple[Path, ...]:
@@ -71,7 +74,7 @@ class ParquetPart:
 
     def batches(self, batch_size: int) -> Iterator[SourceBatch]:
         """The part's rows as the whole file's reader yields them."""
-        handle = _open(self.path)
+        handle = _open(self.read_from or self.path)
         check_schema(handle.schema_arrow, str(self.path))
         yield from _file_batches(self.path, handle, batch_size, self.first_row,
                                  list(range(self.first_group, self.end_group)))
