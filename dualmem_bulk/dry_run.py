@@ -18,21 +18,20 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualmem_bulk.errors import InvalidRows, TargetExists
 from dualmem_bulk.export import Exporter, open_checked
+from dualmem_bulk.offline_config import OfflineConfig
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.report import RunReport, finish
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.sources.parquet import parquet_files
-
-if TYPE_CHECKING:  # offline imports this module
-    from dualmem_bulk.offline import OfflineConfig
 
 __all__ = ["HEADROOM", "NO_GO_EXIT", "SAMPLE_ROWS", "dry_run"]
 
@@ -117,11 +116,10 @@ def _filesystems(config: OfflineConfig, target_bytes: int, run_bytes: int,
     return list(needs.values()), problems
 
 
-def dry_run(config: OfflineConfig, progress: Progress, started: float,
-            keep_free: int = 0) -> RunReport:
-    """Validate the source, measure a sample conversion and decide go or no-go."""
-    from dualmem_bulk.offline import run_offline
-
+def dry_run(config: OfflineConfig, convert: Callable[[OfflineConfig], RunReport],
+            progress: Progress, started: float, keep_free: int = 0) -> RunReport:
+    """Validate the source, measure a sample conversion (``convert``: the real conversion, in
+    one process) and decide go or no-go."""
     if config.target.exists() and not config.in_place:
         raise TargetExists(config.target)
     report = RunReport(status="dry-run", source=str(config.source), source_kind="",
@@ -158,7 +156,7 @@ def dry_run(config: OfflineConfig, progress: Progress, started: float,
         del kept
         target, run_dir = work / config.target.name, work / "run"
         mark = time.perf_counter()
-        measured = run_offline(type(config)(
+        measured = convert(type(config)(
             source=sample, target=target, run_dir=run_dir, target_format=config.target_format,
             batch_size=config.batch_size, checkpoint_every=config.checkpoint_every, workers=0))
         sample_s = time.perf_counter() - mark

@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from dualmem_bulk._threads import prefetched
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.convert import to_dual
 from dualmem_bulk.dry_run import dry_run
-from dualmem_bulk.engines import Engine, open_pool
+from dualmem_bulk.engines import open_pool
 from dualmem_bulk.errors import (
     InputError,
     Interrupted,
@@ -55,10 +55,11 @@ from dualmem_bulk.errors import (
 )
 from dualmem_bulk.export import CHUNK_ROWS, DEFAULT_BATCH_SIZE, Exporter, open_checked
 from dualmem_bulk.journal import BatchRecord, Journal, migrating
+from dualmem_bulk.offline_config import OfflineConfig
 from dualmem_bulk.partitioned import PartitionedExport
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.report import RunReport, finish
-from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
+from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA
 from dualmem_bulk.sources import plan_runs
 from dualmem_bulk.stores import TargetFormat, detect_store, open_parquet
 from dualmem_bulk.stores.snapshot import QUARANTINE, SNAPSHOT, Snapshot
@@ -72,61 +73,6 @@ PRE_MIGRATION_TAG = "dualmem-pre-migration"
 """Tag on the last legacy version of a Lance store converted in place (cleanup keeps it)."""
 REPORT = "report.json"
 
-
-
-@dataclass(frozen=True, kw_only=True)
-class OfflineConfig:
-    """What an offline conversion reads, writes and how."""
-
-    source: Path
-    """Legacy source: Parquet file or directory, Memory JSON lines, or an Engram data root."""
-    target: Path
-    """The DualMemoryNode store to create; must not exist yet (unless this run made it)."""
-    run_dir: Path | None = None
-    """Where the journal, snapshot, quarantine and reports go; default ``TARGET.run``."""
-    target_format: TargetFormat = "lance"
-    """``lance`` (a Lance dataset) or ``parquet`` (a directory of Parquet files)."""
-    batch_size: int = DEFAULT_BATCH_SIZE
-    """Rows per batch; memory use grows with it, not with the node count."""
-    checkpoint_every: int | None = None
-    """Commit and checkpoint after at least this many nodes; default: after every batch."""
-    strict: bool = False
-    """Fail (exit 3) on any invalid row or damaged record, before anything is converted."""
-    dry_run: bool = False
-    """Validate and estimate only; write nothing."""
-    spaces: tuple[str, ...] = ()
-    """Memory spaces to read from an Engram data root (default: every space)."""
-    restart: bool = False
-    """Discard an existing unfinished run in the run directory and start again."""
-    workers: int | None = None
-    """Worker processes for conversion and verification beside this one (0: none); default:
-    one per core but one (up to 8), none below 50,000 nodes. With the Dask engine, the local
-    cluster's workers (at least one). The output does not depend on it."""
-    engine: Engine = "local"
-    """Where the tasks run: ``local`` processes or a ``dask`` cluster; a run can resume on
-    either, the output does not depend on it."""
-    scheduler: str | None = None
-    """Address of an existing Dask scheduler (``tcp://HOST:8786``); default: a local cluster."""
-    in_place: bool = False
-    """Convert the legacy store at ``source`` (= ``target``) in place; the snapshot keeps the
-    original, and rollback restores it until the run is finalized."""
-
-    @property
-    def resolved_run_dir(self) -> Path:
-        """The run directory actually used."""
-        return self.run_dir or self.target.with_name(self.target.name + ".run")
-
-    def identity(self) -> dict[str, Any]:
-        """What must not change between a run and its resumption."""
-        out: dict[str, Any] = {
-            f.name: getattr(self, f.name) for f in fields(self)
-            if f.name not in ("run_dir", "dry_run", "restart", "workers", "engine", "scheduler")
-        }
-        out["source"] = str(self.source.resolve())
-        out["target"] = str(self.target.resolve())
-        out["spaces"] = list(self.spaces)
-        out["schemas"] = [fingerprint(LEGACY_SCHEMA), fingerprint(DUAL_SCHEMA)]
-        return out
 
 
 def _source_rows(config: OfflineConfig) -> int:
@@ -537,7 +483,7 @@ def run_offline(config: OfflineConfig, progress: Progress = NULL_PROGRESS,
         raise UsageError(f"--checkpoint-every must be at least 1, got {config.checkpoint_every}")
     if config.dry_run:
         with quiet_gc():
-            return dry_run(config, progress, started, keep_free)
+            return dry_run(config, run_offline, progress, started, keep_free)
     run_dir = config.resolved_run_dir
     fresh = not run_dir.exists()
     staging = staging_path(config.target)

@@ -1,0 +1,70 @@
+"""What an offline conversion is asked to do: its configuration, apart from the driver that
+runs it (the dry run and the CLI build and read it too)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from dualmem_bulk.engines import Engine
+from dualmem_bulk.export import DEFAULT_BATCH_SIZE
+from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
+from dualmem_bulk.stores import TargetFormat
+
+__all__ = ["OfflineConfig"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OfflineConfig:
+    """What an offline conversion reads, writes and how."""
+
+    source: Path
+    """Legacy source: Parquet file or directory, Memory JSON lines, or an Engram data root."""
+    target: Path
+    """The DualMemoryNode store to create; must not exist yet (unless this run made it)."""
+    run_dir: Path | None = None
+    """Where the journal, snapshot, quarantine and reports go; default ``TARGET.run``."""
+    target_format: TargetFormat = "lance"
+    """``lance`` (a Lance dataset) or ``parquet`` (a directory of Parquet files)."""
+    batch_size: int = DEFAULT_BATCH_SIZE
+    """Rows per batch; memory use grows with it, not with the node count."""
+    checkpoint_every: int | None = None
+    """Commit and checkpoint after at least this many nodes; default: after every batch."""
+    strict: bool = False
+    """Fail (exit 3) on any invalid row or damaged record, before anything is converted."""
+    dry_run: bool = False
+    """Validate and estimate only; write nothing."""
+    spaces: tuple[str, ...] = ()
+    """Memory spaces to read from an Engram data root (default: every space)."""
+    restart: bool = False
+    """Discard an existing unfinished run in the run directory and start again."""
+    workers: int | None = None
+    """Worker processes for conversion and verification beside this one (0: none); default:
+    one per core but one (up to 8), none below 50,000 nodes. With the Dask engine, the local
+    cluster's workers (at least one). The output does not depend on it."""
+    engine: Engine = "local"
+    """Where the tasks run: ``local`` processes or a ``dask`` cluster; a run can resume on
+    either, the output does not depend on it."""
+    scheduler: str | None = None
+    """Address of an existing Dask scheduler (``tcp://HOST:8786``); default: a local cluster."""
+    in_place: bool = False
+    """Convert the legacy store at ``source`` (= ``target``) in place; the snapshot keeps the
+    original, and rollback restores it until the run is finalized."""
+
+    @property
+    def resolved_run_dir(self) -> Path:
+        """The run directory actually used."""
+        return self.run_dir or self.target.with_name(self.target.name + ".run")
+
+    def identity(self) -> dict[str, Any]:
+        """What must not change between a run and its resumption."""
+        out: dict[str, Any] = {
+            f.name: getattr(self, f.name) for f in fields(self)
+            if f.name not in ("run_dir", "dry_run", "restart", "workers", "engine", "scheduler")
+        }
+        out["source"] = str(self.source.resolve())
+        out["target"] = str(self.target.resolve())
+        out["spaces"] = list(self.spaces)
+        out["schemas"] = [fingerprint(LEGACY_SCHEMA), fingerprint(DUAL_SCHEMA)]
+        return out
