@@ -162,6 +162,30 @@ def test_a_killed_run_resumes_and_keeps_the_copy(tmp_path: Path) -> None:
                           np.frombuffer(copy.read_bytes(), np.uint8))
 
 
+def test_a_resume_refuses_a_copy_whose_tail_is_not_the_sources(tmp_path: Path) -> None:
+    """The kept copy's footer no longer the source's (damaged since the kill): the resume stops
+    with exit 3 naming the source file, and leaves the copy and the recorded parts as they
+    were (the killed attempt's temporary files may go)."""
+    src = tmp_path / "memories.parquet"
+    write_generated(src, 8000, seed=5, batch_size=500)
+    target, run_dir = tmp_path / "nodes.lance", tmp_path / "nodes.lance.run"
+    args = ["convert", str(src), str(target), "--batch-size", "500"]
+    kill_after_units(args, run_dir, 2)
+    copy = run_dir / "snapshot.parquet" / "source-0000.parquet"
+    damaged = bytearray(copy.read_bytes())
+    damaged[-9] ^= 0xFF  # the last byte of the footer's metadata, before its length and magic
+    copy.write_bytes(bytes(damaged))
+    parts = sorted(p.name for p in (run_dir / "snapshot.parquet").iterdir()
+                   if not p.name.startswith("."))
+
+    resumed = cli(*args, "--json")
+    assert resumed.returncode == 3, resumed.stderr
+    report = json.loads(resumed.stdout)
+    assert f"{src} changed" in report["error"]
+    assert copy.read_bytes() == bytes(damaged)
+    assert sorted(p.name for p in (run_dir / "snapshot.parquet").iterdir()) == parts
+
+
 @pytest.mark.parametrize("refuse", [None, errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS])
 def test_row_groups_are_copied_at_their_offsets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 refuse: int | None) -> None:
