@@ -50,28 +50,26 @@ def row_source(workdir: Path) -> Path:
     return generated(workdir, ROW_NODES)
 
 
-def _rss_kib(pid: int) -> int:
+def _kib(path: str, key: str) -> int:
+    """A ``key: N kB`` line of a /proc file (0 once the process is gone)."""
     try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(key):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def _rss_kib(pid: int) -> int:
+    return _kib(f"/proc/{pid}/status", "VmRSS:")
 
 
 def _pss_kib(pid: int) -> int:
     """Proportional set size: each shared page (the libraries every worker maps) counted once
     over the processes sharing it, where RSS counts it in each."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as rollup:
-            for line in rollup:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _kib(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def _children(pid: int) -> list[int]:

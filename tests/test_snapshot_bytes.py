@@ -134,13 +134,19 @@ def test_a_source_changed_in_place_leaves_the_snapshot(tmp_path: Path) -> None:
     assert rollback_run(run_dir).source_untouched is True
 
 
-def test_a_killed_run_resumes_and_keeps_the_copy(tmp_path: Path) -> None:
+def _killed_run(tmp_path: Path) -> tuple[Path, list[str], Path, Path]:
+    """A conversion of 16 partitions killed after 2 were recorded: source, its arguments, run
+    directory and the source's kept copy."""
     src = tmp_path / "memories.parquet"
     write_generated(src, 8000, seed=5, batch_size=500)
     target, run_dir = tmp_path / "nodes.lance", tmp_path / "nodes.lance.run"
     args = ["convert", str(src), str(target), "--batch-size", "500"]
     kill_after_units(args, run_dir, 2)
-    copy = run_dir / "snapshot.parquet" / "source-0000.parquet"
+    return src, args, run_dir, run_dir / "snapshot.parquet" / "source-0000.parquet"
+
+
+def test_a_killed_run_resumes_and_keeps_the_copy(tmp_path: Path) -> None:
+    src, args, run_dir, copy = _killed_run(tmp_path)
     journal = Journal.open(run_dir)
     recorded = len(journal.batches())
     journal.close()
@@ -166,12 +172,7 @@ def test_a_resume_refuses_a_copy_whose_tail_is_not_the_sources(tmp_path: Path) -
     """The kept copy's footer no longer the source's (damaged since the kill): the resume stops
     with exit 3 naming the source file, and leaves the copy and the recorded parts as they
     were (the killed attempt's temporary files may go)."""
-    src = tmp_path / "memories.parquet"
-    write_generated(src, 8000, seed=5, batch_size=500)
-    target, run_dir = tmp_path / "nodes.lance", tmp_path / "nodes.lance.run"
-    args = ["convert", str(src), str(target), "--batch-size", "500"]
-    kill_after_units(args, run_dir, 2)
-    copy = run_dir / "snapshot.parquet" / "source-0000.parquet"
+    src, args, run_dir, copy = _killed_run(tmp_path)
     damaged = bytearray(copy.read_bytes())
     damaged[-9] ^= 0xFF  # the last byte of the footer's metadata, before its length and magic
     copy.write_bytes(bytes(damaged))
