@@ -17,7 +17,6 @@ import hashlib
 import uuid
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -95,6 +94,8 @@ def _no_centroids(n: int) -> pa.Array:
 
 def _derived(batch: pa.RecordBatch) -> pa.RecordBatch:
     """The Episode columns, computed with Polars from the id and activation columns."""
+    import polars as pl  # here, not at the top: a run's driver never needs Polars (26 MiB)
+
     frame = pl.from_arrow(pa.RecordBatch.from_arrays(
         [batch.column("id"), batch.column("activation")], names=["id", "activation"]
     ))

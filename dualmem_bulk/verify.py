@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -45,6 +44,8 @@ from dualmem_bulk.stores import TargetStore
 from dualmem_bulk.stores.snapshot import SNAPSHOT, Snapshot
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from dualmem_bulk.online_cutover import Pinned
     from dualmem_bulk.online_wal import WalPinned
 
@@ -172,6 +173,8 @@ _KEY = ["space", "id"]
 
 
 def _join_problems(snapshot: pl.DataFrame, target: pl.DataFrame) -> list[Problem]:
+    import polars as pl  # here, not at the top: a run's driver never needs Polars (26 MiB)
+
     problems: list[Problem] = []
     dup = target.filter(pl.struct(_KEY).is_duplicated()).unique(_KEY).sort(_KEY)
     problems += [(sp, i, "appears more than once in the target")
@@ -211,6 +214,8 @@ class _Keys:
         self.extras.append(episode_checksums(batch).cast(pa.large_binary()))
 
     def frame(self, name: str) -> pl.DataFrame:
+        import polars as pl
+
         schema = {"space": pl.String, "id": pl.String, name: pl.Binary, "e" + name: pl.Binary}
         if not self.ids:
             return pl.DataFrame(schema=schema)
