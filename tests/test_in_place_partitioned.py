@@ -33,6 +33,7 @@ from dualmem_bulk.generate import generate_batches
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.offline import OfflineConfig, run_offline
 from dualmem_bulk.schema import LEGACY_SCHEMA, schema_identity
+from dualmem_bulk.sources.lance_legacy import cut_rows
 from dualmem_bulk.stores import TargetStore
 from dualmem_bulk.stores.staging import data_files, unsliced
 
@@ -82,6 +83,13 @@ def recorded(run_dir: Path) -> dict[int, tuple[Any, ...]]:
 def published_files(store: Path) -> list[str]:
     return sorted(f.path for fragment in lance.dataset(str(store)).get_fragments()
                   for f in fragment.metadata.files)
+
+
+def test_lance_partitions_are_runs_of_rows_cut_inside_fragments() -> None:
+    assert cut_rows([(7, 5), (9, 5)], 4) == [((7, 0, 4),), ((7, 4, 1), (9, 0, 3)), ((9, 3, 2),)]
+    assert cut_rows([(0, 4), (1, 4)], 4) == [((0, 0, 4),), ((1, 0, 4),)]
+    assert cut_rows([(3, 2), (4, 0), (5, 1)], 10) == [((3, 0, 2), (5, 0, 1))]
+    assert cut_rows([], 10) == [()]  # an empty dataset is one empty partition
 
 
 @pytest.mark.parametrize("workers", [0, 2])
