@@ -4,9 +4,9 @@ and one commit publishes them once the snapshot is whole.
 
 The result equals the serial export's (snapshot, quarantine and target rows, bit for bit) for 0
 and 2 workers; the store shows only its pre-migration version until the publish; a SIGKILL
-anywhere in the export (and between the publish and its journal record) resumes at the first
-partition not recorded, never redoing a recorded one; a rollback or ``--restart`` leaves the
-store's files exactly as they were.
+anywhere in the export (five seeded points, and between the publish and its journal record)
+resumes at the first partition not recorded, never redoing a recorded one; a rollback or
+``--restart`` leaves the store's files exactly as they were.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def test_sigkill_in_an_in_place_export_then_resume_is_identical(tmp_path: Path) 
     lance_store(store)
     before_files = data_files(store)
     rng = random.Random(20261207)
-    goals = sorted(rng.sample(range(1, parts - 3), 3))
+    goals = sorted(rng.sample(range(1, parts - 3), 5))
     before: dict[int, tuple[Any, ...]] = {}
     landed = []
     for goal in goals:
