@@ -5,7 +5,9 @@ The estimate is measured, not guessed: the first :data:`SAMPLE_ROWS` rows of the
 source's own format (JSON lines stay JSON lines, Parquet keeps its types; other sources are
 sampled as Parquet of their valid rows), go through the real conversion (export, convert,
 write, verify, one process) into a temporary directory next to the target. Its wall time and
-the bytes it wrote, scaled to the source's rows, are the estimate; then the free space of the
+the bytes it wrote, scaled to the source's rows, are the estimate, except that the snapshot of a
+Parquet source keeps the source's own bytes (:mod:`dualmem_bulk.stores.snapshot_bytes`): those
+are the source files' sizes, not the sample's copies scaled. Then the free space of the
 target's and the run directory's filesystems must hold the estimate plus
 :data:`HEADROOM` plus what the operator asks to keep free. The temporary directory is removed
 whatever happens: a dry run leaves nothing behind.
@@ -32,6 +34,7 @@ from dualmem_bulk.progress import Progress
 from dualmem_bulk.report import RunReport, finish
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.sources.parquet import parquet_files
+from dualmem_bulk.stores.snapshot import SNAPSHOT
 
 __all__ = ["HEADROOM", "NO_GO_EXIT", "SAMPLE_ROWS", "dry_run"]
 
@@ -48,6 +51,15 @@ def _du(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _du_files(files: list[Path]) -> int:
+    return sum(f.stat().st_size for f in files)
+
+
+def _kept_bytes(run_dir: Path) -> int:
+    """Bytes of the copies of a Parquet source's files kept as the snapshot (0: none)."""
+    return _du_files(sorted((run_dir / SNAPSHOT).glob("source-*.parquet")))  # copy_name
 
 
 def _existing(path: Path) -> Path:
@@ -161,16 +173,20 @@ def dry_run(config: OfflineConfig, convert: Callable[[OfflineConfig], RunReport]
             batch_size=config.batch_size, checkpoint_every=config.checkpoint_every, workers=0))
         sample_s = time.perf_counter() - mark
         target_bytes, run_bytes = _du(target), _du(run_dir)
+        sample_kept = _kept_bytes(run_dir) if source.kind == "parquet" else 0
     report.phase("sample", measured.nodes_in, sample_s)
     scale = report.nodes_in / rows if rows else 0.0
-    est_target, est_run = int(target_bytes * scale), int(run_bytes * scale)
+    est_target = int(target_bytes * scale)
+    kept_bytes = _du_files(parquet_files(config.source)) if sample_kept else 0  # copied whole
+    est_run = int((run_bytes - sample_kept) * scale) + kept_bytes
     report.estimated_disk_bytes = est_target + est_run
     report.estimated_s = round(sample_s * scale, 1)
     space, problems = _filesystems(config, est_target, est_run, keep_free)
     report.estimate = {
         "basis": basis, "sample_rows": rows, "sample_s": round(sample_s, 3),
         "sample_target_bytes": target_bytes, "sample_run_dir_bytes": run_bytes,
-        "target_bytes": est_target, "run_dir_bytes": est_run, "workers": 0,
+        "sample_kept_bytes": sample_kept, "target_bytes": est_target, "run_dir_bytes": est_run,
+        "kept_bytes": kept_bytes, "workers": 0,
         "headroom": HEADROOM, "keep_free_bytes": keep_free, "filesystems": space,
     }
     report.decision = "no-go" if problems else "go"

@@ -6,15 +6,18 @@ Layout of the run directory (``TARGET.run`` unless given)::
     journal.sqlite      state, config and source fingerprints, one row per committed unit
     lock                held (flock) by the migrator working on the run; says who it is
     snapshot.parquet/   every valid source row, legacy schema + checksum (kept for rollback):
-                        one part file per source partition (one file for in-place runs)
+                        one part file per source partition (one file for in-place runs of
+                        a Parquet store)
     quarantine.parquet/ every rejected row with its file, row and reason (only if any)
     report.json         the final report (also printed by ``convert --json``)
 
 A copy run exports in partitions (:mod:`dualmem_bulk.partitioned`): each partition's task
 writes its snapshot part and its target fragment, and the driver commits them in order, one
 journalled unit per partition. Re-running the same ``convert`` resumes at the first partition the
-journal has not recorded; verification runs again. An in-place run exports the whole snapshot
-first (the store it reads is the one it converts; an interrupted export starts over), then
+journal has not recorded; verification runs again. An in-place run of a Lance store does the
+same, its tasks reading the store's pre-migration version and writing their fragments into the
+store, invisibly: one commit publishes them all once the snapshot is whole. An in-place run of a
+Parquet store exports the whole snapshot first (an interrupted export starts over), then
 converts it in units. The target is built under a hidden staging name next to it (see
 :mod:`dualmem_bulk.stores.staging`) and renamed into place when complete. Memory stays bounded
 by the batch size: every phase streams.
@@ -63,7 +66,15 @@ from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA
 from dualmem_bulk.sources import plan_runs
 from dualmem_bulk.stores import TargetFormat, detect_store, open_parquet
 from dualmem_bulk.stores.snapshot import QUARANTINE, SNAPSHOT, Snapshot
-from dualmem_bulk.stores.staging import StagedWriter, Written, staged_writer, staging_path
+from dualmem_bulk.stores.staging import (
+    LanceInPlace,
+    StagedWriter,
+    Written,
+    data_files,
+    remove_strays,
+    staged_writer,
+    staging_path,
+)
 from dualmem_bulk.verify import PieceVerdict, snapshot_keys, verify_batches, verify_run
 
 __all__ = ["DEFAULT_BATCH_SIZE", "OfflineConfig", "RunReport", "UnitTask", "UnitWritten",
@@ -76,14 +87,28 @@ REPORT = "report.json"
 
 
 def _source_rows(config: OfflineConfig) -> int:
-    """Rows in a Parquet source, from its footers; 0 (run in one process) for other kinds,
-    whose size is only known after decoding them."""
+    """Rows in a Parquet source (its footers) or a Lance dataset (its manifest); 0 (run in one
+    process) for other kinds, whose size is only known after decoding them."""
     try:
+        if (config.source / "_versions").is_dir():
+            return int(lance.dataset(str(config.source)).count_rows())
         files = [config.source] if config.source.is_file() else sorted(
             config.source.rglob("*.parquet"))
         return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    except (OSError, pa.ArrowException):
+    except (OSError, ValueError, pa.ArrowException):
         return 0
+
+
+def _identity(config: OfflineConfig) -> list[list[Any]]:
+    """The source's files, sizes and mtimes (a resume refuses a changed source). A Lance store
+    converted in place leaves out its data files and tags: the run writes its fragments and its
+    tag into the store, and anyone else's change to it shows as a new version's manifest."""
+    if not config.source.exists():
+        return []
+    files = source_identity(config.source)
+    if config.in_place and (config.source / "_versions").is_dir():
+        return [f for f in files if not str(f[0]).startswith(("data/", "_refs/"))]
+    return files
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -172,7 +197,7 @@ class _Run:
         """Units verified by the tasks that wrote them (in this invocation)."""
         self.pool = open_pool(config.engine, config.workers, config.scheduler,
                               rows=snapshot["rows"] if snapshot else _source_rows(config),
-                              driver_busy=config.in_place)
+                              driver_busy=self._serial_export)
         stored = self.journal.get("report")
         self.report = RunReport.from_dict(stored) if stored else RunReport(
             status="running", source=str(config.source), source_kind="",
@@ -182,12 +207,23 @@ class _Run:
         self.moved = 0
         """Nodes this invocation exported (copy run) or converted (in-place run)."""
 
+    @property
+    def _serial_export(self) -> bool:
+        """An in-place run of a Parquet store exports in the driver, then converts in units;
+        every other run exports, converts and writes partition by partition in tasks."""
+        return bool(self.journal.get("mode") == "in-place"
+                    and self.journal.get("store_format") == "parquet")
+
+    @property
+    def _lance_in_place(self) -> bool:
+        return self.journal.get("pre_migration_version") is not None
+
     def _open_journal(self) -> Journal:
         config, run_dir = self.config, self.run_dir
         for path in (config.source, config.target, self.staging):
             check_path(path)  # a path the OS refuses is a refusal here, not a failed run
         identity = config.identity()
-        source = source_identity(config.source) if config.source.exists() else []
+        source = _identity(config)
         if Journal.exists(run_dir):
             journal = Journal.open(run_dir)
             if journal.state == "finalized":
@@ -245,6 +281,7 @@ class _Run:
         if fmt == "lance":
             meta["pre_migration_version"] = int(lance.dataset(str(store)).version)
             meta["pre_migration_tag"] = PRE_MIGRATION_TAG
+            meta["store_files"] = data_files(store)  # the run's strays are the others
         return meta
 
     def _discard(self, journal: Journal) -> None:
@@ -254,6 +291,9 @@ class _Run:
         ):
             raise UsageError(f"{self.run_dir}: the store is being converted in place; roll the "
                              "run back first (dualmem-bulk rollback), then --restart")
+        if (before := journal.get("store_files")) is not None:  # an in-place Lance run's
+            remove_strays(self.config.source, before,
+                          journal.batches() if journal.get("published_version") else None)
         remove(self.staging)
         if journal.get("target_created"):
             remove(self.config.target)
@@ -278,7 +318,7 @@ class _Run:
         try:
             with self.pool:
                 self.pool.start()  # a cluster that cannot start fails the run before the export
-                if phase == "exporting" and self.config.in_place:
+                if phase == "exporting" and self._serial_export:
                     self._export()
                 elif phase == "exporting":
                     self._export_partitioned()
@@ -372,10 +412,10 @@ class _Run:
         self.report.nodes_converted = done.rows
         self.report.target_digest = done.hex
         self.report.units = len(journal.batches())
-        if written or journal.get("mode") == "in-place":
+        if written or self._serial_export:
             self.moved = written
             self.report.phase("convert", written, time.perf_counter() - mark)
-        else:  # a copy run converted and wrote in its export tasks: this only renames
+        else:  # converted and written in the export's tasks: this only renames or publishes
             self.report.phase("place", 0, time.perf_counter() - mark)
         journal.set_state("verifying", "target in place", phase="verifying",
                           target_created=True, report=self.report.as_dict())
@@ -429,8 +469,17 @@ class _Run:
         """Put the finished store where it belongs; every step can be repeated after a crash."""
         target, staging, journal = self.config.target, self.staging, self.journal
         mode = journal.get("mode")
-        if mode == "in-place" and journal.get("store_format") == "lance":
-            return  # converted in the store itself, version by version
+        if self._lance_in_place:
+            if journal.get("published_version") is None:
+                writer = self._writer()
+                assert isinstance(writer, LanceInPlace)
+                version = writer.publish(journal.batches())
+                journal.set(published_version=version, swapped=True)  # durable, then reported
+            # Fragments of attempts that never counted (a killed task, a part redone without
+            # its duplicates) are in no version: remove them.
+            if (before := journal.get("store_files")) is not None:
+                remove_strays(self.config.source, before, journal.batches())
+            return
         if mode == "in-place":
             backup = target.with_name(f".{target.name}.dualmem-legacy")
             if target.exists() and staging.exists() and not backup.exists():

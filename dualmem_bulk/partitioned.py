@@ -127,9 +127,31 @@ class PartitionDone:
 
     def stats(self) -> dict[str, Any]:
         """What the journal keeps of the partition's export (JSON)."""
+        files, codes = self.origins
         return {"nodes_in": self.nodes_in, "rows": self.rows, "digest": self.digest,
                 "groups": self.groups, "quarantined": self.quarantined,
-                "reasons": self.reasons, "sample": self.sample, "seconds": self.seconds}
+                "reasons": self.reasons, "sample": self.sample, "seconds": self.seconds,
+                "origins": {"files": list(files), "runs": _runs(codes)}}
+
+
+def _runs(codes: np.ndarray) -> list[list[int]]:
+    """``codes`` as runs of consecutive values, ``[first, count]`` each: the source rows of a
+    part's valid rows in a few numbers (a run breaks only where rows were rejected)."""
+    if not len(codes):
+        return []
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(codes) != 1) + 1])
+    ends = np.append(starts[1:], len(codes))
+    return [[int(codes[a]), int(b - a)] for a, b in zip(starts, ends, strict=True)]
+
+
+def _origins(stats: dict[str, Any]) -> Origins | None:
+    """The source file and row of a recorded part's valid rows (None if not journalled)."""
+    if "origins" not in stats:
+        return None
+    runs = stats["origins"]["runs"]
+    codes = [np.arange(first, first + n, dtype=np.int64) for first, n in runs]
+    return (tuple(stats["origins"]["files"]),
+            np.concatenate(codes) if codes else np.zeros(0, np.int64))
 
 
 class _Drop:
@@ -352,12 +374,18 @@ class PartitionedExport:
         fsync_path(self.run_dir)
 
     def _seen(self, recorded: int) -> SeenIds:
-        """The node UUIDs of the recorded partitions, read back from their snapshot parts."""
+        """The node UUIDs of the recorded partitions, read back from their snapshot parts, with
+        where each was read (so a later duplicate's reason names it, as without the resume)."""
         seen = SeenIds()
+        exported = self.journal.exported()
         for unit in range(recorded):
             part = Snapshot(self.run_dir / SNAPSHOT / part_name(unit))
+            origins, at = _origins(exported[unit]) if unit < len(exported) else None, 0
             for batch in part.batches(1 << 16, ["id", "space"]):
-                seen.first_seen(node_uuids(batch.column("id")), batch.column("space"))
+                n = batch.num_rows
+                seen.first_seen(node_uuids(batch.column("id")), batch.column("space"),
+                                None if origins is None else (origins[0], origins[1][at:at + n]))
+                at += n
         return seen
 
     def _resume_report(self, exported: list[dict[str, Any]]) -> TableDigest:

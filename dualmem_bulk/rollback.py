@@ -46,6 +46,7 @@ from dualmem_bulk.status import iso
 from dualmem_bulk.stores import TargetFormat, detect_store
 from dualmem_bulk.stores.legacy import legacy_digest, write_legacy
 from dualmem_bulk.stores.snapshot import QUARANTINE, SNAPSHOT, Snapshot
+from dualmem_bulk.stores.staging import remove_strays
 
 __all__ = ["ROLLBACK_REPORT", "FinalizeReport", "RollbackReport", "finalize_plan",
            "finalize_run", "rollback_plan", "rollback_run"]
@@ -434,7 +435,13 @@ class _Rollback:
 
     def _drop_tag(self, store: Path) -> None:
         """The pre-migration tag is not needed once the store is back (its data is the latest
-        version again); dropping it lets Lance's cleanup reclaim the dual versions."""
+        version again); dropping it lets Lance's cleanup reclaim the dual versions. The data
+        files the run wrote but never published (no version has them) are removed."""
+        before = self.journal.get("store_files")
+        if before is not None and (store / "_versions").is_dir():
+            published = self.journal.batches() if self.journal.get("published_version") else None
+            if strays := remove_strays(store, before, published):
+                self._step(f"removed {strays} data file(s) the run wrote but never published")
         tag = self.journal.get("pre_migration_tag")
         if tag and (store / "_versions").is_dir():
             ds = lance.dataset(str(store))

@@ -14,10 +14,10 @@ import pyarrow as pa
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.schema.validate import check_schema
-from dualmem_bulk.sources import ROW_COLUMN, SourceBatch, plan_runs, refuse_dual
+from dualmem_bulk.sources import ROW_COLUMN, SourceBatch, refuse_dual
 from dualmem_bulk.stores import LANCE_READAHEAD, lance_batches
 
-__all__ = ["LanceLegacySource", "LancePart"]
+__all__ = ["LanceLegacySource", "LancePart", "cut_rows"]
 
 
 def _numbered(path: Path, batches: Iterator[pa.RecordBatch], row: int
@@ -39,11 +39,14 @@ def _columns(ds: lance.LanceDataset) -> list[str]:
 
 @dataclass(frozen=True)
 class LancePart:
-    """Consecutive fragments of one version of a Lance dataset: a partition of a Lance source."""
+    """A run of consecutive rows of one version of a Lance dataset: a partition of a Lance
+    source. It may start or end inside a fragment, so a dataset of one large fragment still
+    splits into many parts."""
 
     path: Path
     version: int
-    fragments: tuple[int, ...]
+    ranges: tuple[tuple[int, int, int], ...]
+    """``(fragment id, offset, rows)`` of each fragment's slice, in scan order."""
     first_row: int
     """Position in the version's scan of the part's first row."""
     rows: int
@@ -57,19 +60,49 @@ class LancePart:
         """The part's rows as the whole dataset's reader yields them."""
         ds = lance.dataset(str(self.path), version=self.version)
         columns = _columns(ds)
-        fragments = [ds.get_fragment(fid) for fid in self.fragments]
+        fragments = [ds.get_fragment(fid) for fid, _offset, _rows in self.ranges]
         if None in fragments:
             raise SourceError(self.path, f"version {self.version} lost fragments of "
-                                         f"{list(self.fragments)} since the run started")
+                                         f"{[fid for fid, _, _ in self.ranges]} since the run "
+                                         "started")
         yield from _numbered(self.path, (
-            batch for fragment in fragments if fragment is not None
+            batch for fragment, (_fid, offset, rows) in zip(fragments, self.ranges, strict=True)
+            if fragment is not None
             for batch in fragment.to_batches(columns=columns, batch_size=batch_size,
+                                             offset=offset, limit=rows,
                                              batch_readahead=LANCE_READAHEAD)),
             self.first_row)
 
     def describe(self) -> str:
-        """Dataset, version and fragments."""
-        return f"{self.path} version {self.version} fragments {list(self.fragments)}"
+        """Dataset, version and fragment slices."""
+        return (f"{self.path} version {self.version} rows {self.first_row}-"
+                f"{self.first_row + self.rows} (fragment, offset, rows: "
+                f"{[list(r) for r in self.ranges]})")
+
+
+def cut_rows(sizes: list[tuple[int, int]], every: int) -> list[tuple[tuple[int, int, int], ...]]:
+    """Consecutive runs of ``every`` rows (the last may be short; at least one) over pieces
+    ``(id, rows)``, each run as ``(id, offset, rows)`` slices of the pieces it covers.
+
+    Example:
+        >>> cut_rows([(7, 5), (9, 5)], 4)
+        [((7, 0, 4),), ((7, 4, 1), (9, 0, 3)), ((9, 3, 2),)]
+    """
+    runs: list[tuple[tuple[int, int, int], ...]] = []
+    run: list[tuple[int, int, int]] = []
+    room = every
+    for piece, size in sizes:
+        offset = 0
+        while offset < size:
+            take = min(room, size - offset)
+            run.append((piece, offset, take))
+            offset, room = offset + take, room - take
+            if not room:
+                runs.append(tuple(run))
+                run, room = [], every
+    if run or not runs:
+        runs.append(tuple(run))
+    return runs
 
 
 class LanceLegacySource:
@@ -99,15 +132,14 @@ class LanceLegacySource:
                              0)
 
     def partitions(self, rows: int) -> list[LancePart]:
-        """Runs of whole fragments of at least ``rows`` rows, of the version read now."""
-        fragments = self._ds.get_fragments()
-        sizes = [int(f.count_rows()) for f in fragments]
+        """Runs of ``rows`` rows (the last may be short) of the version read now, cut inside
+        fragments where they are larger."""
+        sizes = [(f.fragment_id, int(f.count_rows())) for f in self._ds.get_fragments()]
         parts: list[LancePart] = []
         first_row = 0
-        for first, end, n in plan_runs(sizes, rows) or [(0, 0, 0)]:
-            parts.append(LancePart(self.path, int(self._ds.version),
-                                   tuple(f.fragment_id for f in fragments[first:end]),
-                                   first_row, n))
+        for ranges in cut_rows(sizes, max(1, rows)):
+            n = sum(r for _fid, _offset, r in ranges)
+            parts.append(LancePart(self.path, int(self._ds.version), ranges, first_row, n))
             first_row += n
         return parts
 

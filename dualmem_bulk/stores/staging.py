@@ -11,12 +11,16 @@ but not recorded when the process died is invisible or rolled back on resume
   and committed as one version (Overwrite for the first unit, Append after); the version is
   recorded. Resume restores the recorded version if a later, unrecorded commit exists. The
   migrator stays the table's only committer.
+- Lance in place (the legacy store itself): each unit's fragments are written into the store
+  and only recorded (their metadata is the unit's part); one commit at the end publishes them
+  all over the pre-migration version.
 - Parquet: one part file per unit (``part-00000.parquet``...), written under a temporary name,
   fsynced and renamed. Resume deletes parts the journal does not know.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -30,10 +34,12 @@ from lance.file import LanceFileReader
 from lance.fragment import FragmentMetadata, write_fragments
 
 from dualmem_bulk._fs import atomic_path, fault_point, fsync_path, remove
+from dualmem_bulk.errors import SourceError
 from dualmem_bulk.journal import BatchRecord
 from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat, open_parquet, parquet_batches
 
-__all__ = ["StagedWriter", "Written", "fsync_newer", "lance_write_schema", "staged_writer",
+__all__ = ["LanceInPlace", "StagedWriter", "Written", "data_files", "fsync_newer",
+           "lance_write_schema", "recorded_files", "remove_strays", "staged_writer",
            "staging_path", "unsliced"]
 
 Written = Any
@@ -188,19 +194,96 @@ class _LanceStaging(_Staging):
         return int(ds.version), None
 
 
-class _LanceInPlace(_LanceStaging):
-    """The legacy Lance store itself: unit 0 overwrites it (a new version, dual schema), later
-    units append; resuming with no unit recorded goes back to the pre-migration version."""
+class LanceInPlace(_LanceStaging):
+    """The legacy Lance store itself. Units' fragments are written into it invisibly and a
+    unit's "commit" only hands their metadata to the journal (as the unit's part): the store
+    keeps serving its pre-migration version, which the tasks read, until :meth:`publish`
+    commits every unit's fragments as one version (Overwrite, dual schema) once the snapshot is
+    whole. Readers never see a partly converted store; rolling back means restoring
+    ``base_version``."""
 
     def __init__(self, path: Path, schema: pa.Schema, base_version: int) -> None:
         super().__init__(path, schema)
         self.base_version = base_version
 
     def resume(self, committed: list[BatchRecord]) -> None:
-        self._restore(committed[-1].version if committed else self.base_version)
+        """Nothing to undo: no unit changed the store."""
 
-    def _first(self, unit: int) -> bool:
-        return unit == 0
+    def commit(self, unit: int, written: list[FragmentMetadata]
+               ) -> tuple[int | None, str | None]:
+        fault_point("target-write")
+        return None, json.dumps([fragment.to_json() for fragment in written])
+
+    def published(self, committed: list[BatchRecord]) -> int | None:
+        """The version holding exactly the ``committed`` units' fragments, if it is the latest
+        (a publish the journal did not record); None if the store is still at
+        ``base_version``. Raises :class:`SourceError` if someone else changed the store."""
+        ds = lance.dataset(str(self.path))
+        if ds.version == self.base_version:
+            return None
+        mine = recorded_files(committed)
+        theirs = [file.path for fragment in ds.get_fragments()
+                  for file in fragment.metadata.files]
+        if ds.version == self.base_version + 1 and theirs == mine:
+            return int(ds.version)
+        raise SourceError(self.path, f"the store changed since the run read version "
+                                     f"{self.base_version} (it is at version {ds.version}); "
+                                     "roll the run back")
+
+    def publish(self, committed: list[BatchRecord]) -> int:
+        """Commit the ``committed`` units' fragments, in unit order, as the store's new
+        version (or find that commit already made); fsynced before it returns."""
+        done = self.published(committed)
+        if done is not None:
+            return done
+        since = time.time_ns() - 1_000_000_000
+        fragments = [f for record in committed for f in _fragments(record)]
+        ds = lance.LanceDataset.commit(
+            str(self.path), lance.LanceOperation.Overwrite(
+                lance_write_schema(self.schema), fragments),
+            read_version=self.base_version, commit_message="dualmem in-place conversion")
+        for meta in ("_versions", "_transactions"):
+            fsync_newer(self.path / meta, since)
+        fsync_path(self.path)
+        fault_point("in-place-publish")
+        return int(ds.version)
+
+
+def data_files(store: Path) -> list[str]:
+    """The names of a Lance store's data files (an in-place run lists them when it starts)."""
+    data = store / "data"
+    return sorted(p.name for p in data.iterdir() if p.is_file()) if data.is_dir() else []
+
+
+def remove_strays(store: Path, before: list[str], published: list[BatchRecord] | None) -> int:
+    """Remove the data files an in-place run wrote into ``store`` that no version refers to:
+    every file not listed ``before`` the run, except those of the ``published`` units (the
+    version the run committed) and of the latest version. Only the run writes into the store
+    while it is converted offline. Returns how many were removed."""
+    if not (store / "_versions").is_dir():
+        return 0
+    latest = [file.path for fragment in lance.dataset(str(store)).get_fragments()
+              for file in fragment.metadata.files]
+    keep = {*before, *latest, *recorded_files(published or [])}
+    strays = [name for name in data_files(store) if name not in keep]
+    for name in strays:
+        remove(store / "data" / name)
+    if strays:
+        fsync_path(store / "data")
+    return len(strays)
+
+
+def recorded_files(records: list[BatchRecord]) -> list[str]:
+    """The data files (under the store's ``data``) of the units an in-place run recorded."""
+    return [file.path for record in records for fragment in _fragments(record)
+            for file in fragment.files]
+
+
+def _fragments(record: BatchRecord) -> list[FragmentMetadata]:
+    """The fragments an in-place unit wrote, from the journal's record of it (none for a unit
+    an earlier version of this tool committed itself)."""
+    return [FragmentMetadata.from_json(json.dumps(item))
+            for item in json.loads(record.part or "[]")]
 
 
 class _ParquetStaging(_Staging):
@@ -245,8 +328,8 @@ class _ParquetStaging(_Staging):
 def staged_writer(fmt: TargetFormat, path: Path, schema: pa.Schema,
                   in_place_base: int | None = None) -> StagedWriter:
     """The resumable writer for ``fmt`` at staging ``path``; with ``in_place_base`` (a Lance
-    version), the writer converts that Lance store in place, version by version."""
+    version), the writer converts that Lance store in place (units published together)."""
     if in_place_base is not None:
-        return _LanceInPlace(path, schema, in_place_base)
+        return LanceInPlace(path, schema, in_place_base)
     return _LanceStaging(path, schema) if fmt == "lance" else _ParquetStaging(path, schema)
 
