@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import random
 import struct
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -276,3 +278,21 @@ def test_a_file_that_cannot_be_read_is_named(tmp_path: Path, workers: int) -> No
     with _Vanishing(WorkerPool(workers), gone) as pool, pytest.raises(
             SourceError, match=rf"{gone}: cannot read \(No such file or directory\)"):
         read_engram_wal(tmp_path, 10, pool=pool)
+
+
+def test_the_cli_with_workers_gives_the_one_process_run(roots: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    """``dualmem-bulk convert --workers 2`` in its own process: the report and digests of the
+    same conversion in one process."""
+    root = roots["damaged"]
+    alone = run_offline(OfflineConfig(source=root, target=tmp_path / "alone.lance", workers=0))
+    done = subprocess.run([sys.executable, "-m", "dualmem_bulk", "convert", str(root),
+                           str(tmp_path / "cli.lance"), "--workers", "2", "--json"],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["workers"], report["verified"]) == (2, True)
+    assert report["source_details"] == alone.source_details
+    assert (report["target_digest"], report["snapshot_digest"], report["quarantined"]) == (
+        alone.target_digest, alone.snapshot_digest, alone.quarantined)
+    assert report["quarantine_codes"] == alone.quarantine_codes
