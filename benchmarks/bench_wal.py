@@ -7,23 +7,35 @@
   of the same size (the baseline: what reading these nodes costs from a columnar file).
 - ``wal_convert_lance``: the whole ``run_offline`` from the data root to a verified Lance target;
   ``wal_parquet_convert_lance``: the same run from the Parquet file of the same memories.
+- ``wal_index_N_workers``: pass 1 alone (the replay index) with its file scans on N started
+  worker processes (0: in this process): CPU seconds of this process, the driver, against those
+  of the workers (from /proc), and the driver's share. CPU time, not wall-clock: the machine is
+  shared.
+- ``wal_convert_cli_N_workers``: ``dualmem-bulk convert`` of the data root in its own process
+  tree: the driver's CPU seconds over the whole tree's (the serial fraction), as
+  ``bench_offline.py`` measures it for Parquet.
 
 Both inputs were just written, so both are read from the page cache.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import NODES, record
+from conftest import NODES, _children, _cpu_s, record, tree_usage
 
+from dualmem_bulk._pool import WorkerPool
 from dualmem_bulk.generate import generate_wal_batches, write_generated
 from dualmem_bulk.offline import DEFAULT_BATCH_SIZE, OfflineConfig, run_offline
 from dualmem_bulk.schema import LEGACY_SCHEMA
+from dualmem_bulk.sources._wal_scan import WalFileScan, scan_wal_file
 from dualmem_bulk.sources.engram_wal import read_engram_wal
 
 
@@ -89,3 +101,50 @@ def test_wal_convert(benchmark: Any, wal_data: tuple[Path, Path], fresh: Path,
     [report] = reports
     assert report.verified and report.nodes_converted == NODES
     record(f"{kind}_convert_lance", NODES, seconds)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_wal_index_driver_cpu(benchmark: Any, wal_data: tuple[Path, Path], workers: int) -> None:
+    """Pass 1 on started workers: the driver's CPU (merge and replay) against the workers'."""
+    root, _ = wal_data
+    usage: list[tuple[float, float]] = []
+    with WorkerPool(workers) as pool:
+        first = WalFileScan("default", min(root.rglob("wal-*.log")), 0)
+        for warm in [pool.submit(scan_wal_file, first) for _ in range(workers)]:
+            warm.result()  # every worker started, its imports done, idle before the clock
+
+        def index() -> None:
+            kids = _children(os.getpid())
+            before = {pid: _cpu_s(pid) for pid in kids}
+            started = time.process_time()
+            source = read_engram_wal(root, DEFAULT_BATCH_SIZE, pool=pool if workers else None)
+            driver = time.process_time() - started
+            usage.append((driver, sum(_cpu_s(pid) - cpu for pid, cpu in before.items())))
+            assert source.memories == NODES
+
+        seconds = _once(benchmark, index)
+    driver, tasks = usage[-1]
+    record(f"wal_index_{workers}_workers", NODES, seconds, driver_cpu_s=round(driver, 2),
+           workers_cpu_s=round(tasks, 2), serial_fraction=round(driver / (driver + tasks), 3))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_wal_convert_cli(benchmark: Any, wal_data: tuple[Path, Path], fresh: Path,
+                         workers: int) -> None:
+    """A whole ``dualmem-bulk convert`` of the data root: the driver's share of the CPU."""
+    args = [sys.executable, "-m", "dualmem_bulk", "convert", str(wal_data[0]),
+            str(fresh / "n.lance"), "--json", "--workers", str(workers)]
+    usage: list[Any] = []
+
+    def run() -> None:
+        with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) as proc:
+            usage.append(tree_usage(proc))
+            assert proc.wait() == 0, proc.stderr.read() if proc.stderr else ""
+
+    seconds = _once(benchmark, run)
+    tree = usage[-1]
+    record(f"wal_convert_cli_{workers}_workers", NODES, seconds,
+           driver_cpu_s=round(tree.driver_cpu_s, 2), tree_cpu_s=round(tree.cpu_s, 2),
+           serial_fraction=round(tree.driver_cpu_s / tree.cpu_s, 3) if tree.cpu_s else None,
+           peak_rss_mib=tree.peak_rss_kib // 1024)

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,6 +26,9 @@ from dualmem_bulk.schema.validate import SeenIds, validate_batch
 from dualmem_bulk.sources import Rejected
 from dualmem_bulk.sources.detect import Source, open_source
 from dualmem_bulk.stores import PARQUET_OPTIONS
+
+if TYPE_CHECKING:
+    from dualmem_bulk.engines import TaskPool
 
 __all__ = ["CHUNK_ROWS", "DEFAULT_BATCH_SIZE", "SAMPLE", "Exporter", "Tally", "export_snapshot",
            "open_checked", "quarantine_table", "scan_source"]
@@ -126,11 +129,12 @@ class Exporter:
 
 
 def open_checked(path: Path, spaces: tuple[str, ...], batch_size: int, strict: bool,
-          report: RunReport) -> Source:
-    """Open the source; with ``strict``, refuse one with damage found while indexing it."""
+          report: RunReport, pool: TaskPool | None = None) -> Source:
+    """Open the source (indexing a WAL's files on ``pool``); with ``strict``, refuse one with
+    damage found while indexing it."""
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    source = open_source(path, spaces or None, batch_size)
+    source = open_source(path, spaces or None, batch_size, pool)
     report.source_kind = source.kind
     report.source_details = source.describe()
     if strict and (damage := source.damage()):

@@ -360,7 +360,7 @@ class _Run:
         recorded = sum(stats["nodes_in"] for stats in self.journal.exported())
         config = self.config
         source = open_checked(config.source, config.spaces, config.batch_size, config.strict,
-                              self.report)
+                              self.report, self.pool)  # a WAL's files are scanned as tasks
         export = PartitionedExport(
             self.run_dir, self.journal, self.pool, self._writer(), self.report, self.progress,
             self._check_stop, config.target_format, min(config.batch_size, CHUNK_ROWS),

@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.sources import SourceBatch, SourcePart, refuse_dual
+
+if TYPE_CHECKING:
+    from dualmem_bulk.engines import TaskPool
 
 __all__ = ["JsonlPart", "Source", "detect_source", "open_source"]
 
@@ -170,16 +173,17 @@ class JsonlSource:
 
 
 def open_source(path: Path, spaces: Sequence[str] | None = None,
-                batch_size: int = 16_384) -> Source:
+                batch_size: int = 16_384, pool: TaskPool | None = None) -> Source:
     """Open ``path`` with the reader its content calls for; :class:`SourceError` otherwise.
 
-    ``spaces`` picks memory spaces of an Engram data root (default: all of them).
+    ``spaces`` picks memory spaces of an Engram data root (default: all of them); ``pool``
+    runs the scan of its WAL files (default: in this process).
     """
     kind = detect_source(path)
     if kind == "engram-wal":
         from dualmem_bulk.sources.engram_wal import read_engram_wal
 
-        return read_engram_wal(path, batch_size, spaces)
+        return read_engram_wal(path, batch_size, spaces, pool=pool)
     if spaces:
         raise UsageError(f"--space applies to an Engram data root; {path} is {kind}")
     if kind == "lance":

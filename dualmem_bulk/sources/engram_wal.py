@@ -7,9 +7,12 @@ Replays the write-ahead log as Engram does, in bounded memory and in two passes:
    wins), parse its two timestamps, and keep only a small index entry per record (file,
    offset, sequence, id, times). Damage is reported, not fatal: a bad header ends its file, a
    bad payload CRC skips the record, a torn tail is reported and what is whole before it kept.
+   Each file is scanned on its own (:mod:`._wal_scan`), as a task of the run's pool when one is
+   given, so this pass scales with the workers; the caller merges the per-file indexes.
 2. *Replay*: stable-sort the index by sequence (ties keep file order); the first EpisodeStore
-   per id wins, a MemoryDelete removes, a later store re-adds. The winners are then decoded
-   again, file by file in offset order, into batches of at most ``batch_size`` rows.
+   per id wins, a MemoryDelete removes, a later store re-adds (:mod:`._wal_index`). The winners
+   are then decoded again, file by file in offset order, into batches of at most
+   ``batch_size`` rows (or read as :class:`WalFilePart` partitions, one task each).
 
 ``_row`` is the record's 0-based index in its WAL file (every whole record with a valid header
 counts), so ``(source, _row)`` locates a record exactly, for memories and rejects alike.
@@ -27,7 +30,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +39,7 @@ from crc32c import crc32c
 from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.sources import Rejected, SourceBatch
 from dualmem_bulk.sources._wal_columns import BATCH_SCHEMA, episode_batch
-from dualmem_bulk.sources._wal_index import Reject, SpaceIndex, index_space, is_wal_name
+from dualmem_bulk.sources._wal_index import Reject, SpaceIndex, index_spaces, is_wal_name
 from dualmem_bulk.sources._wal_report import SpaceReport, WalFileReport, WalIssue, WalReport
 from dualmem_bulk.sources.engram_wal_codec import (
     HEADER_SIZE,
@@ -45,6 +48,9 @@ from dualmem_bulk.sources.engram_wal_codec import (
     header_problem,
     unpack_header,
 )
+
+if TYPE_CHECKING:
+    from dualmem_bulk.engines import TaskPool
 
 __all__ = [
     "SPACE_ID",
@@ -224,9 +230,9 @@ class EngramWalSource:
         by file; a file's undecodable records go with its first run."""
         parts: list[WalFilePart] = []
         for space in self._spaces:
-            files = np.frombuffer(space.file, dtype=np.int64)[space.winners]
-            offset, size, when, recall, record = (np.frombuffer(a, dtype=np.int64) for a in (
-                space.offset, space.size, space.when, space.recall, space.row))
+            files = space.file[space.winners]
+            offset, size, when, recall, record = (
+                space.offset, space.size, space.when, space.recall, space.row)
             for file, path in enumerate(space.files):
                 picks = space.winners[files == file]
                 rejects = tuple(r for r in space.rejects if r.file == file)
@@ -242,9 +248,11 @@ class EngramWalSource:
     def winners(self) -> Iterator[WalRecordRef]:
         """The winning record of every memory, in the order the batches yield them."""
         for s in self._spaces:
-            for entry in s.winners.tolist():
-                yield WalRecordRef(s.name, str(s.files[s.file[entry]]), s.offset[entry],
-                                   s.sequence[entry], s.row[entry], s.ids[entry])
+            picked = (s.file[s.winners].tolist(), s.offset[s.winners].tolist(),
+                      s.sequence[s.winners].tolist(), s.row[s.winners].tolist(),
+                      s.ids.take(pa.array(s.winners)).to_pylist())
+            for file, offset, sequence, row, id_ in zip(*picked, strict=True):
+                yield WalRecordRef(s.name, str(s.files[file]), offset, sequence, row, id_)
 
     def batches(self, batch_size: int) -> Iterator[SourceBatch]:
         """Batches of at most ``batch_size`` memories, one WAL file per batch; a file's rejects
@@ -261,11 +269,14 @@ def _empty_batch() -> pa.RecordBatch:
 
 
 def read_engram_wal(root: Path, batch_size: int, spaces: Sequence[str] | None = None,
-                    upto: Mapping[str, Mapping[str, int]] | None = None) -> EngramWalSource:
+                    upto: Mapping[str, Mapping[str, int]] | None = None,
+                    pool: TaskPool | None = None) -> EngramWalSource:
     """Index (pass 1) every space of an Engram data root, or only ``spaces``, for batch reading.
 
     ``upto`` (space -> file name -> byte offset) reads the WAL as it was at that position:
-    only those spaces and files, each up to its offset (online migrations pin one).
+    only those spaces and files, each up to its offset (online migrations pin one). With a
+    ``pool`` every file is scanned as a task on it (the same function this process runs one
+    file after another without one); only the merge and the replay run here.
 
     Raises :class:`SourceError` if ``root`` holds no space, :class:`UsageError` naming an
     asked-for space that is not there (and listing those that are).
@@ -290,5 +301,4 @@ def read_engram_wal(root: Path, batch_size: int, spaces: Sequence[str] | None = 
                                  f"{', '.join(found) or '(none)'}")
     if upto is not None:
         names = [n for n in names if n in upto]
-    return EngramWalSource(root, batch_size, [
-        index_space(root, n, None if upto is None else upto[n]) for n in names])
+    return EngramWalSource(root, batch_size, index_spaces(root, names, upto, pool))
