@@ -38,6 +38,7 @@ __all__ = [
     "MemoryStore",
     "batch_to_memories",
     "memories_to_batch",
+    "read_range",
     "top_k",
 ]
 
@@ -289,6 +290,28 @@ def top_k(embedding: Sequence[float] | np.ndarray, k: int,
     return best
 
 
+def read_range(path: Path, first: int, last: int, unchanged_after: int,
+               batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The rows of the MemoryStore at ``path`` with a rowid in [``first``, ``last``], in rowid
+    order, as LEGACY_SCHEMA batches of at most ``batch_rows``, leaving out every id the change
+    log has an entry for after ``unchanged_after``; read through a read-only connection of its
+    own in one read transaction (the service's writers are not blocked). A range scan of the
+    table's b-tree: no sort, no index."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
+                           isolation_level=None)
+    try:
+        conn.execute("BEGIN DEFERRED")
+        cursor = conn.execute(
+            f"SELECT {_COLUMNS} FROM memories WHERE rowid BETWEEN ? AND ? AND id NOT IN "
+            "(SELECT id FROM memory_changes WHERE seq > ?) ORDER BY rowid",
+            (first, last, unchanged_after))
+        while rows := cursor.fetchmany(batch_rows):
+            yield _batch_of(rows, str(path))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
 class MemoryStore:
     """Engram's ``MemoryBackend`` over a SQLite file in WAL mode, with a change log.
 
@@ -415,6 +438,14 @@ class MemoryStore:
                 f"SELECT {_COLUMNS} FROM memories WHERE {where} ORDER BY id LIMIT ?",
                 args).fetchall()
         return _batch_of(found, str(self.path))
+
+    def rowid_bounds(self) -> tuple[int, int] | None:
+        """The smallest and the largest rowid (``None`` when empty): two b-tree look-ups (one
+        query with both aggregates would scan the table)."""
+        with self._lock:
+            first = self._conn.execute("SELECT min(rowid) FROM memories").fetchone()[0]
+            last = self._conn.execute("SELECT max(rowid) FROM memories").fetchone()[0]
+        return None if first is None or last is None else (int(first), int(last))
 
     def scan(self, batch_size: int) -> Iterator[pa.RecordBatch]:
         """Every row in id order, in LEGACY_SCHEMA batches (consistent inside :meth:`snapshot`)."""
