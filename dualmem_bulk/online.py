@@ -80,8 +80,8 @@ class OnlineConfig:
     """Rowids of the first copy range (rows of the first batch from an Engram data root);
     later ranges adapt to ``target_batch_s``."""
     target_batch_s: float = 0.5
-    """Aim for copy ranges of about this many seconds of a task's work (the pause file is
-    checked between)."""
+    """Size the copy ranges so that one is committed about this often (a task then takes
+    this times the workers; the pause file is checked between ranges)."""
     workers: int | None = None
     """Worker processes copying ranges beside the driver (0: the driver alone; ``None``: one
     per core less one, none under 50,000 nodes)."""

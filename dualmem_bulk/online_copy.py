@@ -19,10 +19,13 @@ A ``VACUUM`` of the store during the copy may renumber rowids; the cut-over's co
 digests and counts would then refuse to cut over.
 
 Range sizes adapt as the pages did: the first spans ``batch_size`` rowids, each later one is
-scaled so that a task takes about ``target_batch_s`` (at most doubling or halving, between
-``MIN_ROWS`` and ``MAX_ROWS`` rowids), which also bounds how long a stop or the pause file
-waits. ``--max-rate`` spaces the commits: after a range of n rows, the driver waits until n /
-rate seconds of copy time have passed since the previous commit.
+scaled so that the driver commits about every ``target_batch_s``: a task takes about that times
+the number of workers (at most doubling or halving, between ``MIN_ROWS`` and ``MAX_ROWS``
+rowids), which also bounds how long a stop or the pause file waits for the running tasks.
+Sizing each task to ``target_batch_s`` alone gave 2 workers twice the commits of one (98
+ranges against 53 for 100K nodes on a loaded machine) and the driver 60% more CPU.
+``--max-rate`` spaces the commits: after a range of n rows, the driver waits until n / rate
+seconds of copy time have passed since the previous commit.
 """
 
 from __future__ import annotations
@@ -169,6 +172,7 @@ class _RangeCopy:
         rate = run.config.max_rate
         try:
             with open_pool("local", run.config.workers, rows=total) as pool:
+                task_s = run.config.target_batch_s * max(1, pool.workers)
                 for task, done in pool.ordered(copy_range, self.tasks(copied)):
                     with writer_lock(run.run_dir):
                         if done.written or version is None:
@@ -192,7 +196,7 @@ class _RangeCopy:
                     run.progress.advance(done.rows)
                     if task.last < copied["plan"][1] and done.seconds > 0:  # not the last
                         self.size = next_size(task.last - task.first + 1, done.seconds,
-                                              run.config.target_batch_s)
+                                              task_s)
         except BrokenProcessPool as exc:
             run.journal.set_state(run.journal.state, f"a worker process died: {exc}")
             raise Interrupted(f"a worker process died ({exc}); run the same command again to "
