@@ -2,12 +2,14 @@
 its service keeps reading and writing, then cut over without losing a write.
 
 1. **Pin** the change-log position P (the store's triggers log every write after it).
-2. **Copy** every row into a new Lance dataset in keyset pages of ids, one commit per page,
-   each page read in its own short read transaction (a single long one would stop SQLite from
-   checkpointing its WAL while the service writes). The copy need not be one consistent
-   snapshot: every row that changes after P has a log entry after P, and step 3 writes each
-   such id's state as it is then, so the result is exact and a killed copy resumes at its last
-   recorded page. A scalar index on the id is built after the copy.
+2. **Copy** every row into a new Lance dataset in consecutive rowid ranges, each a task (a
+   worker process, or the driver) that reads its range in its own short read transaction (a
+   single long one would stop SQLite from checkpointing its WAL while the service writes) and
+   writes one fragment; the driver commits them in order, one commit per range
+   (:mod:`dualmem_bulk.online_copy`). The copy need not be one consistent snapshot: every row
+   that changes after P has a log entry after P, and step 3 writes each such id's state as it
+   is then (the ranges leave such ids out), so the result is exact and a killed copy resumes
+   at its first unrecorded range. A scalar index on the id is built after the copy.
 3. **Catch up**: apply the log after P in order, in rounds; the changes of one id collapse into
    its current state (upserted, or deleted if it is gone: a deleted node never comes back).
 4. **Cut over** once the lag is small: pin a position S1 and, in one read transaction, apply
@@ -17,10 +19,10 @@ its service keeps reading and writing, then cut over without losing a write.
    don't), apply the last changes, and only if the digests and counts agree record the
    cut-over (journal ``serving = dual``) before releasing the lock. The pause is reported.
 
-Every page and every applied position is journalled (durably) after its Lance commit, and the
-Lance version with it: a resumed migrator first restores that version, so an unrecorded commit
-is redone, never doubled. ``RUN_DIR/pause`` holds the migrator between batches; ``--max-rate``
-caps nodes/s; page sizes adapt so each page takes about ``target_batch_s``.
+Every range and every applied position is journalled (durably) after its Lance commit, and
+the Lance version with it: a resumed migrator first restores that version, so an unrecorded
+commit is redone, never doubled. ``RUN_DIR/pause`` holds the migrator between batches;
+``--max-rate`` caps nodes/s; range sizes adapt so each takes about ``target_batch_s``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from dualmem_bulk.errors import (
     VerificationFailed,
 )
 from dualmem_bulk.journal import Journal, migrating
+from dualmem_bulk.online_copy import copy_store, next_size
 from dualmem_bulk.online_cutover import Pinned, compare_at_pin, describe_identity
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
@@ -60,7 +63,6 @@ __all__ = ["PAUSE_FILE", "OnlineConfig", "OnlineReport", "run_online"]
 
 PAUSE_FILE = "pause"
 REPORT = "report.json"
-_MIN_BATCH, _MAX_BATCH = 100, 50_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,9 +77,14 @@ class OnlineConfig:
     run_dir: Path | None = None
     """Journal, locks and report; default ``TARGET.run``."""
     batch_size: int = 2_000
-    """Rows of the first copy page; later pages adapt to ``target_batch_s``."""
+    """Rowids of the first copy range (rows of the first batch from an Engram data root);
+    later ranges adapt to ``target_batch_s``."""
     target_batch_s: float = 0.5
-    """Aim for copy pages of about this many seconds (the pause file is checked between)."""
+    """Size the copy ranges so that one is committed about this often (a task then takes
+    this times the workers; the pause file is checked between ranges)."""
+    workers: int | None = None
+    """Worker processes copying ranges beside the driver (0: the driver alone; ``None``: one
+    per core less one, none under 50,000 nodes)."""
     max_rate: float | None = None
     """Copy at most this many nodes per second (``None``: as fast as it goes)."""
     cutover_lag: int = 200
@@ -215,7 +222,7 @@ class _Online:
                           phase="copying", config=config.identity(),
                           target=str(config.target.resolve()), serving="legacy",
                           online_pin=pin, online_applied=pin,
-                          online_copied={"after": None, "rows": 0}, online_version=None,
+                          online_copied={"rows": 0}, online_version=None,
                           tool=__version__, created_at=time.time(), report=report.as_dict())
         return journal
 
@@ -283,34 +290,7 @@ class _Online:
                 self.dual.restore(version)
 
     def _copy(self) -> None:
-        self._restore()
-        copied = self.journal.get("online_copied")
-        self.progress.phase("copy", self.store.count())
-        self.progress.advance(copied["rows"])
-        size, version = self.config.batch_size, self.journal.get("online_version")
-        while True:
-            self._between_batches(f"after copying {copied['rows']:,} nodes")
-            mark = time.perf_counter()
-            batch = self.store.batch_after(copied["after"], size)
-            if batch.num_rows == 0 and version is not None:
-                break
-            with writer_lock(self.run_dir):
-                version = self.dual.append(batch)
-            if batch.num_rows:
-                copied = {"after": batch.column("id")[-1].as_py(),
-                          "rows": copied["rows"] + batch.num_rows}
-            seconds = time.perf_counter() - mark
-            size = self._next_size(size, batch.num_rows, seconds)
-            self.report.nodes_copied = copied["rows"]  # copy time counts the throttle's sleep
-            self.report.nodes_copied_this_invocation += batch.num_rows
-            self.report.copy_s = round(self.report.copy_s + time.perf_counter() - mark, 3)
-            self._save(online_copied=copied, online_version=version, target_created=True)
-            self.progress.advance(batch.num_rows)
-        with writer_lock(self.run_dir):
-            version = self.dual.index()
-        self.report.copy_nodes_per_s = round(copied["rows"] / max(self.report.copy_s, 1e-9), 1)
-        self.report.phase = "catching-up"
-        self._save(online_version=version, phase="catching-up")
+        copy_store(self)  # rowid ranges as tasks: dualmem_bulk.online_copy
 
     def _next_size(self, size: int, rows: int, seconds: float) -> int:
         """Throttle to ``max_rate``, and size the next page for ``target_batch_s``."""
@@ -319,8 +299,7 @@ class _Online:
             time.sleep(max(0.0, rows / rate - seconds))
         if rows < size or seconds <= 0:
             return size
-        scaled = size * self.config.target_batch_s / seconds
-        return int(min(_MAX_BATCH, max(_MIN_BATCH, size / 2, min(scaled, size * 2))))
+        return next_size(size, seconds, self.config.target_batch_s)
 
     def _apply(self, *, upto: int | None = None, track: bool = False) -> Applied:
         """Apply one round of changes and journal the position; the caller holds the writer
@@ -458,6 +437,8 @@ def run_online(config: OnlineConfig, progress: Progress = NULL_PROGRESS) -> Onli
         raise UsageError("--batch-size must be at least 1 and --cutover-lag at least 0")
     if config.max_rate is not None and config.max_rate <= 0:
         raise UsageError(f"--max-rate must be positive, got {config.max_rate}")
+    if config.workers is not None and config.workers < 0:
+        raise UsageError(f"--workers must be at least 0, got {config.workers}")
     run_dir = config.resolved_run_dir
     fresh = not run_dir.exists()
     try:

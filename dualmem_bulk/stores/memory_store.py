@@ -38,6 +38,7 @@ __all__ = [
     "MemoryStore",
     "batch_to_memories",
     "memories_to_batch",
+    "read_range",
     "top_k",
 ]
 
@@ -274,7 +275,9 @@ def _batch_of(rows: list[tuple[Any, ...]], where: str) -> pa.RecordBatch:
 def top_k(embedding: Sequence[float] | np.ndarray, k: int,
           batches: Iterable[pa.RecordBatch]) -> list[tuple[str, float]]:
     """The ``k`` ids of ``batches`` (with ``id`` or ``episode_id`` and ``embedding`` columns)
-    most similar to ``embedding`` by cosine, best first; NaN similarities rank last."""
+    most similar to ``embedding`` by cosine, best first; NaN similarities rank last, equal ones
+    by id (so the answer does not depend on the order of the rows: the legacy store scans in id
+    order, an online run's dual store holds them in rowid order)."""
     query = np.asarray(embedding, dtype=np.float32)
     best: list[tuple[str, float]] = []
     for batch in batches:
@@ -283,10 +286,35 @@ def top_k(embedding: Sequence[float] | np.ndarray, k: int,
         with np.errstate(all="ignore"):
             sims = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
         sims = np.where(np.isnan(sims), -np.inf, sims)
-        ids = batch.column(key).to_pylist()
-        best += [(ids[i], float(sims[i])) for i in np.argsort(-sims, kind="stable")[:k]]
-        best = sorted(best, key=lambda t: -t[1])[:k]
+        picked = np.arange(len(sims))
+        if len(sims) > k:  # the k best and every row tied with the k-th
+            picked = np.flatnonzero(sims >= -np.partition(-sims, k - 1)[k - 1])
+        ids = batch.column(key).take(pa.array(picked, pa.int64())).to_pylist()
+        best = sorted([*best, *zip(ids, sims[picked].tolist(), strict=True)],
+                      key=lambda t: (-t[1], t[0]))[:k]
     return best
+
+
+def read_range(path: Path, first: int, last: int, unchanged_after: int,
+               batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The rows of the MemoryStore at ``path`` with a rowid in [``first``, ``last``], in rowid
+    order, as LEGACY_SCHEMA batches of at most ``batch_rows``, leaving out every id the change
+    log has an entry for after ``unchanged_after``; read through a read-only connection of its
+    own in one read transaction (the service's writers are not blocked). A range scan of the
+    table's b-tree: no sort, no index."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
+                           isolation_level=None)
+    try:
+        conn.execute("BEGIN DEFERRED")
+        cursor = conn.execute(
+            f"SELECT {_COLUMNS} FROM memories WHERE rowid BETWEEN ? AND ? AND id NOT IN "
+            "(SELECT id FROM memory_changes WHERE seq > ?) ORDER BY rowid",
+            (first, last, unchanged_after))
+        while rows := cursor.fetchmany(batch_rows):
+            yield _batch_of(rows, str(path))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
 
 
 class MemoryStore:
@@ -415,6 +443,14 @@ class MemoryStore:
                 f"SELECT {_COLUMNS} FROM memories WHERE {where} ORDER BY id LIMIT ?",
                 args).fetchall()
         return _batch_of(found, str(self.path))
+
+    def rowid_bounds(self) -> tuple[int, int] | None:
+        """The smallest and the largest rowid (``None`` when empty): two b-tree look-ups (one
+        query with both aggregates would scan the table)."""
+        with self._lock:
+            first = self._conn.execute("SELECT min(rowid) FROM memories").fetchone()[0]
+            last = self._conn.execute("SELECT max(rowid) FROM memories").fetchone()[0]
+        return None if first is None or last is None else (int(first), int(last))
 
     def scan(self, batch_size: int) -> Iterator[pa.RecordBatch]:
         """Every row in id order, in LEGACY_SCHEMA batches (consistent inside :meth:`snapshot`)."""
