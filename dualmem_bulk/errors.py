@@ -20,6 +20,8 @@ with ``from`` so the original stays visible.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "DualmemError",
     "InputError",
@@ -40,6 +42,20 @@ class DualmemError(Exception):
     """Root of every error dualmem-bulk raises on purpose; ``exit_code`` is the CLI's."""
 
     exit_code = 1
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as message and attributes: a worker process's error reaches the driver as
+        itself (pickling calls ``cls(*args)`` by default, which the subclasses' own
+        constructors refuse, and the pool then reports a dead worker)."""
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[DualmemError], args: tuple[Any, ...], state: dict[str, Any]
+             ) -> DualmemError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class UsageError(DualmemError):
