@@ -24,10 +24,9 @@ from dualmem_bulk.export import export_snapshot, scan_source
 from dualmem_bulk.inspect import inspect_path
 from dualmem_bulk.offline import OfflineConfig, RunReport, run_offline
 from dualmem_bulk.online import OnlineConfig, OnlineReport, run_online
-from dualmem_bulk.rollback import FinalizeReport, RollbackReport, finalize_run, rollback_run
-from dualmem_bulk.status import run_status
+from dualmem_bulk.run.modes import finalize_run, rollback_run, run_status, verify_run
+from dualmem_bulk.rundir.reports import FinalizeReport, RollbackReport, VerifyReport
 from dualmem_bulk.stores.memory_store import EmbeddingProvenance, Memory, MemoryStore
-from dualmem_bulk.verify import VerifyReport, verify_run
 
 __all__ = [
     "CompatibilityAdapter",

@@ -14,8 +14,8 @@ from dualmem_bulk.errors import SourceError
 from dualmem_bulk.export import DEFAULT_BATCH_SIZE, scan_source
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
+from dualmem_bulk.run.modes import run_status
 from dualmem_bulk.schema import schema_identity
-from dualmem_bulk.status import run_status
 from dualmem_bulk.stores import TargetStore, detect_store
 
 __all__ = ["inspect_path"]

@@ -32,16 +32,17 @@ from dualmem_bulk._sqlite import write_tx
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.errors import InputError, RunLocked, SourceError, TargetExists, UsageError
 from dualmem_bulk.progress import Progress
+from dualmem_bulk.rundir.files import JOURNAL, LOCK
 
-__all__ = ["JOURNAL", "BatchRecord", "Journal", "RunLock", "State", "lock_holder", "migrating"]
-
-JOURNAL = "journal.sqlite"
-LOCK = "lock"
+__all__ = ["JOURNAL", "BatchRecord", "Journal", "Mode", "RunLock", "State", "lock_holder",
+           "migrating"]
 
 State = Literal[
     "planned", "exporting", "converting", "verifying", "done", "failed",
     "rolling-back", "rolled-back", "finalized",
 ]
+Mode = Literal["copy", "in-place", "online"]
+"""How a run converts: into a new store, the legacy store in place, or a live store online."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -137,6 +138,18 @@ class Journal:
         """A number that changes whenever another connection commits to the journal: a cheap
         way for a long-lived reader (the compatibility adapter) to notice a switch."""
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    @property
+    def mode(self) -> Mode:
+        """The run's mode (what :mod:`dualmem_bulk.run.modes` dispatches on)."""
+        mode: Mode = self.get("mode", "copy")
+        return mode
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's configuration as recorded when it started (empty before)."""
+        config: dict[str, Any] = self.get("config") or {}
+        return config
 
     @property
     def state(self) -> State:

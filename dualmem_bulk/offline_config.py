@@ -9,6 +9,7 @@ from typing import Any
 
 from dualmem_bulk.engines import Engine
 from dualmem_bulk.export import DEFAULT_BATCH_SIZE
+from dualmem_bulk.rundir.files import default_run_dir
 from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
 from dualmem_bulk.stores import TargetFormat
 
@@ -55,7 +56,7 @@ class OfflineConfig:
     @property
     def resolved_run_dir(self) -> Path:
         """The run directory actually used."""
-        return self.run_dir or self.target.with_name(self.target.name + ".run")
+        return self.run_dir or default_run_dir(self.target)
 
     def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resumption."""

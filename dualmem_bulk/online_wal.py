@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,17 +29,15 @@ from dualmem_bulk._fs import fault_point
 from dualmem_bulk._signals import StopRequest
 from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_digest, row_checksums
 from dualmem_bulk.errors import VerificationFailed
-from dualmem_bulk.journal import Journal
 from dualmem_bulk.online import OnlineConfig, OnlineReport, _Online
 from dualmem_bulk.online_cutover import describe_identity
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.sources.engram_wal import WalReport, read_engram_wal
 from dualmem_bulk.stores.dual import ROUND, DualStore, writer_lock
-from dualmem_bulk.verify import Problem, keyed_problems
 from dualmem_bulk.wal_feed import Position, WalFeed, legacy_columns
 
-__all__ = ["OnlineWal", "WalPinned", "compare_wal", "verify_wal_run"]
+__all__ = ["OnlineWal", "WalPinned", "compare_wal"]
 
 _VERIFY_BATCH = 4_096
 
@@ -216,30 +213,3 @@ class OnlineWal(_Online):
         self.progress.message(f"cut over: {pinned.stored.rows:,} nodes equal the WAL replay; "
                               "switch the service's reads to the dual store")
 
-
-def verify_wal_run(run_dir: Path, journal: Journal, progress: Progress = NULL_PROGRESS
-                   ) -> tuple[WalPinned, Path, Path, list[Problem]]:
-    """Compare a WAL run's dual store with the WAL's replay at the applied position, under the
-    writer lock (so a running migrator's commit and its journal entry are not split); if they
-    differ, name the nodes that do (:func:`~dualmem_bulk.verify.keyed_problems`)."""
-    config = journal.get("config")
-    root, target = Path(config["source"]), Path(config["target"])
-    problems: list[Problem] = []
-    with writer_lock(run_dir):
-        dual, position = DualStore(target), journal.get("online_applied")
-        pinned = compare_wal(root, dual, position, progress)
-        if not pinned.same:
-            problems = keyed_problems(_with_checksums(root, position), _node_batches(dual))
-    return pinned, root, target, problems
-
-
-def _with_checksums(root: Path, position: Position) -> Iterator[pa.RecordBatch]:
-    """The WAL's replay at ``position`` in the legacy schema, with each row's checksum."""
-    for part in read_engram_wal(root, _VERIFY_BATCH, upto=position):
-        batch = legacy_columns(part.batch)
-        yield batch.append_column("checksum", row_checksums(batch))
-
-
-def _node_batches(dual: DualStore) -> Iterator[pa.RecordBatch]:
-    for fragment in dual.dataset().get_fragments():
-        yield from fragment.to_batches(batch_size=_VERIFY_BATCH)

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.journal import Journal
+from dualmem_bulk.rundir.files import default_run_dir
 from dualmem_bulk.stores import detect_store
 from dualmem_bulk.stores.dual import writer_lock
 
@@ -79,7 +80,7 @@ def build_index(target: Path, run_dir: Path | None = None) -> IndexReport:
         raise SourceError(target, f"{rows} rows: too few to train an index (256 at least); "
                                   "search without one is exact and fast at this size")
     partitions = max(1, min(4096, round(math.sqrt(rows))))
-    run_dir = run_dir or target.with_name(target.name + ".run")
+    run_dir = run_dir or default_run_dir(target)
     online = Journal.exists(run_dir)
     started = time.perf_counter()
     with writer_lock(run_dir) if online else contextlib.nullcontext():

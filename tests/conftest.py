@@ -58,7 +58,7 @@ def fingerprint(target: Path) -> tuple[str, list[bytes], list[bytes], list[bytes
 
 def kill_after_units(args: list[str], run_dir: Path, units: int) -> None:
     """Run ``python -m dualmem_bulk *args`` and SIGKILL it once ``units`` units are committed."""
-    from dualmem_bulk.status import run_status
+    from dualmem_bulk import run_status
 
     proc = subprocess.Popen([sys.executable, "-m", "dualmem_bulk", *args],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

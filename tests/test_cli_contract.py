@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 
 from dualmem_bulk import __version__
-from dualmem_bulk.cli import _run
-from dualmem_bulk.cli_progress import CliProgress
+from dualmem_bulk.cli.calls import call
+from dualmem_bulk.cli.progress import CliProgress
 
 COMMANDS = ["generate", "convert", "export", "status", "verify", "inspect", "rollback",
             "finalize", "migrate", "cutover"]
@@ -93,7 +93,7 @@ def test_an_internal_error_is_one_json_object_with_exit_70(
         raise RuntimeError("an invariant broke")
 
     with pytest.raises(typer.Exit) as exited:
-        _run(bug, as_json=True)
+        call(bug, as_json=True)
     assert exited.value.exit_code == 70
     data = json.loads(capsys.readouterr().out)
     assert data == {"status": "error", "error": "an invariant broke", "exit_code": 70,

@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import fingerprint
 
+from dualmem_bulk import run_status
 from dualmem_bulk.generate import write_generated
 from dualmem_bulk.journal import Journal
-from dualmem_bulk.status import run_status
 
 NODES = int(os.environ.get("CRASH_NODES", "200000"))
 BATCH = "8192"

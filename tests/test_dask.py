@@ -26,6 +26,7 @@ from test_crash import start, wait_for
 from test_inplace import legacy_store
 from typer.testing import CliRunner
 
+from dualmem_bulk import rollback_run
 from dualmem_bulk.cli import app
 from dualmem_bulk.engines import DASK_HINT, open_pool
 from dualmem_bulk.engines.dask import DaskPool, UnreadableOnWorker, run_task
@@ -35,7 +36,6 @@ from dualmem_bulk.generate import write_generated
 from dualmem_bulk.offline import OfflineConfig, UnitTask, run_offline, write_unit
 from dualmem_bulk.partitioned import PartitionTask
 from dualmem_bulk.report import RunReport
-from dualmem_bulk.rollback import rollback_run
 from dualmem_bulk.stores import TargetStore
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,11 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 from reference_encoding import table_digest
 
+from dualmem_bulk import verify_run
 from dualmem_bulk.convert import to_legacy
 from dualmem_bulk.export import DEFAULT_BATCH_SIZE, scan_source
 from dualmem_bulk.offline import QUARANTINE, OfflineConfig, run_offline
 from dualmem_bulk.stores import TargetStore
-from dualmem_bulk.verify import verify_run
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "fixtures"
 EXPECTED: dict[str, dict[str, Any]] = json.loads(

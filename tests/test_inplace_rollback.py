@@ -18,15 +18,14 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import kill_after_units, legacy_table
 
+from dualmem_bulk import finalize_run, rollback_run, run_status
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.export import scan_source
 from dualmem_bulk.generate import write_generated
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.offline import OfflineConfig, run_offline
-from dualmem_bulk.rollback import finalize_run, rollback_run
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.sources.detect import open_source
-from dualmem_bulk.status import run_status
 from dualmem_bulk.stores import open_parquet, parquet_batches
 
 TAG = "dualmem-pre-migration"

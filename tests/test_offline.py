@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import assert_bit_equal, legacy_table, read_snapshot
 
+from dualmem_bulk import verify_run
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.convert import to_legacy
 from dualmem_bulk.errors import InvalidRows, SchemaMismatch, SourceError, TargetExists
@@ -20,7 +21,6 @@ from dualmem_bulk.journal import Journal
 from dualmem_bulk.offline import OfflineConfig, run_offline
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.stores import TargetStore
-from dualmem_bulk.verify import verify_run
 
 
 def _source(tmp_path: Path, rows: list[dict[str, Any]], name: str = "src.parquet") -> Path:

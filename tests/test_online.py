@@ -13,15 +13,21 @@ from pathlib import Path
 import lance
 import pytest
 
-from dualmem_bulk import MemoryStore, OnlineConfig, rollback_run, run_online, run_status
+from dualmem_bulk import (
+    MemoryStore,
+    OnlineConfig,
+    finalize_run,
+    rollback_run,
+    run_online,
+    run_status,
+    verify_run,
+)
 from dualmem_bulk.errors import Interrupted, RunChanged, SourceError, TargetExists, UsageError
 from dualmem_bulk.generate import generate_batches
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.online import PAUSE_FILE
 from dualmem_bulk.online_cutover import request_cutover
-from dualmem_bulk.rollback import finalize_run
 from dualmem_bulk.stores.dual import DualStore
-from dualmem_bulk.verify import verify_run
 from tests.online_workload import digests, new_memory
 
 NODES = 1_200

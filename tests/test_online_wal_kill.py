@@ -15,8 +15,8 @@ from pathlib import Path
 
 from conftest import journal_value
 
+from dualmem_bulk import verify_run
 from dualmem_bulk.generate import write_generated
-from dualmem_bulk.verify import verify_run
 from dualmem_bulk.wal_feed import WalFeed
 from tests.wal_appender import Appender, assert_same_nodes, reference
 

@@ -242,7 +242,7 @@ def test_generated_root_converts_end_to_end(tmp_path: Path, generated_root: Path
 
 def test_verify_covers_episode_fields(tmp_path: Path) -> None:
     """The row checksum leaves the Engram-only columns out; verify still catches a change."""
-    from dualmem_bulk.verify import verify_run
+    from dualmem_bulk import verify_run
 
     target = tmp_path / "nodes"
     report = run_offline(OfflineConfig(source=DATA, target=target, target_format="parquet"))

@@ -14,12 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import assert_bit_equal, legacy_table
 
+from dualmem_bulk import verify_run
 from dualmem_bulk._pool import WorkerPool
 from dualmem_bulk.errors import VerificationFailed
 from dualmem_bulk.offline import OfflineConfig, run_offline
 from dualmem_bulk.sources import plan_runs
 from dualmem_bulk.stores import TargetStore
-from dualmem_bulk.verify import verify_run
 
 
 def _square_or_fail(n: int) -> int:

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_digest, row_checksums
 from dualmem_bulk.convert import to_dual, to_legacy
+from dualmem_bulk.rundir.files import DUAL_LOCK
 from dualmem_bulk.schema import DUAL_SCHEMA
 from dualmem_bulk.stores.locator import MEMORY_COLUMNS, RowLocator, table_to_memories
 from dualmem_bulk.stores.memory_store import Memory
@@ -43,7 +44,6 @@ __all__ = [
     "writer_lock",
 ]
 
-DUAL_LOCK = "dual.lock"
 ROUND = 5_000
 """Change-log entries applied per round (bounds each round's memory and commit size)."""
 KEY = "episode_id"

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from dualmem_bulk._sqlite import changes_after, connect, read_tx, write_tx
+from dualmem_bulk.rundir.files import PENDING
 from dualmem_bulk.stores.memory_store import (
     _COLUMNS,
     Memory,
@@ -34,7 +35,6 @@ from dualmem_bulk.stores.memory_store import (
 
 __all__ = ["PENDING", "PendingStore"]
 
-PENDING = "pending.sqlite"
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS pending (

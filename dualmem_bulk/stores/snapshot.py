@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dualmem_bulk.rundir.files import QUARANTINE, SNAPSHOT
 from dualmem_bulk.schema import LEGACY_SCHEMA, SNAPSHOT_SCHEMA
 from dualmem_bulk.schema.validate import conform
 from dualmem_bulk.stores import open_parquet
@@ -32,11 +33,6 @@ from dualmem_bulk.stores.snapshot_bytes import (
 )
 
 __all__ = ["QUARANTINE", "SNAPSHOT", "Snapshot", "part_name"]
-
-SNAPSHOT = "snapshot.parquet"
-"""The snapshot's name in a run directory."""
-QUARANTINE = "quarantine.parquet"
-"""The quarantine's name in a run directory: every rejected row, with file, row and reason."""
 
 
 def part_name(unit: int) -> str:

@@ -36,6 +36,7 @@ from lance.fragment import FragmentMetadata, write_fragments
 from dualmem_bulk._fs import atomic_path, fault_point, fsync_path, remove
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.journal import BatchRecord
+from dualmem_bulk.rundir.files import staging_path
 from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat, open_parquet, parquet_batches
 
 __all__ = ["LanceInPlace", "StagedWriter", "Written", "data_files", "fsync_newer",
@@ -61,11 +62,6 @@ def lance_write_schema(schema: pa.Schema) -> pa.Schema:
             schema = schema.set(i, field.with_metadata(
                 {**(field.metadata or {}), b"lance-encoding:compression": b"none"}))
     return schema
-
-
-def staging_path(target: Path) -> Path:
-    """Where the store is built before it is renamed onto ``target``."""
-    return target.with_name(f".{target.name}.dualmem-partial")
 
 
 class StagedWriter(Protocol):

@@ -18,8 +18,10 @@ from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.engines import TaskPool
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.progress import Progress
+from dualmem_bulk.rundir.reports import VerifyReport
 from dualmem_bulk.stores import TargetStore
-from dualmem_bulk.verify import MAX_LISTED, PieceVerdict, Problem, VerifyReport, verify_batches
+from dualmem_bulk.verify.pieces import READ_BATCH, PieceVerdict, verify_batches
+from dualmem_bulk.verify.rows import Problem, listed
 
 __all__ = ["NOT_CHECKED", "PieceAlone", "verify_piece_alone", "verify_without_snapshot"]
 
@@ -28,7 +30,6 @@ NOT_CHECKED = [
     "each target row against its snapshot row (position, space, id, episode columns); the "
     "rows' checksums and the digest recorded at export cover the legacy fields",
 ]
-_READ_BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class PieceAlone:
 def verify_piece_alone(task: PieceAlone) -> PieceVerdict:
     """Checksums recomputed from the fields and the conversion rules, for one piece."""
     batches = TargetStore(task.target).piece_batches(task.piece,
-                                                     min(task.batch_size, _READ_BATCH))
+                                                     min(task.batch_size, READ_BATCH))
     return verify_batches(batches, iter(()))
 
 
@@ -83,8 +84,7 @@ def verify_without_snapshot(run_dir: Path, progress: Progress, batch_size: int,
         snapshot_rows=recorded.rows, target_rows=stored.rows, recorded_digest=recorded.hex,
         target_digest=stored.hex, recomputed_digest=recomputed.hex,
         mismatched=len({(sp, i) for sp, i, _ in problems}),
-        mismatches=[{"id": i, "problem": p, **({"space": sp} if sp else {})}
-                    for sp, i, p in problems[:MAX_LISTED]],
+        mismatches=listed(problems),
         not_checked=list(NOT_CHECKED),
         elapsed_s=round(time.perf_counter() - started, 3))
     progress.done()

@@ -14,52 +14,50 @@ from typing import Any
 
 from dualmem_bulk.journal import Journal, lock_holder
 
-__all__ = ["ROLLBACK_POSSIBLE", "iso", "run_status"]
+__all__ = ["ROLLBACK_POSSIBLE", "iso", "offline_progress", "online_extra", "online_progress",
+           "status_of"]
 
 ROLLBACK_POSSIBLE = frozenset(
     {"planned", "exporting", "converting", "verifying", "done", "failed", "rolling-back"}
 )
 """States from which ``rollback`` can restore the state before the run."""
 
+Figures = dict[str, Any]
+"""Some of the keys of a status: the progress keys, or the keys of one mode."""
 
-def run_status(run_dir: Path) -> dict[str, Any]:
-    """State, progress, last checkpoint, rate, ETA, lock holder, whether rollback is possible."""
-    journal = Journal.open(run_dir)
-    try:
-        state = journal.state
-        snapshot = journal.get("snapshot") or {}
-        records = journal.batches()
-        events = journal.events()
-        holder = lock_holder(run_dir)
-        mode = journal.get("mode", "copy")
-        progress = (_online_progress(journal) if mode == "online"
-                    else _offline_progress(journal, records, events, snapshot.get("rows")))
-        return {
-            "run_dir": str(run_dir),
-            "mode": mode,
-            "state": state,
-            "phase": journal.get("phase"),
-            "running": holder is not None,
-            "lock_holder": holder,
-            "source": (journal.get("config") or {}).get("source"),
-            "target": journal.get("target"),
-            **progress,
-            "units_committed": len(records),
-            "batches_done": records[-1].end_group if records else 0,
-            "batches_total": snapshot.get("groups"),
-            "snapshot_digest": snapshot.get("digest"),
-            "target_digest": journal.committed().hex if records else None,
-            "rollback_possible": state in ROLLBACK_POSSIBLE,
-            "last_event": {"at": iso(events[-1][0]), "state": events[-1][1],
-                           "detail": events[-1][2]} if events else None,
-            **(_online_extra(journal) if mode == "online" else {}),
-        }
-    finally:
-        journal.close()
+
+def status_of(run_dir: Path, journal: Journal, progress: Figures, extra: Figures) -> Figures:
+    """State, progress (the mode's :func:`offline_progress` or :func:`online_progress`), last
+    checkpoint, lock holder, whether rollback is possible, then the mode's ``extra`` keys."""
+    state = journal.state
+    snapshot = journal.get("snapshot") or {}
+    records = journal.batches()
+    events = journal.events()
+    holder = lock_holder(run_dir)
+    return {
+        "run_dir": str(run_dir),
+        "mode": journal.mode,
+        "state": state,
+        "phase": journal.get("phase"),
+        "running": holder is not None,
+        "lock_holder": holder,
+        "source": journal.config.get("source"),
+        "target": journal.get("target"),
+        **progress,
+        "units_committed": len(records),
+        "batches_done": records[-1].end_group if records else 0,
+        "batches_total": snapshot.get("groups"),
+        "snapshot_digest": snapshot.get("digest"),
+        "target_digest": journal.committed().hex if records else None,
+        "rollback_possible": state in ROLLBACK_POSSIBLE,
+        "last_event": {"at": iso(events[-1][0]), "state": events[-1][1],
+                       "detail": events[-1][2]} if events else None,
+        **extra,
+    }
 
 
 def _figures(done: int | None, total: int | None, rate: float | None, last: float | None
-             ) -> dict[str, Any]:
+             ) -> Figures:
     """The progress keys."""
     eta = None
     if total is not None and done is not None:
@@ -69,12 +67,13 @@ def _figures(done: int | None, total: int | None, rate: float | None, last: floa
             "last_checkpoint": iso(last) if last is not None else None}
 
 
-def _offline_progress(journal: Journal, records: list[Any], events: list[tuple[float, str, str]],
-                      snapshot_rows: int | None) -> dict[str, Any]:
+def offline_progress(journal: Journal) -> Figures:
     """While the export runs, source rows read of the source's rows (each recorded partition
     counts); once it is done, nodes converted of the snapshot's. The rate is the nodes recorded
     since this invocation's phase began over the wall time to the last checkpoint (partitions
     run side by side, so their own seconds overlap)."""
+    records, events = journal.batches(), journal.events()
+    snapshot_rows = (journal.get("snapshot") or {}).get("rows")
     if snapshot_rows is None:
         counts = [int(stats["nodes_in"]) for stats in journal.exported()]
         total = journal.get("source_rows")
@@ -92,7 +91,7 @@ def _offline_progress(journal: Journal, records: list[Any], events: list[tuple[f
     return _figures(sum(counts), total, rate, last)
 
 
-def _online_progress(journal: Journal) -> dict[str, Any]:
+def online_progress(journal: Journal) -> Figures:
     """An online run checkpoints its copy in the journal; the copy's total is the live store's
     row count while copying (an Engram data root's is only known to the migrator), and the
     copied rows once the copy is done."""
@@ -110,7 +109,7 @@ def _live_rows(journal: Journal) -> int | None:
     """Rows of the live SQLite MemoryStore (``None`` for an Engram data root)."""
     from dualmem_bulk.stores.memory_store import MemoryStore
 
-    config = journal.get("config") or {}
+    config = journal.config
     if config.get("kind") == "engram-wal" or not config.get("source"):
         return None
     store = MemoryStore(Path(config["source"]), create=False)
@@ -120,7 +119,8 @@ def _live_rows(journal: Journal) -> int | None:
         store.close()
 
 
-def _online_extra(journal: Journal) -> dict[str, Any]:
+def online_extra(journal: Journal) -> Figures:
+    """What only an online run has: which store serves, the changes applied, the pause."""
     report = journal.get("report") or {}
     return {"serving": journal.get("serving", "legacy"),
             "changes_applied": report.get("changes_applied"),

@@ -120,7 +120,7 @@ def status_lines(info: dict[str, Any]) -> list[str]:
     lines.append(f"  lock             held by pid {holder['pid']} on {holder['host']} since "
                  f"{holder['started']}" if holder else "  lock             free (no migrator "
                                                        "running)")
-    if info["mode"] == "online":
+    if "serving" in info:  # an online run
         lines.append(f"  serving          {info['serving']}; "
                      f"{_scalar(info['changes_applied'])} changes applied")
     possible = "possible" if info["rollback_possible"] else "not possible"

@@ -20,13 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import kill_after_units, read_snapshot
 
+from dualmem_bulk import finalize_run, rollback_run, run_status
 from dualmem_bulk.errors import UsageError, VerificationFailed
 from dualmem_bulk.export import scan_source
 from dualmem_bulk.generate import write_generated
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.offline import OfflineConfig, run_offline
-from dualmem_bulk.rollback import finalize_run, rollback_run
-from dualmem_bulk.status import run_status
 
 
 def cli(*args: str | Path, stdin: int | None = subprocess.DEVNULL

@@ -1,0 +1,109 @@
+"""What verify, rollback and finalize report on a run; ``as_dict()`` is each command's
+``--json`` output."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["FinalizeReport", "RollbackReport", "VerifyReport"]
+
+
+@dataclass
+class VerifyReport:
+    """The verdict: ``ok`` only if every check passed; the first differing ids are listed."""
+
+    ok: bool
+    run_dir: str
+    target: str
+    snapshot_rows: int = 0
+    target_rows: int = 0
+    recorded_digest: str = ""
+    snapshot_digest: str = ""
+    target_digest: str = ""
+    recomputed_digest: str = ""
+    mismatched: int = 0
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+    read_back: int = 0
+    """Target rows this verification read back and compared row by row (pieces the conversion
+    already verified from disk are not read again)."""
+    elapsed_s: float = 0.0
+    not_checked: list[str] = field(default_factory=list)
+    """What could not be checked (a dropped snapshot); empty when everything was."""
+
+    def summary(self) -> str:
+        """One line for an operator."""
+        if self.ok and self.not_checked:
+            return (f"verified what remains: {self.target_rows} nodes, every checksum and the "
+                    "digest recorded at export match; the snapshot was dropped, so some checks "
+                    "were not possible")
+        if self.ok:
+            return f"verified: {self.target_rows} nodes identical to the snapshot"
+        ids = ", ".join(repr(m["id"]) for m in self.mismatches[:5])
+        return (f"verification failed: {self.mismatched} node(s) differ "
+                f"(snapshot {self.snapshot_rows} rows, target {self.target_rows}); first: {ids}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+@dataclass
+class RollbackReport:
+    """What a rollback did and what it proved; ``as_dict()`` is the ``--json`` output."""
+
+    status: str
+    """``rolled-back`` when done; ``rolling-back`` in the report of a failed proof."""
+    run_dir: str
+    mode: str
+    """``copy``, ``in-place`` or ``online``."""
+    state_before: str
+    """The run's state when the rollback started."""
+    source: str
+    """The source (copy) or the legacy store converted in place."""
+    target: str
+    store_format: str | None = None
+    """In-place runs: ``parquet`` or ``lance``."""
+    snapshot_checked: bool = False
+    """Every snapshot row's checksum and the snapshot digest were checked first."""
+    snapshot_rows: int | None = None
+    snapshot_digest: str | None = None
+    removed: list[str] = field(default_factory=list)
+    """What the run wrote and the rollback removed."""
+    restored_from: str | None = None
+    """In-place runs: the backup, the Lance version or the snapshot the store came back from."""
+    proven_rows: int | None = None
+    proven_digest: str | None = None
+    """Digest recomputed from the restored store (in-place) or the source (copy) after the
+    rollback; equal to ``snapshot_digest`` when the rollback succeeded."""
+    source_untouched: bool | None = None
+    """The legacy data is as it was before the run (proven by digest when there is a
+    snapshot; by file sizes and times for a copy run that had not finished its export)."""
+    notes: list[str] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    """Steps done, as recorded in the journal (across re-runs of a crashed rollback)."""
+    elapsed_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+@dataclass
+class FinalizeReport:
+    """What finalize recorded and removed; ``as_dict()`` is the ``--json`` output."""
+
+    status: str
+    run_dir: str
+    mode: str
+    target: str
+    removed: list[str] = field(default_factory=list)
+    snapshot_dropped: bool = False
+    finalized_at: str = ""
+    """When the run was finalized (ISO 8601)."""
+    legacy_kept: str | None = None
+    """Online runs: the legacy store, if it is kept (it takes no more writes)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
