@@ -129,6 +129,9 @@ class OnlineReport:
     """Wall time of the copy over every invocation, the ``--max-rate`` throttle's sleeps
     included (``copy_nodes_per_s`` = ``nodes_copied / copy_s``)."""
     copy_nodes_per_s: float = 0.0
+    workers: int | None = None
+    """Worker processes that copied this invocation's rowid ranges (0: the driver alone;
+    ``None``: no range copied, or an Engram data root)."""
     changes_applied: int = 0
     """Ids upserted or deleted from the change log (after collapsing), pause included."""
     catch_up_rounds: int = 0

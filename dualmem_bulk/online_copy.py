@@ -173,6 +173,7 @@ class _RangeCopy:
         try:
             with open_pool("local", run.config.workers, rows=total) as pool:
                 task_s = run.config.target_batch_s * max(1, pool.workers)
+                run.report.workers = pool.workers
                 for task, done in pool.ordered(copy_range, self.tasks(copied)):
                     with writer_lock(run.run_dir):
                         if done.written or version is None:

@@ -9,6 +9,8 @@ import itertools
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +212,19 @@ def _no_leftovers() -> Any:
             proc.kill()
         proc.communicate()
 
+
+
+def test_the_cli_copies_with_the_workers_it_is_given(tmp_path: Path) -> None:
+    """``migrate --online --workers N`` reaches the copy: the report names the workers and the
+    rows are the page copy's."""
+    path = _store(tmp_path / "m.sqlite")
+    _page_copy(path, tmp_path / "pages.lance", 700)
+    target = tmp_path / "n.lance"
+    done = subprocess.run(
+        [sys.executable, "-m", "dualmem_bulk", "migrate", "--online", str(path), str(target),
+         "--workers", "2", "--batch-size", "400", "--target-batch-s", "1000", "--json"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["workers"] == 2 and report["verified"]
+    _assert_same_rows(_sorted(target), _sorted(tmp_path / "pages.lance"))

@@ -31,6 +31,10 @@ def migrate(
         min=0, help="Cut over once at most this many changes are not yet applied.")] = 200,
     postpone_cutover: Annotated[bool, typer.Option(
         help="Keep catching up until `dualmem-bulk cutover RUN_DIR` is run.")] = False,
+    workers: Annotated[int | None, typer.Option(
+        min=0, help="Worker processes copying a MemoryStore's rowid ranges beside this one; 0: "
+                    "this process alone. Default: one per core less one, none under 50,000 "
+                    "nodes. The copy is the same for any number.")] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -53,7 +57,8 @@ def migrate(
               as_json)
     config = OnlineConfig(store=store, target=target, run_dir=run_dir, batch_size=batch_size,
                           target_batch_s=target_batch_s, max_rate=max_rate,
-                          cutover_lag=cutover_lag, postpone_cutover=postpone_cutover)
+                          cutover_lag=cutover_lag, postpone_cutover=postpone_cutover,
+                          workers=workers)
     r = call_with_progress(lambda progress: run_online(config, progress), as_json, quiet)
     emit(r.as_dict(), as_json, [
         f"{r.status}: {r.nodes_copied:,} nodes copied in {r.copy_s:.1f} s "
