@@ -39,7 +39,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualmem_bulk import __version__
-from dualmem_bulk._fs import check_path, fsync_path, remove, source_identity, write_json
+from dualmem_bulk._fs import (
+    check_path,
+    fault_point,
+    fsync_path,
+    remove,
+    source_identity,
+    write_json,
+)
 from dualmem_bulk._pool import quiet_gc, release_memory
 from dualmem_bulk._signals import StopRequest
 from dualmem_bulk._threads import prefetched
@@ -211,8 +218,7 @@ class _Run:
     def _serial_export(self) -> bool:
         """An in-place run of a Parquet store exports in the driver, then converts in units;
         every other run exports, converts and writes partition by partition in tasks."""
-        return bool(self.journal.get("mode") == "in-place"
-                    and self.journal.get("store_format") == "parquet")
+        return False
 
     @property
     def _lance_in_place(self) -> bool:
@@ -491,6 +497,7 @@ class _Run:
                 raise TargetExists(target)
             os.replace(staging, target)
             fsync_path(target.parent)
+            fault_point("store-swap")
             journal.set(swapped=True)
         elif not target.exists():
             raise SourceError(staging, "the converted store is missing; roll back or re-run "

@@ -32,7 +32,7 @@ def legacy_store(tmp_path: Path, fmt: str) -> Path:
     if fmt == "parquet":
         store = tmp_path / "store"
         store.mkdir()
-        write_generated(store / "part-0.parquet", NODES, seed=21)
+        write_generated(store / "part-0.parquet", NODES, seed=21, batch_size=500)
         return store
     store = tmp_path / "store.lance"
     reader = pa.RecordBatchReader.from_batches(

@@ -16,7 +16,7 @@ import lance
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import kill_after_units, legacy_table
+from conftest import legacy_table
 
 from dualmem_bulk import finalize_run, rollback_run, run_status
 from dualmem_bulk.errors import SourceError
@@ -26,7 +26,7 @@ from dualmem_bulk.journal import Journal
 from dualmem_bulk.offline import OfflineConfig, run_offline
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.sources.detect import open_source
-from dualmem_bulk.stores import open_parquet, parquet_batches
+from dualmem_bulk.stores import TargetStore, open_parquet, parquet_batches
 
 TAG = "dualmem-pre-migration"
 
@@ -173,15 +173,14 @@ def test_rollback_after_sigkill_mid_conversion(rows_large: Path, tmp_path: Path,
     digest = scan_source(store).snapshot_digest
     run_dir = store.with_name(store.name + ".run")
     args = ["convert", str(store), "--in-place", "--target-format", fmt, "--batch-size", "1000"]
-    if fmt == "parquet":
-        kill_after_units(args, run_dir, 2)
-    else:  # killed once its commit made the store the converted one, before the journal knew
-        killed = subprocess.run([sys.executable, "-m", "dualmem_bulk", *args],
-                                capture_output=True, stdin=subprocess.DEVNULL, timeout=300,
-                                env={**os.environ, "DUALMEM_FAULT": "in-place-publish:1:SIGKILL"})
-        assert killed.returncode == -9, killed.stderr
-    if fmt == "lance":  # the store itself holds the converted nodes now
-        assert "node_type" in lance.dataset(str(store)).schema.names
+    # killed once the store is the converted one (Parquet: renamed into place, the legacy
+    # store moved to its backup; Lance: its commit published), before the journal knew
+    fault = "store-swap" if fmt == "parquet" else "in-place-publish"
+    killed = subprocess.run([sys.executable, "-m", "dualmem_bulk", *args],
+                            capture_output=True, stdin=subprocess.DEVNULL, timeout=300,
+                            env={**os.environ, "DUALMEM_FAULT": f"{fault}:1:SIGKILL"})
+    assert killed.returncode == -9, killed.stderr
+    assert "node_type" in TargetStore(store).schema.names  # the converted store, in place
     done = cli("rollback", run_dir, "--yes", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)

@@ -76,13 +76,16 @@ def test_each_phase_rate_is_its_nodes_over_its_own_time(tmp_path: Path) -> None:
     assert "6,000 nodes" in export and "nodes/s" in export
 
 
-def test_an_in_place_run_reports_its_conversion_phase(tmp_path: Path) -> None:
+def test_an_in_place_run_converts_in_its_export_tasks(tmp_path: Path) -> None:
+    """An in-place run of a Parquet store is partitioned like a copy run: its export tasks
+    convert and write, and its store is only renamed into place afterwards."""
     store = tmp_path / "store"
     store.mkdir()
-    write_generated(store / "part-0.parquet", 3000, seed=8)
+    write_generated(store / "part-0.parquet", 3000, seed=8, batch_size=1000)
     report = _json(_cli("convert", store, "--in-place", "--target-format", "parquet",
                         "--batch-size", "1000", "--json"))
-    assert report["phases"]["export"]["nodes"] == report["phases"]["convert"]["nodes"] == 3000
+    assert report["phases"]["export"]["nodes"] == 3000 and report["units"] == 3
+    assert report["phases"]["place"]["nodes"] == 0 and "convert" not in report["phases"]
     assert report["nodes_this_invocation"] == 3000
     _assert_phases_add_up(report)
 
