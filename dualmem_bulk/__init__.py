@@ -53,12 +53,18 @@ from dualmem_bulk.run.modes import (
     run_status,
     verify_run,
 )
-from dualmem_bulk.rundir.reports import FinalizeReport, RollbackReport, VerifyReport
+from dualmem_bulk.rundir.reports import (
+    CutoverReport,
+    FinalizeReport,
+    RollbackReport,
+    VerifyReport,
+)
 from dualmem_bulk.stores.memory_store import EmbeddingProvenance, Memory, MemoryStore
 from dualmem_bulk.vector_index import IndexReport, build_index
 
 __all__ = [
     "CompatibilityAdapter",
+    "CutoverReport",
     "DualmemError",
     "EmbeddingProvenance",
     "FinalizeReport",

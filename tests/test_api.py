@@ -19,7 +19,7 @@ PUBLIC = [
     "request_cutover", "rollback_plan", "rollback_run", "run_offline", "run_online",
     "run_status", "verify_run",
     # their reports
-    "FinalizeReport", "IndexReport", "OnlineReport", "RollbackReport", "RunReport",
+    "CutoverReport", "FinalizeReport", "IndexReport", "OnlineReport", "RollbackReport", "RunReport",
     "VerifyReport",
     # what the service uses
     "CompatibilityAdapter", "EmbeddingProvenance", "Memory", "MemoryStore",
