@@ -1,5 +1,11 @@
 """dualmem-bulk: migrate Engram ``Memory`` stores to ``DualMemoryNode``, fast and verifiably.
 
+The package root holds the public API: the configurations, the operations on a source, a store
+or a run directory, their reports, the service's store and adapter, the error tree and the
+``Progress`` protocol. The kernels (:mod:`dualmem_bulk.checksum`, :mod:`dualmem_bulk.convert`,
+:mod:`dualmem_bulk.schema`) are imported from their modules; ``docs/architecture.md`` describes
+the package.
+
 Example:
     >>> from pathlib import Path
     >>> from dualmem_bulk import OfflineConfig, run_offline
@@ -16,45 +22,84 @@ os.environ.setdefault("LANCE_LOG", "error")  # Lance's native logger reads it on
 
 __version__ = "0.1.0"
 
-from dualmem_bulk.checksum import TableDigest, encode_rows, row_checksums
 from dualmem_bulk.compat import CompatibilityAdapter
-from dualmem_bulk.convert import node_uuids, to_dual, to_legacy
-from dualmem_bulk.errors import DualmemError
-from dualmem_bulk.export import export_snapshot, scan_source
+from dualmem_bulk.errors import (
+    DualmemError,
+    InputError,
+    Interrupted,
+    InvalidRows,
+    RunChanged,
+    RunLocked,
+    SchemaMismatch,
+    SourceDamaged,
+    SourceError,
+    TargetExists,
+    UsageError,
+    VerificationFailed,
+)
+from dualmem_bulk.export import export_snapshot
 from dualmem_bulk.inspect import inspect_path
-from dualmem_bulk.offline import OfflineConfig, RunReport, run_offline
+from dualmem_bulk.offline import run_offline
+from dualmem_bulk.offline_config import OfflineConfig
 from dualmem_bulk.online import OnlineConfig, OnlineReport, run_online
-from dualmem_bulk.run.modes import finalize_run, rollback_run, run_status, verify_run
-from dualmem_bulk.rundir.reports import FinalizeReport, RollbackReport, VerifyReport
+from dualmem_bulk.online_cutover import request_cutover
+from dualmem_bulk.progress import Progress
+from dualmem_bulk.report import RunReport
+from dualmem_bulk.run.modes import (
+    finalize_plan,
+    finalize_run,
+    rollback_plan,
+    rollback_run,
+    run_status,
+    verify_run,
+)
+from dualmem_bulk.rundir.reports import (
+    CutoverReport,
+    FinalizeReport,
+    RollbackReport,
+    VerifyReport,
+)
 from dualmem_bulk.stores.memory_store import EmbeddingProvenance, Memory, MemoryStore
+from dualmem_bulk.vector_index import IndexReport, build_index
 
 __all__ = [
     "CompatibilityAdapter",
+    "CutoverReport",
     "DualmemError",
     "EmbeddingProvenance",
     "FinalizeReport",
+    "IndexReport",
+    "InputError",
+    "Interrupted",
+    "InvalidRows",
     "Memory",
     "MemoryStore",
     "OfflineConfig",
     "OnlineConfig",
     "OnlineReport",
+    "Progress",
     "RollbackReport",
+    "RunChanged",
+    "RunLocked",
     "RunReport",
-    "TableDigest",
+    "SchemaMismatch",
+    "SourceDamaged",
+    "SourceError",
+    "TargetExists",
+    "UsageError",
+    "VerificationFailed",
     "VerifyReport",
     "__version__",
-    "encode_rows",
+    "build_index",
     "export_snapshot",
+    "finalize_plan",
     "finalize_run",
     "inspect_path",
-    "node_uuids",
+    "request_cutover",
+    "rollback_plan",
     "rollback_run",
-    "row_checksums",
     "run_offline",
     "run_online",
     "run_status",
-    "scan_source",
-    "to_dual",
-    "to_legacy",
     "verify_run",
 ]

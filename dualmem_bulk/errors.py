@@ -7,8 +7,8 @@
      ├── InputError                 3   the input cannot be migrated as it is; nothing written
      │    ├── SourceError              unreadable, truncated or unrecognised source file
      │    ├── SchemaMismatch           a column of the wrong type, or a required column missing
-     │    ├── InvalidRows              --strict and some rows are invalid
-     │    └── SourceDamaged            --strict and the source has damaged records (WAL)
+     │    ├── InvalidRows              strict and some rows are invalid
+     │    └── SourceDamaged            strict and the source has damaged records (WAL)
      ├── TargetExists               3   the target already exists and is not this run's
      ├── VerificationFailed         1   the target differs from the snapshot
      ├── Interrupted                4   stopped (signal, full disk...); re-run the same command
@@ -16,6 +16,9 @@
 
 Foreign errors (pyarrow, polars, lance, OS) are translated at the storage boundary and chained
 with ``from`` so the original stays visible.
+
+A message names configuration fields as the configuration spells them (``workers must be at
+least 0``) and lists them in ``fields``; the CLI shows each as its flag (``--workers``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ class DualmemError(Exception):
     """Root of every error dualmem-bulk raises on purpose; ``exit_code`` is the CLI's."""
 
     exit_code = 1
+    fields: tuple[str, ...] = ()
+    """The configuration fields the message names, the one at fault first."""
+
+    @property
+    def field(self) -> str | None:
+        """The configuration field at fault, if the error is about one."""
+        return self.fields[0] if self.fields else None
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle as message and attributes: a worker process's error reaches the driver as
@@ -59,9 +69,14 @@ def _rebuild(cls: type[DualmemError], args: tuple[Any, ...], state: dict[str, An
 
 
 class UsageError(DualmemError):
-    """A bad option or combination of options."""
+    """A bad option or combination of options; ``fields`` are the configuration fields the
+    message names (``UsageError("workers must be at least 0, got -1", "workers")``)."""
 
     exit_code = 2
+
+    def __init__(self, message: str, *fields: str) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 class InputError(DualmemError):
@@ -90,27 +105,29 @@ class SchemaMismatch(InputError):
 
 
 class InvalidRows(InputError):
-    """``--strict`` was given and the source holds invalid rows."""
+    """``strict`` was given and the source holds invalid rows."""
 
     def __init__(self, count: int, first: str) -> None:
         super().__init__(
-            f"{count} invalid row(s) and --strict was given; first: {first}. "
-            "Nothing was written to the target; run without --strict to quarantine them, "
-            "or with --dry-run to list them."
+            f"{count} invalid row(s) and strict was given; first: {first}. "
+            "Nothing was written to the target; run without strict to quarantine them, "
+            "or with dry_run to list them."
         )
         self.count = count
+        self.fields = ("strict", "dry_run")
 
 
 class SourceDamaged(InputError):
-    """``--strict`` was given and the source has damaged or skipped records."""
+    """``strict`` was given and the source has damaged or skipped records."""
 
     def __init__(self, lines: list[str]) -> None:
         super().__init__(
-            f"{len(lines)} damaged spot(s) in the source and --strict was given; first: "
+            f"{len(lines)} damaged spot(s) in the source and strict was given; first: "
             f"{lines[0]}. Nothing was written; run `dualmem-bulk inspect` on the source to "
-            "list them, or run without --strict to migrate what is whole."
+            "list them, or run without strict to migrate what is whole."
         )
         self.lines = lines
+        self.fields = ("strict",)
 
 
 class TargetExists(DualmemError):
@@ -143,8 +160,9 @@ class RunChanged(InputError):
     def __init__(self, run_dir: object, what: str) -> None:
         super().__init__(
             f"{run_dir}: {what} since this run started, so it cannot resume; "
-            "re-run with --restart to start the run again from the current source"
+            "re-run with restart to start the run again from the current source"
         )
+        self.fields = ("restart",)
 
 
 class RunLocked(DualmemError):

@@ -133,7 +133,7 @@ def open_checked(path: Path, spaces: tuple[str, ...], batch_size: int, strict: b
     """Open the source (indexing a WAL's files on ``pool``); with ``strict``, refuse one with
     damage found while indexing it."""
     if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+        raise UsageError(f"batch_size must be at least 1, got {batch_size}", "batch_size")
     source = open_source(path, spaces or None, batch_size, pool)
     report.source_kind = source.kind
     report.source_details = source.describe()

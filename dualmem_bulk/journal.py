@@ -285,7 +285,7 @@ class RunLock:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except FileExistsError as exc:
             raise UsageError(f"{self.run_dir}: the run directory is a file, not a directory; "
-                             "pass another --run-dir") from exc
+                             "pass another run_dir", "run_dir") from exc
         except OSError as exc:
             raise UsageError(f"{exc.filename or self.run_dir}: cannot create the run "
                              f"directory: {exc.strerror}") from exc

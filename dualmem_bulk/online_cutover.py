@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_digest, row_checksums
 from dualmem_bulk.errors import UsageError
 from dualmem_bulk.journal import Journal
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
+from dualmem_bulk.rundir.reports import CutoverReport
 from dualmem_bulk.stores.dual import ROUND, Applied, DualStore, apply_changes, writer_lock
 from dualmem_bulk.stores.memory_store import MemoryStore
 
@@ -103,7 +103,7 @@ def prove_legacy(run_dir: Path, store: Path, target: Path) -> Pinned:
         journal.close()
 
 
-def request_cutover(run_dir: Path) -> dict[str, Any]:
+def request_cutover(run_dir: Path) -> CutoverReport:
     """Ask the online migrator of ``run_dir`` (started with ``postpone_cutover``) to cut over;
     the request is durable, so a migrator resumed later sees it too."""
     journal = Journal.open(run_dir)
@@ -111,8 +111,8 @@ def request_cutover(run_dir: Path) -> dict[str, Any]:
         if journal.get("mode") != "online":
             raise UsageError(f"{run_dir}: not an online run")
         if journal.state == "done":
-            return {"status": "done", "run_dir": str(run_dir), "detail": "already cut over"}
+            return CutoverReport("done", str(run_dir))
         journal.set(cutover_requested=True)
-        return {"status": "requested", "run_dir": str(run_dir), "phase": journal.get("phase")}
+        return CutoverReport("requested", str(run_dir), journal.get("phase"))
     finally:
         journal.close()

@@ -33,8 +33,8 @@ def end_dual_writing(run_dir: Path, journal: Journal, *, remove_legacy: bool) ->
     config = journal.get("config") or {}
     if journal.get("mode") != "online" or journal.get("serving") == "legacy":
         if remove_legacy:
-            raise UsageError(f"{run_dir}: --remove-legacy applies to an online run that cut "
-                             "over only")
+            raise UsageError(f"{run_dir}: remove_legacy applies to an online run that cut "
+                             "over only", "remove_legacy")
         return None, []
     if config.get("kind") == "engram-wal":
         if remove_legacy:

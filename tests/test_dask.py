@@ -395,9 +395,9 @@ def test_an_unreachable_scheduler_fails_before_the_export(tmp_path: Path) -> Non
 
 
 def test_engine_options_that_do_not_fit() -> None:
-    with pytest.raises(UsageError, match="--scheduler needs --engine dask"):
+    with pytest.raises(UsageError, match="scheduler needs engine dask"):
         open_pool("local", None, "tcp://127.0.0.1:8786")
-    with pytest.raises(UsageError, match="at least 1 worker"):
+    with pytest.raises(UsageError, match="workers must be at least 1 with engine dask"):
         open_pool("dask", 0)
     assert open_pool("dask", None).workers == 1  # a small run: one worker, not none
     for command in ("convert", "verify"):

@@ -35,7 +35,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "data" / "fixtures"
     TargetExists("/data/t.lance"),
     RunChanged("/data/t.lance.run", "the source changed"),
     RunLocked("/data/t.lance.run", {"pid": 7, "host": "h", "started": "now"}),
-    UsageError("--workers must be 0 or more"),
+    UsageError("workers must be at least 0, got -1", "workers"),
 ], ids=lambda e: type(e).__name__)
 def test_every_error_pickles_as_itself(error: DualmemError) -> None:
     back = pickle.loads(pickle.dumps(error))

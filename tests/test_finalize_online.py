@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dualmem_bulk import CompatibilityAdapter, MemoryStore, OnlineConfig, TableDigest, run_online
+from dualmem_bulk import CompatibilityAdapter, MemoryStore, OnlineConfig, run_online
+from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.stores.dual import DualStore
 from dualmem_bulk.stores.pending import ApplyPolicy
 from dualmem_bulk.stores.pending_store import PENDING

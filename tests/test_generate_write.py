@@ -63,7 +63,7 @@ def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_a_directory_or_an_unknown_format_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="is a directory; --format jsonl writes one file"):
+    with pytest.raises(UsageError, match="is a directory; fmt jsonl writes one file"):
         write_generated(tmp_path, 10, seed=1, fmt="jsonl")
     with pytest.raises(ValueError, match="fmt must be"):
         write_generated(tmp_path / "m.csv", 10, seed=1, fmt="csv")  # type: ignore[arg-type]

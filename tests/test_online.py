@@ -161,8 +161,9 @@ def test_postponed_cutover_waits_for_the_request(tmp_path: Path) -> None:
         requested.append(request_cutover(run_dir))
 
     report = run_online(config, Hooks(caught_up=ask))
-    assert requested[0]["status"] == "requested" and report.verified
-    assert request_cutover(run_dir)["status"] == "done"
+    assert requested[0].status == "requested" and report.verified
+    assert request_cutover(run_dir).as_dict() == {"status": "done", "run_dir": str(run_dir),
+                                                  "detail": "already cut over"}
 
 
 def test_refusals(tmp_path: Path) -> None:
@@ -216,6 +217,9 @@ def test_cli_migrate_and_cutover(tmp_path: Path) -> None:
     missing = cli("migrate", "--online", tmp_path / "nope.sqlite", tmp_path / "o.lance")
     assert missing.returncode == 3 and "nope.sqlite" in missing.stderr
     assert cli("cutover", tmp_path / "n.lance.run").returncode == 0
+    cut = cli("cutover", tmp_path / "n.lance.run", "--json")
+    assert cut.returncode == 0 and '"detail": "already cut over"' in cut.stdout
+    assert '"status": "done"' in cut.stdout
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     for command in ("migrate", "cutover"):
         help_text = cli(command, "--help")

@@ -1,5 +1,7 @@
 """How a command calls the library and answers: errors as one line on stderr (and one JSON
 object on stdout with ``--json``) and an exit code; reports as text or JSON; confirmations.
+A library error names configuration fields (``batch_size``); here they become the flags that
+set them (``--batch-size``).
 
 Exit codes: 0 success, 1 verification found differences, 2 usage error, 3 invalid input
 (nothing written), 4 interrupted (resumable), 5 another migrator holds the run, 70 internal error.
@@ -8,6 +10,7 @@ Exit codes: 0 success, 1 verification found differences, 2 usage error, 3 invali
 from __future__ import annotations
 
 import json
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -22,12 +25,28 @@ from dualmem_bulk.cli.progress import CliProgress
 from dualmem_bulk.errors import DualmemError, UsageError
 
 __all__ = ["ERR", "INTERNAL_ERROR", "INVALID_INPUT", "call", "call_with_progress", "confirm",
-           "emit", "fail", "usage"]
+           "emit", "fail", "flag", "flagged", "usage"]
 
 ERR = Console(stderr=True)
 T = TypeVar("T")
 INTERNAL_ERROR = 70
 INVALID_INPUT = 3
+_FLAGS = {"spaces": "--space", "fmt": "--format"}
+"""The flags not spelled as their field (``--`` + the field, ``_`` as ``-``)."""
+
+
+def flag(field: str) -> str:
+    """The flag that sets configuration field ``field`` (``batch_size``: ``--batch-size``)."""
+    return _FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def flagged(error: DualmemError) -> str:
+    """``error``'s message with each configuration field it names shown as its flag (a whole
+    word: not part of a longer name or of a path)."""
+    message = str(error)
+    for field in error.fields:
+        message = re.sub(rf"(?<![\w/.-]){re.escape(field)}(?![\w/-])", flag(field), message)
+    return message
 
 
 def fail(message: str, exit_code: int, error_type: str, as_json: bool,
@@ -48,7 +67,7 @@ def call(function: Callable[[], T], as_json: bool) -> T:
     try:
         return function()
     except DualmemError as exc:
-        raise fail(str(exc), exc.exit_code, type(exc).__name__, as_json) from exc
+        raise fail(flagged(exc), exc.exit_code, type(exc).__name__, as_json) from exc
     except KeyboardInterrupt:
         raise fail("interrupted", 4, "KeyboardInterrupt", as_json) from None
     except OSError as exc:

@@ -83,5 +83,5 @@ def cutover(
     """
     from dualmem_bulk.online_cutover import request_cutover
 
-    info = call(lambda: request_cutover(run_dir), as_json)
-    emit(info, as_json, [f"{run_dir}: cut-over {info['status']}"])
+    report = call(lambda: request_cutover(run_dir), as_json)
+    emit(report.as_dict(), as_json, [f"{run_dir}: cut-over {report.status}"])

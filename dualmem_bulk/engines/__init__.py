@@ -76,7 +76,8 @@ def require_dask() -> None:
         import dask  # noqa: F401
         import distributed  # noqa: F401
     except ImportError as exc:
-        raise UsageError(f"--engine dask needs the dask extra ({exc}): {DASK_HINT}") from exc
+        raise UsageError(f"engine dask needs the dask extra ({exc}): {DASK_HINT}",
+                         "engine") from exc
 
 
 def open_pool(engine: Engine, workers: int | None, scheduler: str | None = None, *,
@@ -87,14 +88,14 @@ def open_pool(engine: Engine, workers: int | None, scheduler: str | None = None,
     least one for Dask); an existing cluster brings its own workers."""
     if engine == "local":
         if scheduler is not None:
-            raise UsageError("--scheduler needs --engine dask")
+            raise UsageError("scheduler needs engine dask", "scheduler", "engine")
         return WorkerPool(default_workers(rows, driver_busy=driver_busy)
                           if workers is None else workers)
     if engine != "dask":
         raise UsageError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if scheduler is not None and workers is not None:
-        raise UsageError("--workers sizes a local Dask cluster; with --scheduler the "
-                         "cluster's own workers run the tasks")
+        raise UsageError("workers sizes a local Dask cluster; with scheduler the existing "
+                         "cluster's processes run the tasks", "workers", "scheduler")
     require_dask()
     from dualmem_bulk.engines.dask import DaskPool
 

@@ -123,7 +123,8 @@ class DaskPool:
 
     def __init__(self, workers: int, scheduler: str | None = None) -> None:
         if scheduler is None and workers < 1:
-            raise UsageError(f"--engine dask needs at least 1 worker, got {workers}")
+            raise UsageError(f"workers must be at least 1 with engine dask, got {workers}",
+                             "workers", "engine")
         self.workers = workers
         """Task slots: the local cluster's processes, or the existing cluster's threads."""
         self.scheduler = scheduler

@@ -32,7 +32,8 @@ def write_generated(path: Path, nodes: int, seed: int,
         check_arguments(nodes, seed, batch_size)
         return write_engram_root(path, nodes, seed)
     if path.is_dir():
-        raise UsageError(f"{path} is a directory; --format {fmt} writes one file: give its name")
+        raise UsageError(f"{path} is a directory; fmt {fmt} writes one file: give its name",
+                         "fmt")
     batches = generate_batches(nodes, seed, batch_size)
     if fmt == "jsonl":
         return write_jsonl(batches, path)

@@ -1,4 +1,4 @@
-"""What verify, rollback and finalize report on a run; ``as_dict()`` is each command's
+"""What verify, rollback, finalize and cutover report on a run; ``as_dict()`` is each command's
 ``--json`` output."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["FinalizeReport", "RollbackReport", "VerifyReport"]
+__all__ = ["CutoverReport", "FinalizeReport", "RollbackReport", "VerifyReport"]
 
 
 @dataclass
@@ -107,3 +107,21 @@ class FinalizeReport:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
+
+
+@dataclass
+class CutoverReport:
+    """What a cut-over request found; ``as_dict()`` is the ``--json`` output."""
+
+    status: str
+    """``requested`` (durably, for the migrator) or ``done`` (the run had cut over already)."""
+    run_dir: str
+    phase: str | None = None
+    """The run's phase when the cut-over was requested."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form: with the ``phase`` of a request, or the ``detail`` of a run that
+        had cut over already."""
+        if self.status == "done":
+            return {"status": "done", "run_dir": self.run_dir, "detail": "already cut over"}
+        return {"status": self.status, "run_dir": self.run_dir, "phase": self.phase}

@@ -185,7 +185,8 @@ def open_source(path: Path, spaces: Sequence[str] | None = None,
 
         return read_engram_wal(path, batch_size, spaces, pool=pool)
     if spaces:
-        raise UsageError(f"--space applies to an Engram data root; {path} is {kind}")
+        raise UsageError(f"spaces applies to an Engram data root only; {path} is {kind}",
+                         "spaces")
     if kind == "lance":
         from dualmem_bulk.sources.lance_legacy import LanceLegacySource
 
