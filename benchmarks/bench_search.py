@@ -20,7 +20,7 @@ from conftest import record
 
 from dualmem_bulk.generate import generate_batches
 from dualmem_bulk.stores.dual import DualStore
-from dualmem_bulk.stores.memory_store import top_k
+from dualmem_bulk.stores.search import top_k
 from dualmem_bulk.vector_index import build_index, nearest
 
 NODES = int(os.environ.get("BENCH_SEARCH_NODES", "100000"))

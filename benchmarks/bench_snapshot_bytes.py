@@ -59,13 +59,14 @@ from dualmem_bulk._fs import fsync_path
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.export import CHUNK_ROWS
 from dualmem_bulk.offline import OfflineConfig, run_offline
-from dualmem_bulk.partitioned import PartitionTask, export_partition
+from dualmem_bulk.partition_task import PartitionTask, export_partition
+from dualmem_bulk.rundir.files import SNAPSHOT
 from dualmem_bulk.schema import LEGACY_SCHEMA, SNAPSHOT_SCHEMA
 from dualmem_bulk.schema.validate import SeenIds, conform, validate_batch
 from dualmem_bulk.sources.lance_legacy import LanceLegacySource, LancePart
 from dualmem_bulk.sources.parquet import ParquetPart, ParquetSource
 from dualmem_bulk.stores import PARQUET_OPTIONS, open_parquet
-from dualmem_bulk.stores.snapshot import SNAPSHOT, Snapshot
+from dualmem_bulk.stores.snapshot import Snapshot
 from dualmem_bulk.stores.snapshot_bytes import copy_name, prepare_copy
 from dualmem_bulk.verify import SNAPSHOT_KEYS
 

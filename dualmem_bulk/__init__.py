@@ -20,8 +20,7 @@ import os
 
 os.environ.setdefault("LANCE_LOG", "error")  # Lance's native logger reads it once, at load
 
-__version__ = "0.1.0"
-
+from dualmem_bulk._version import __version__
 from dualmem_bulk.compat import CompatibilityAdapter
 from dualmem_bulk.errors import (
     DualmemError,

@@ -32,9 +32,9 @@ from dualmem_bulk.export import Exporter, open_checked
 from dualmem_bulk.offline_config import OfflineConfig
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.report import RunReport, finish
+from dualmem_bulk.rundir.files import SNAPSHOT
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.sources.parquet import parquet_files
-from dualmem_bulk.stores.snapshot import SNAPSHOT
 
 __all__ = ["HEADROOM", "NO_GO_EXIT", "SAMPLE_ROWS", "dry_run"]
 

@@ -1,15 +1,9 @@
 """The offline run: export, validate and convert the source partition by partition, commit,
 verify.
 
-Layout of the run directory (``TARGET.run`` unless given)::
-
-    journal.sqlite      state, config and source fingerprints, one row per committed unit
-    lock                held (flock) by the migrator working on the run; says who it is
-    snapshot.parquet/   every valid source row, legacy schema + checksum (kept for rollback):
-                        one part file per source partition (one file for in-place runs of
-                        a Parquet store)
-    quarantine.parquet/ every rejected row with its file, row and reason (only if any)
-    report.json         the final report (also printed by ``convert --json``)
+The run directory (``TARGET.run`` unless given) holds the journal, the snapshot (one part file
+per source partition; one file for in-place runs of a Parquet store), the quarantine and the
+report: :mod:`dualmem_bulk.rundir.files` names them all.
 
 A copy run exports in partitions (:mod:`dualmem_bulk.partitioned`): each partition's task
 writes its snapshot part and its target fragment, and the driver commits them in order, one
@@ -18,40 +12,27 @@ journal has not recorded; verification runs again. An in-place run of a Lance st
 same, its tasks reading the store's pre-migration version and writing their fragments into the
 store, invisibly: one commit publishes them all once the snapshot is whole. An in-place run of a
 Parquet store exports the whole snapshot first (an interrupted export starts over), then
-converts it in units. The target is built under a hidden staging name next to it (see
-:mod:`dualmem_bulk.stores.staging`) and renamed into place when complete. Memory stays bounded
-by the batch size: every phase streams.
+converts it in units (:mod:`dualmem_bulk.offline_units`). The target is built under a hidden
+staging name next to it (see :mod:`dualmem_bulk.stores.staging`) and renamed into place when
+complete (:mod:`dualmem_bulk.offline_place`). Memory stays bounded by the batch size: every
+phase streams.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lance
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from dualmem_bulk import __version__
-from dualmem_bulk._fs import (
-    check_path,
-    fault_point,
-    fsync_path,
-    remove,
-    source_identity,
-    write_json,
-)
+from dualmem_bulk._fs import check_path, remove, write_json
 from dualmem_bulk._pool import quiet_gc, release_memory
 from dualmem_bulk._signals import StopRequest
-from dualmem_bulk._threads import prefetched
-from dualmem_bulk.checksum import TableDigest
-from dualmem_bulk.convert import to_dual
+from dualmem_bulk._version import __version__
+from dualmem_bulk.driver import Driver, drive
 from dualmem_bulk.dry_run import dry_run
 from dualmem_bulk.engines import open_pool
 from dualmem_bulk.errors import (
@@ -64,146 +45,48 @@ from dualmem_bulk.errors import (
     VerificationFailed,
 )
 from dualmem_bulk.export import CHUNK_ROWS, DEFAULT_BATCH_SIZE, Exporter, open_checked
-from dualmem_bulk.journal import BatchRecord, Journal, migrating
-from dualmem_bulk.offline_config import OfflineConfig
+from dualmem_bulk.journal import BatchRecord, Journal
+from dualmem_bulk.offline_config import OfflineConfig, changes, source_files, source_rows
+from dualmem_bulk.offline_place import discard, in_place_meta, place
+from dualmem_bulk.offline_units import UnitTask, UnitWritten, write_unit
 from dualmem_bulk.partitioned import PartitionedExport
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.report import RunReport, finish
-from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA
-from dualmem_bulk.sources import plan_runs
-from dualmem_bulk.stores import TargetFormat, detect_store, open_parquet
-from dualmem_bulk.stores.snapshot import QUARANTINE, SNAPSHOT, Snapshot
-from dualmem_bulk.stores.staging import (
-    LanceInPlace,
-    StagedWriter,
-    Written,
-    data_files,
-    remove_strays,
-    staged_writer,
+from dualmem_bulk.rundir.files import (
+    LOCK,
+    PRE_MIGRATION_TAG,
+    QUARANTINE,
+    REPORT,
+    SNAPSHOT,
+    TMP_GLOB,
     staging_path,
 )
-from dualmem_bulk.verify import PieceVerdict, snapshot_keys, verify_batches, verify_run
+from dualmem_bulk.schema import DUAL_SCHEMA
+from dualmem_bulk.sources import plan_runs
+from dualmem_bulk.stores import open_parquet
+from dualmem_bulk.stores.snapshot import Snapshot
+from dualmem_bulk.stores.staging import StagedWriter, staged_writer
+from dualmem_bulk.verify.offline import verify_offline
+from dualmem_bulk.verify.pieces import PieceVerdict
 
 __all__ = ["DEFAULT_BATCH_SIZE", "OfflineConfig", "RunReport", "UnitTask", "UnitWritten",
            "run_offline", "write_unit"]
 
-PRE_MIGRATION_TAG = "dualmem-pre-migration"
-"""Tag on the last legacy version of a Lance store converted in place (cleanup keeps it)."""
-REPORT = "report.json"
 
-
-
-def _source_rows(config: OfflineConfig) -> int:
-    """Rows in a Parquet source (its footers) or a Lance dataset (its manifest); 0 (run in one
-    process) for other kinds, whose size is only known after decoding them."""
-    try:
-        if (config.source / "_versions").is_dir():
-            return int(lance.dataset(str(config.source)).count_rows())
-        files = [config.source] if config.source.is_file() else sorted(
-            config.source.rglob("*.parquet"))
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    except (OSError, ValueError, pa.ArrowException):
-        return 0
-
-
-def _identity(config: OfflineConfig) -> list[list[Any]]:
-    """The source's files, sizes and mtimes (a resume refuses a changed source). A Lance store
-    converted in place leaves out its data files and tags: the run writes its fragments and its
-    tag into the store, and anyone else's change to it shows as a new version's manifest."""
-    if not config.source.exists():
-        return []
-    files = source_identity(config.source)
-    if config.in_place and (config.source / "_versions").is_dir():
-        return [f for f in files if not str(f[0]).startswith(("data/", "_refs/"))]
-    return files
-
-
-def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
-
-
-_UNIT_READ_ROWS = 4096
-"""Rows per read from the snapshot in a conversion task. Parquet decodes the embedding list
-column a read at a time: 4,096 rows peaked at 292 MiB RSS, 16,384 rows at 501 MiB."""
-
-
-@dataclass(frozen=True)
-class UnitTask:
-    """One commit unit of an in-place run to write, for a worker process: which snapshot row
-    groups to convert and where to write them."""
-
-    unit: int
-    first_group: int
-    end_group: int
-    snapshot: Path
-    target_format: TargetFormat
-    path: Path
-    in_place_base: int | None
-    start: int
-    """The snapshot row the unit starts at."""
-
-    @property
-    def needs(self) -> tuple[Path, ...]:
-        """What a worker must see: the snapshot and the directory the target is in."""
-        return (self.snapshot, self.path.parent)
-
-
-@dataclass(frozen=True)
-class UnitWritten:
-    """A written (not yet committed) unit: its rows, digest and what the commit needs."""
-
-    rows: int
-    digest: str
-    written: Written
-    seconds: float
-    verdict: PieceVerdict
-    """The unit read back from its files and checked against the rows it was written from."""
-
-
-def write_unit(task: UnitTask) -> UnitWritten:
-    """Convert the unit's snapshot row groups (reusing their checksums), write them, read them
-    back and verify them: the written files are checked before the driver commits them."""
-    started = time.perf_counter()
-    digest = TableDigest()
-
-    def snapshot_batches() -> Iterator[pa.RecordBatch]:
-        groups = list(range(task.first_group, task.end_group))
-        if groups:
-            yield from open_parquet(task.snapshot).iter_batches(
-                batch_size=_UNIT_READ_ROWS, row_groups=groups, use_threads=False)
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        nonlocal digest
-        for batch in snapshot_batches():
-            legacy = pa.RecordBatch.from_arrays(
-                [batch.column(n) for n in LEGACY_SCHEMA.names], schema=LEGACY_SCHEMA)
-            sums = batch.column("checksum")
-            digest += TableDigest.of(sums)
-            yield to_dual(legacy, sums)
-
-    writer = staged_writer(task.target_format, task.path, DUAL_SCHEMA, task.in_place_base)
-    written = writer.write(task.unit, prefetched(batches()))
-    verdict = verify_batches(writer.read(written, _UNIT_READ_ROWS),
-                             snapshot_keys(task.snapshot, task.start, _UNIT_READ_ROWS),
-                             writer.files(written))
-    return UnitWritten(digest.rows, digest.hex, written,
-                       round(time.perf_counter() - started, 3), verdict)
-
-
-class _Run:
+class _Run(Driver):
     """One invocation of a run: picks up where the journal says and goes to the end."""
 
     def __init__(self, config: OfflineConfig, run_dir: Path, progress: Progress,
                  stop: StopRequest) -> None:
-        self.config, self.run_dir, self.progress, self.stop = config, run_dir, progress, stop
+        super().__init__(run_dir, progress, stop)
+        self.config = config
         self.staging = staging_path(config.target)
         self.journal = self._open_journal()
         snapshot = self.journal.get("snapshot")
         self.checked: list[PieceVerdict] = []
         """Units verified by the tasks that wrote them (in this invocation)."""
         self.pool = open_pool(config.engine, config.workers, config.scheduler,
-                              rows=snapshot["rows"] if snapshot else _source_rows(config),
+                              rows=snapshot["rows"] if snapshot else source_rows(config),
                               driver_busy=self._serial_export)
         stored = self.journal.get("report")
         self.report = RunReport.from_dict(stored) if stored else RunReport(
@@ -220,16 +103,12 @@ class _Run:
         every other run exports, converts and writes partition by partition in tasks."""
         return False
 
-    @property
-    def _lance_in_place(self) -> bool:
-        return self.journal.get("pre_migration_version") is not None
-
     def _open_journal(self) -> Journal:
         config, run_dir = self.config, self.run_dir
         for path in (config.source, config.target, self.staging):
             check_path(path)  # a path the OS refuses is a refusal here, not a failed run
         identity = config.identity()
-        source = _identity(config)
+        source = source_files(config)
         if Journal.exists(run_dir):
             journal = Journal.open(run_dir)
             if journal.state == "finalized":
@@ -238,7 +117,7 @@ class _Run:
                                  "store and is never deleted. To migrate again, convert into "
                                  "a new target, with its own run directory")
             if config.restart:
-                self._discard(journal)
+                discard(config, run_dir, self.staging, journal, self.progress)
                 journal.close()
             elif journal.state == "rolling-back":
                 raise UsageError(f"{run_dir}: a rollback of this run was started; finish it "
@@ -248,7 +127,7 @@ class _Run:
                                  "migrate again, or choose another --run-dir")
             elif journal.get("config") != identity:
                 raise RunChanged(run_dir, "the configuration changed ("
-                                 + _changes(journal.get("config"), identity) + ")")
+                                 + changes(journal.get("config"), identity) + ")")
             elif journal.get("source_identity") != source and not (
                 config.in_place and journal.get("phase") != "exporting"
             ):  # an in-place store changes once converting; its snapshot is the truth then
@@ -256,14 +135,13 @@ class _Run:
             else:
                 self.progress.message(f"resuming the run in {run_dir} ({journal.state})")
                 return journal
-        elif any(p.name != "lock" for p in run_dir.iterdir()):
-            raise UsageError(f"{run_dir}: not empty and holds no journal; remove it or pass "
-                             "another --run-dir")
+        else:
+            self._refuse_foreign((LOCK,))
         if not config.source.exists():
             raise SourceError(config.source, "no such file or directory")
         extra: dict[str, Any] = {"mode": "copy"}
         if config.in_place:
-            extra = self._in_place_meta()
+            extra = in_place_meta(config)
         elif config.target.exists():
             raise TargetExists(config.target)
         journal = Journal.open(run_dir, create=True)
@@ -272,47 +150,6 @@ class _Run:
                           staging=str(self.staging.resolve()), tool=__version__,
                           created_at=time.time(), phase="exporting", **extra)
         return journal
-
-    def _in_place_meta(self) -> dict[str, Any]:
-        """What an in-place run must know to convert and to roll back its store."""
-        store = self.config.source
-        fmt = detect_store(store)
-        if fmt is None or not store.is_dir():
-            raise UsageError(f"{store}: --in-place needs a legacy store directory (a Lance "
-                             "dataset or a directory of Parquet files)")
-        if fmt != self.config.target_format:
-            raise UsageError(f"{store} is a {fmt} store; pass --target-format {fmt} to convert "
-                             "it in place")
-        meta: dict[str, Any] = {"mode": "in-place", "store_format": fmt}
-        if fmt == "lance":
-            meta["pre_migration_version"] = int(lance.dataset(str(store)).version)
-            meta["pre_migration_tag"] = PRE_MIGRATION_TAG
-            meta["store_files"] = data_files(store)  # the run's strays are the others
-        return meta
-
-    def _discard(self, journal: Journal) -> None:
-        """--restart: remove what this run wrote (staging, target, snapshot), keep the lock."""
-        if journal.get("mode") == "in-place" and journal.state not in (
-            "planned", "exporting", "rolled-back"
-        ):
-            raise UsageError(f"{self.run_dir}: the store is being converted in place; roll the "
-                             "run back first (dualmem-bulk rollback), then --restart")
-        if (before := journal.get("store_files")) is not None:  # an in-place Lance run's
-            remove_strays(self.config.source, before,
-                          journal.batches() if journal.get("published_version") else None)
-        remove(self.staging)
-        if journal.get("target_created"):
-            remove(self.config.target)
-        for entry in self.run_dir.iterdir():
-            if entry.name != "lock":
-                remove(entry)
-        self.progress.message(f"discarded the previous run in {self.run_dir}")
-
-    def _check_stop(self, where: str) -> None:
-        if self.stop.requested:
-            self.journal.set_state(self.journal.state, f"interrupted by {self.stop.signal}")
-            raise Interrupted(f"interrupted by {self.stop.signal} {where}; run the same command "
-                              "again to resume")
 
     def go(self, started: float) -> RunReport:
         """Run the remaining phases; every phase leaves the journal where the next one starts."""
@@ -338,10 +175,7 @@ class _Run:
             raise Interrupted(f"a worker process died ({exc}); run the same command again to "
                               "resume") from exc
         except Exception as exc:
-            self.journal.set_state("failed", f"{type(exc).__name__}: {exc}")
-            if isinstance(exc, OSError):
-                raise Interrupted(f"the run stopped: {exc}; fix the cause and run the same "
-                                  "command again to resume") from exc
+            self._failed(exc)
             raise
         self.report.status = "done"
         self.report.workers = self.pool.workers
@@ -385,7 +219,7 @@ class _Run:
         self.journal.set_state("exporting", phase="exporting")
         for name in (SNAPSHOT, QUARANTINE):
             remove(self.run_dir / name)
-        for leftover in self.run_dir.glob(".*.tmp-*"):
+        for leftover in self.run_dir.glob(TMP_GLOB):
             remove(leftover)
         mark = time.perf_counter()
         self.report = self._fresh_report()
@@ -413,7 +247,7 @@ class _Run:
         written = 0
         if not (records and records[-1].end_group == groups):
             written = self._write_units(records, groups, snapshot["rows"])
-        self._place()
+        place(self.config, self.staging, journal, self._writer)
         done = journal.committed()
         self.report.nodes_converted = done.rows
         self.report.target_digest = done.hex
@@ -471,42 +305,11 @@ class _Run:
                                  "batches converted)")
         return converted
 
-    def _place(self) -> None:
-        """Put the finished store where it belongs; every step can be repeated after a crash."""
-        target, staging, journal = self.config.target, self.staging, self.journal
-        mode = journal.get("mode")
-        if self._lance_in_place:
-            if journal.get("published_version") is None:
-                writer = self._writer()
-                assert isinstance(writer, LanceInPlace)
-                version = writer.publish(journal.batches())
-                journal.set(published_version=version, swapped=True)  # durable, then reported
-            # Fragments of attempts that never counted (a killed task, a part redone without
-            # its duplicates) are in no version: remove them.
-            if (before := journal.get("store_files")) is not None:
-                remove_strays(self.config.source, before, journal.batches())
-            return
-        if mode == "in-place":
-            backup = target.with_name(f".{target.name}.dualmem-legacy")
-            if target.exists() and staging.exists() and not backup.exists():
-                os.replace(target, backup)
-                fsync_path(target.parent)
-            journal.set(legacy_backup=str(backup.resolve()))
-        if staging.exists():
-            if target.exists():
-                raise TargetExists(target)
-            os.replace(staging, target)
-            fsync_path(target.parent)
-            fault_point("store-swap")
-            journal.set(swapped=True)
-        elif not target.exists():
-            raise SourceError(staging, "the converted store is missing; roll back or re-run "
-                                       "with --restart")
-
     def _verify(self) -> None:
         mark = time.perf_counter()
-        verdict = verify_run(self.run_dir, self.progress, batch_size=self.config.batch_size,
-                             pool=self.pool, checked=self.checked)
+        verdict = verify_offline(self.run_dir, self.progress,
+                                 batch_size=self.config.batch_size, pool=self.pool,
+                                 checked=self.checked)
         self.report.phase("verify", verdict.read_back, time.perf_counter() - mark)
         self.report.verified = verdict.ok
         done = self.journal.committed()
@@ -541,14 +344,16 @@ def run_offline(config: OfflineConfig, progress: Progress = NULL_PROGRESS,
         with quiet_gc():
             return dry_run(config, run_offline, progress, started, keep_free)
     run_dir = config.resolved_run_dir
-    fresh = not run_dir.exists()
     staging = staging_path(config.target)
     ours = not staging.exists()
-    try:
-        with migrating(run_dir, progress) as stop, quiet_gc():
+
+    def run(stop: StopRequest) -> RunReport:
+        with quiet_gc():
             return _Run(config, run_dir, progress, stop).go(started)
-    except (InputError, TargetExists, UsageError):
-        if fresh and ours:  # a refused run leaves nothing behind
+
+    def leave_nothing() -> None:  # a refused run leaves nothing behind
+        if ours:
             remove(staging)
             remove(run_dir)
-        raise
+
+    return drive(run_dir, progress, run, (InputError, TargetExists, UsageError), leave_nothing)

@@ -1,5 +1,6 @@
 """What an offline conversion is asked to do: its configuration, apart from the driver that
-runs it (the dry run and the CLI build and read it too)."""
+runs it (the dry run and the CLI build and read it too), and what of its source must not
+change between a run and its resumption."""
 
 from __future__ import annotations
 
@@ -7,13 +8,18 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import lance
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dualmem_bulk._fs import source_identity
 from dualmem_bulk.engines import Engine
 from dualmem_bulk.export import DEFAULT_BATCH_SIZE
 from dualmem_bulk.rundir.files import default_run_dir
 from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
 from dualmem_bulk.stores import TargetFormat
 
-__all__ = ["OfflineConfig"]
+__all__ = ["OfflineConfig", "changes", "source_files", "source_rows"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,3 +75,34 @@ class OfflineConfig:
         out["spaces"] = list(self.spaces)
         out["schemas"] = [fingerprint(LEGACY_SCHEMA), fingerprint(DUAL_SCHEMA)]
         return out
+
+
+def source_rows(config: OfflineConfig) -> int:
+    """Rows in a Parquet source (its footers) or a Lance dataset (its manifest); 0 (run in one
+    process) for other kinds, whose size is only known after decoding them."""
+    try:
+        if (config.source / "_versions").is_dir():
+            return int(lance.dataset(str(config.source)).count_rows())
+        files = [config.source] if config.source.is_file() else sorted(
+            config.source.rglob("*.parquet"))
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    except (OSError, ValueError, pa.ArrowException):
+        return 0
+
+
+def source_files(config: OfflineConfig) -> list[list[Any]]:
+    """The source's files, sizes and mtimes (a resume refuses a changed source). A Lance store
+    converted in place leaves out its data files and tags: the run writes its fragments and its
+    tag into the store, and anyone else's change to it shows as a new version's manifest."""
+    if not config.source.exists():
+        return []
+    files = source_identity(config.source)
+    if config.in_place and (config.source / "_versions").is_dir():
+        return [f for f in files if not str(f[0]).startswith(("data/", "_refs/"))]
+    return files
+
+
+def changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What differs between two identities, for a refusal to resume."""
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)

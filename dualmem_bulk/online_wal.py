@@ -26,11 +26,11 @@ from pathlib import Path
 import pyarrow as pa
 
 from dualmem_bulk._fs import fault_point
-from dualmem_bulk._signals import StopRequest
 from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_digest, row_checksums
 from dualmem_bulk.errors import VerificationFailed
-from dualmem_bulk.online import OnlineConfig, OnlineReport, _Online
+from dualmem_bulk.online_copy import next_size
 from dualmem_bulk.online_cutover import describe_identity
+from dualmem_bulk.online_driver import OnlineDriver
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.sources.engram_wal import WalReport, read_engram_wal
@@ -92,20 +92,9 @@ def compare_wal(root: Path, dual: DualStore, position: Position,
                      target_identity)
 
 
-class OnlineWal(_Online):
-    """One invocation of an online run whose source is an Engram data root."""
-
-    def __init__(self, config: OnlineConfig, run_dir: Path, progress: Progress,
-                 stop: StopRequest) -> None:
-        self.config, self.run_dir, self.progress, self.stop = config, run_dir, progress, stop
-        self.dual = DualStore(config.target)
-        self.journal = self._open_journal()
-        self.report = OnlineReport(**self.journal.get("report"))
-        self.report.nodes_copied_this_invocation = 0
-
-    def close(self) -> None:
-        """Close the journal (the WAL is only read, file by file)."""
-        self.journal.close()
+class OnlineWal(OnlineDriver):
+    """One invocation of an online run whose source is an Engram data root (the WAL is only
+    read, file by file: nothing to close but the journal)."""
 
     def _pin(self) -> Position:
         """Read every whole record once: the position."""
@@ -146,6 +135,15 @@ class OnlineWal(_Online):
         self.report.copy_nodes_per_s = round(copied["rows"] / max(self.report.copy_s, 1e-9), 1)
         self.report.phase = "catching-up"
         self._save(online_version=version, phase="catching-up")
+
+    def _next_size(self, size: int, rows: int, seconds: float) -> int:
+        """Throttle to ``max_rate``, and size the next page for ``target_batch_s``."""
+        rate = self.config.max_rate
+        if rate and rows:
+            time.sleep(max(0.0, rows / rate - seconds))
+        if rows < size or seconds <= 0:
+            return size
+        return next_size(size, seconds, self.config.target_batch_s)
 
     def _feed(self) -> WalFeed:
         """A feed at the applied position (every record up to it read again)."""

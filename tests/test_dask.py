@@ -33,8 +33,9 @@ from dualmem_bulk.engines.dask import DaskPool, UnreadableOnWorker, run_task
 from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.export import scan_source
 from dualmem_bulk.generate import write_generated
-from dualmem_bulk.offline import OfflineConfig, UnitTask, run_offline, write_unit
-from dualmem_bulk.partitioned import PartitionTask
+from dualmem_bulk.offline import OfflineConfig, run_offline
+from dualmem_bulk.offline_units import UnitTask, write_unit
+from dualmem_bulk.partition_task import PartitionTask
 from dualmem_bulk.report import RunReport
 from dualmem_bulk.stores import TargetStore
 

@@ -25,8 +25,8 @@ from dualmem_bulk import (
 from dualmem_bulk.errors import Interrupted, RunChanged, SourceError, TargetExists, UsageError
 from dualmem_bulk.generate import generate_batches
 from dualmem_bulk.journal import Journal
-from dualmem_bulk.online import PAUSE_FILE
 from dualmem_bulk.online_cutover import request_cutover
+from dualmem_bulk.rundir.files import PAUSE
 from dualmem_bulk.stores.dual import DualStore
 from tests.online_workload import digests, new_memory
 
@@ -140,8 +140,8 @@ def test_pause_file_holds_the_copy(tmp_path: Path) -> None:
     config = OnlineConfig(store=path, target=tmp_path / "n.lance", poll_s=0.01)
     run_dir = config.resolved_run_dir
     run_dir.mkdir()
-    (run_dir / PAUSE_FILE).touch()
-    hooks = Hooks(paused=lambda: (run_dir / PAUSE_FILE).unlink())
+    (run_dir / PAUSE).touch()
+    hooks = Hooks(paused=lambda: (run_dir / PAUSE).unlink())
     report = run_online(config, hooks)
     assert any(m.startswith("paused") for m in hooks.messages)
     assert report.verified and report.nodes_copied == 300
@@ -242,7 +242,7 @@ def test_sigterm_stops_between_batches_and_resumes(tmp_path: Path) -> None:
     path = _store(tmp_path / "m.sqlite", 300)
     run_dir = tmp_path / "n.lance.run"
     run_dir.mkdir()
-    (run_dir / PAUSE_FILE).touch()  # the migrator waits before its first batch
+    (run_dir / PAUSE).touch()  # the migrator waits before its first batch
     args = [sys.executable, "-m", "dualmem_bulk", "migrate", "--online", str(path),
             str(tmp_path / "n.lance")]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -253,7 +253,7 @@ def test_sigterm_stops_between_batches_and_resumes(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 4 and "run the same command again" in err
-    (run_dir / PAUSE_FILE).unlink()
+    (run_dir / PAUSE).unlink()
     done = subprocess.run(args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     journal = Journal.open(run_dir)

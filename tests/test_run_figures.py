@@ -22,7 +22,7 @@ from dualmem_bulk import run_status
 from dualmem_bulk.dry_run import HEADROOM, NO_GO_EXIT, SAMPLE_ROWS
 from dualmem_bulk.generate import generate_batches, write_generated
 from dualmem_bulk.journal import Journal
-from dualmem_bulk.online import PAUSE_FILE
+from dualmem_bulk.rundir.files import PAUSE
 from dualmem_bulk.stores.memory_store import MemoryStore
 
 
@@ -149,7 +149,7 @@ def test_a_resumed_online_copy_reports_this_invocation_and_the_total_apart(
     while not (Journal.exists(run_dir) and copied() >= 100):
         assert proc.poll() is None
         time.sleep(0.01)
-    (run_dir / PAUSE_FILE).touch()  # held between two batches, then stopped there
+    (run_dir / PAUSE).touch()  # held between two batches, then stopped there
     while (run_status(run_dir)["last_event"] or {}).get("detail", "")[:6] != "paused":
         assert proc.poll() is None
         time.sleep(0.01)
@@ -158,7 +158,7 @@ def test_a_resumed_online_copy_reports_this_invocation_and_the_total_apart(
     assert proc.returncode == 4
     before = copied()
     assert 100 <= before < 2000
-    (run_dir / PAUSE_FILE).unlink()
+    (run_dir / PAUSE).unlink()
     report = _json(_cli(*args))
     assert report["nodes_copied"] == 2000 and report["resumed"] == 1
     assert report["nodes_copied_this_invocation"] == 2000 - before

@@ -2,10 +2,10 @@
 alone) or ``dask`` (a Dask distributed cluster, local or existing).
 
 Both engines run the same module-level task functions
-(:func:`dualmem_bulk.partitioned.export_partition`, :func:`dualmem_bulk.offline.write_unit`,
-:func:`dualmem_bulk.verify.verify_piece`) and hand their small results back to the driver, which
-stays the target's only committer; journal, resume, status, verify and rollback do not depend on
-the engine.
+(:func:`dualmem_bulk.partition_task.export_partition`,
+:func:`dualmem_bulk.offline_units.write_unit`, :func:`dualmem_bulk.verify.verify_piece`) and
+hand their small results back to the driver, which stays the target's only committer; journal,
+resume, status, verify and rollback do not depend on the engine.
 """
 
 from __future__ import annotations

@@ -27,12 +27,8 @@ import lance
 import numpy as np
 import pyarrow as pa
 
-from dualmem_bulk.stores.memory_store import (
-    EMBEDDING_BYTES,
-    EmbeddingProvenance,
-    Memory,
-    _embedding_bytes,
-)
+from dualmem_bulk.stores.memory_rows import EMBEDDING_BYTES, embedding_bytes
+from dualmem_bulk.stores.memory_store import EmbeddingProvenance, Memory
 
 __all__ = ["MEMORY_COLUMNS", "RowLocator", "table_to_memories"]
 
@@ -135,7 +131,7 @@ def table_to_memories(table: pa.Table) -> list[Memory]:
     rows = batch[0]
     if any(k != "Episode" for k in rows.column("node_type").to_pylist()):
         raise ValueError("a Concept node has no legacy Memory form")
-    emb = _embedding_bytes(rows.column("embedding"))
+    emb = embedding_bytes(rows.column("embedding"))
     col = {n: (rows.column(n).view(pa.int64()) if pa.types.is_timestamp(rows.schema.field(n).type)
                else rows.column(n)).to_pylist()
            for n in MEMORY_COLUMNS if n not in ("node_type", "embedding")}

@@ -5,7 +5,8 @@ Every legacy field round-trips bit for bit: the embedding is a 3,072-byte BLOB o
 float32; ``activation``, ``confidence`` and ``decay_rate`` are stored as their float32 bit
 patterns (SQLite turns a NaN REAL into NULL); timestamps are int64 nanoseconds; ``access_count``
 (u64) is stored as its int64 two's complement; the provenance is JSON text (``quality_score``
-as float32 bits, metadata entries as an ordered list of pairs).
+as float32 bits, metadata entries as an ordered list of pairs); the layout is
+:mod:`.memory_rows`.
 
 Triggers append every insert, update and delete to ``memory_changes`` in the same transaction
 as the write: the change feed of an online migration (:mod:`dualmem_bulk.online`). WAL mode
@@ -16,10 +17,9 @@ busy timeout for the write lock, which is how the migrator's cut-over pause hold
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,24 +29,25 @@ import pyarrow as pa
 
 from dualmem_bulk._sqlite import changes_after, connect, read_tx, write_tx
 from dualmem_bulk.errors import SourceError
-from dualmem_bulk.schema import DIM, EPISODE_TYPE, LEGACY_SCHEMA, PROVENANCE_TYPE, TIMESTAMP_TYPE
+from dualmem_bulk.schema import DIM, EPISODE_TYPE, LEGACY_SCHEMA, PROVENANCE_TYPE
+from dualmem_bulk.stores.memory_rows import (
+    COLUMNS,
+    EMBEDDING_BYTES,
+    batch_of,
+    embedding_bytes,
+    float_bits,
+    rows_of,
+)
+from dualmem_bulk.stores.search import top_k
 
 __all__ = [
-    "EMBEDDING_BYTES",
     "EmbeddingProvenance",
     "Memory",
     "MemoryStore",
     "batch_to_memories",
     "memories_to_batch",
     "read_range",
-    "top_k",
 ]
-
-EMBEDDING_BYTES = DIM * 4
-"""Size of an embedding BLOB: 768 little-endian float32."""
-
-_COLUMNS = ("id, embedding, activation, confidence, last_access, access_count, created_at, "
-            "decay_rate, content, embedding_provenance")
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS memories (
@@ -77,7 +78,7 @@ CREATE TRIGGER IF NOT EXISTS memories_log_delete AFTER DELETE ON memories
 BEGIN INSERT INTO memory_changes (id, op) VALUES (OLD.id, 'delete'); END;
 """
 
-_UPSERT = (f"INSERT INTO memories ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+_UPSERT = (f"INSERT INTO memories ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
            "ON CONFLICT(id) DO UPDATE SET embedding = excluded.embedding, "
            "activation = excluded.activation, confidence = excluded.confidence, "
            "last_access = excluded.last_access, access_count = excluded.access_count, "
@@ -160,7 +161,7 @@ def memories_to_batch(memories: Sequence[Memory]) -> pa.RecordBatch:
 
 def batch_to_memories(batch: pa.RecordBatch) -> list[Memory]:
     """The Memory of each row of a LEGACY_SCHEMA batch (``space``/``episode`` are not kept)."""
-    emb = _embedding_bytes(batch.column("embedding"))
+    emb = embedding_bytes(batch.column("embedding"))
     plain = batch.select([n for n in LEGACY_SCHEMA.names if n != "embedding"])
     rows = pa.table([c.cast(pa.int64()) if pa.types.is_timestamp(c.type) else c
                      for c in plain.columns], names=plain.schema.names).to_pylist()
@@ -178,123 +179,6 @@ def batch_to_memories(batch: pa.RecordBatch) -> list[Memory]:
     return out
 
 
-def _embedding_bytes(column: pa.Array) -> bytes:
-    values = column.values.slice(column.offset * DIM, len(column) * DIM)
-    return bytes(np.asarray(values.to_numpy(zero_copy_only=False), dtype="<f4").tobytes())
-
-
-def _bits(column: pa.Array) -> list[int]:
-    bits: list[int] = np.asarray(column.to_numpy(zero_copy_only=False),
-                                 dtype="<f4").view("<u4").tolist()
-    return bits
-
-
-def _prov_json(prov: pa.StructArray) -> list[str | None]:
-    quality = prov.field("quality_score")
-    q_bits = np.asarray(quality.fill_null(0).to_numpy(zero_copy_only=False),
-                        dtype="<f4").view("<u4").tolist()
-    out: list[str | None] = []
-    for i, value in enumerate(prov.to_pylist()):
-        if value is None:
-            out.append(None)
-            continue
-        value["quality_score"] = q_bits[i] if quality[i].is_valid else None
-        value["metadata"] = [list(kv) for kv in value["metadata"] or ()]
-        out.append(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
-    return out
-
-
-def _rows_of(batch: pa.RecordBatch) -> list[tuple[Any, ...]]:
-    """SQLite parameter rows of a LEGACY_SCHEMA batch."""
-    emb = _embedding_bytes(batch.column("embedding"))
-    ts = {n: batch.column(n).cast(pa.int64()).to_pylist() for n in ("last_access", "created_at")}
-    counts = np.asarray(batch.column("access_count").to_numpy(zero_copy_only=False),
-                        dtype=np.uint64).view(np.int64).tolist()
-    bits = {n: _bits(batch.column(n)) for n in ("activation", "confidence", "decay_rate")}
-    prov = _prov_json(batch.column("embedding_provenance"))
-    return [
-        (ident, emb[i * EMBEDDING_BYTES:(i + 1) * EMBEDDING_BYTES], bits["activation"][i],
-         bits["confidence"][i], ts["last_access"][i], counts[i], ts["created_at"][i],
-         bits["decay_rate"][i], content, prov[i])
-        for i, (ident, content) in enumerate(zip(batch.column("id").to_pylist(),
-                                                 batch.column("content").to_pylist(),
-                                                 strict=True))
-    ]
-
-
-def _f32(values: list[int]) -> pa.Array:
-    return pa.array(np.asarray(values, dtype=np.int64).astype("<u4").view("<f4"), pa.float32())
-
-
-def _provenance_array(texts: list[str | None]) -> pa.Array:
-    parsed = [None if t is None else json.loads(t) for t in texts]
-    q_bits = [0 if p is None or p["quality_score"] is None else p["quality_score"]
-              for p in parsed]
-    q_valid = [p is not None and p["quality_score"] is not None for p in parsed]
-    for p in parsed:
-        if p is not None:
-            p["quality_score"] = None
-            p["metadata"] = [tuple(kv) for kv in p["metadata"]]
-    struct = pa.array(parsed, PROVENANCE_TYPE)
-    quality = pa.array(np.asarray(q_bits, dtype=np.int64).astype("<u4").view("<f4"),
-                       pa.float32(), mask=~np.asarray(q_valid, dtype=bool))
-    children = [quality if f.name == "quality_score" else struct.field(f.name)
-                for f in PROVENANCE_TYPE]
-    return pa.StructArray.from_arrays(children, fields=list(PROVENANCE_TYPE),
-                                      mask=struct.is_null())
-
-
-def _batch_of(rows: list[tuple[Any, ...]], where: str) -> pa.RecordBatch:
-    """A LEGACY_SCHEMA batch of ``memories`` rows (in ``_COLUMNS`` order)."""
-    n = len(rows)
-    cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [()] * 10
-    for ident, blob in zip(cols[0], cols[1], strict=True):
-        if not isinstance(blob, bytes) or len(blob) != EMBEDDING_BYTES:
-            size = len(blob) if isinstance(blob, bytes) else type(blob).__name__
-            raise SourceError(where, f"memory {ident!r}: embedding is {size}, expected "
-                                     f"{EMBEDDING_BYTES} bytes")
-    emb = np.frombuffer(b"".join(cols[1]), dtype="<f4")
-    columns = {
-        "id": pa.array(cols[0], pa.utf8()),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb, pa.float32()), DIM),
-        "activation": _f32(list(cols[2])),
-        "confidence": _f32(list(cols[3])),
-        "last_access": pa.array(cols[4], pa.int64()).cast(TIMESTAMP_TYPE),
-        "access_count": pa.array(np.asarray(cols[5], dtype=np.int64).view(np.uint64)),
-        "created_at": pa.array(cols[6], pa.int64()).cast(TIMESTAMP_TYPE),
-        "decay_rate": _f32(list(cols[7])),
-        "content": pa.array(cols[8], pa.utf8()),
-        "embedding_provenance": _provenance_array(list(cols[9])),
-        "space": pa.nulls(n, pa.utf8()),
-        "episode": pa.nulls(n, EPISODE_TYPE),
-    }
-    return pa.RecordBatch.from_arrays([columns[f.name] for f in LEGACY_SCHEMA],
-                                      schema=LEGACY_SCHEMA)
-
-
-def top_k(embedding: Sequence[float] | np.ndarray, k: int,
-          batches: Iterable[pa.RecordBatch]) -> list[tuple[str, float]]:
-    """The ``k`` ids of ``batches`` (with ``id`` or ``episode_id`` and ``embedding`` columns)
-    most similar to ``embedding`` by cosine, best first; NaN similarities rank last, equal ones
-    by id (so the answer does not depend on the order of the rows: the legacy store scans in id
-    order, an online run's dual store holds them in rowid order)."""
-    query = np.asarray(embedding, dtype=np.float32)
-    best: list[tuple[str, float]] = []
-    for batch in batches:
-        key = "id" if "id" in batch.schema.names else "episode_id"
-        vectors = np.asarray(batch.column("embedding").flatten().to_numpy()).reshape(-1, DIM)
-        with np.errstate(all="ignore"):
-            sims = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
-        sims = np.where(np.isnan(sims), -np.inf, sims)
-        picked = np.arange(len(sims))
-        if len(sims) > k:  # the k best and every row tied with the k-th
-            picked = np.flatnonzero(sims >= -np.partition(-sims, k - 1)[k - 1])
-        ids = batch.column(key).take(pa.array(picked, pa.int64())).to_pylist()
-        best = sorted([*best, *zip(ids, sims[picked].tolist(), strict=True)],
-                      key=lambda t: (-t[1], t[0]))[:k]
-    return best
-
-
 def read_range(path: Path, first: int, last: int, unchanged_after: int,
                batch_rows: int) -> Iterator[pa.RecordBatch]:
     """The rows of the MemoryStore at ``path`` with a rowid in [``first``, ``last``], in rowid
@@ -307,11 +191,11 @@ def read_range(path: Path, first: int, last: int, unchanged_after: int,
     try:
         conn.execute("BEGIN DEFERRED")
         cursor = conn.execute(
-            f"SELECT {_COLUMNS} FROM memories WHERE rowid BETWEEN ? AND ? AND id NOT IN "
+            f"SELECT {COLUMNS} FROM memories WHERE rowid BETWEEN ? AND ? AND id NOT IN "
             "(SELECT id FROM memory_changes WHERE seq > ?) ORDER BY rowid",
             (first, last, unchanged_after))
         while rows := cursor.fetchmany(batch_rows):
-            yield _batch_of(rows, str(path))
+            yield batch_of(rows, str(path))
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -388,7 +272,7 @@ class MemoryStore:
 
     def update_activation(self, memory_id: str, activation: float) -> bool:
         """Set a memory's activation; whether it exists."""
-        bits = _bits(pa.array([activation], pa.float32()))[0]
+        bits = float_bits(pa.array([activation], pa.float32()))[0]
         with self._write() as conn:
             return conn.execute("UPDATE memories SET activation = ? WHERE id = ?",
                                 (bits, memory_id)).rowcount > 0
@@ -418,7 +302,7 @@ class MemoryStore:
 
     def store_batch(self, batch: pa.RecordBatch) -> None:
         """Insert or replace every row of a LEGACY_SCHEMA batch, in one transaction."""
-        rows = _rows_of(batch)
+        rows = rows_of(batch)
         with self._write() as conn:
             conn.executemany(_UPSERT, rows)
 
@@ -430,8 +314,8 @@ class MemoryStore:
                 chunk = list(ids[start:start + _CHUNK])
                 marks = ",".join("?" * len(chunk))
                 found += self._conn.execute(
-                    f"SELECT {_COLUMNS} FROM memories WHERE id IN ({marks})", chunk).fetchall()
-        return _batch_of(found, str(self.path))
+                    f"SELECT {COLUMNS} FROM memories WHERE id IN ({marks})", chunk).fetchall()
+        return batch_of(found, str(self.path))
 
     def batch_after(self, after: str | None, limit: int) -> pa.RecordBatch:
         """Up to ``limit`` rows with ids after ``after`` (``None``: from the first), in id
@@ -440,9 +324,9 @@ class MemoryStore:
         args: tuple[Any, ...] = (limit,) if after is None else (after, limit)
         with self._lock:
             found = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM memories WHERE {where} ORDER BY id LIMIT ?",
+                f"SELECT {COLUMNS} FROM memories WHERE {where} ORDER BY id LIMIT ?",
                 args).fetchall()
-        return _batch_of(found, str(self.path))
+        return batch_of(found, str(self.path))
 
     def rowid_bounds(self) -> tuple[int, int] | None:
         """The smallest and the largest rowid (``None`` when empty): two b-tree look-ups (one

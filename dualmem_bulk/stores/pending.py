@@ -51,8 +51,9 @@ from dualmem_bulk.stores.dual import (
     apply_changes,
     writer_lock,
 )
-from dualmem_bulk.stores.memory_store import Memory, MemoryStore, top_k
+from dualmem_bulk.stores.memory_store import Memory, MemoryStore
 from dualmem_bulk.stores.pending_store import PendingStore
+from dualmem_bulk.stores.search import top_k
 from dualmem_bulk.vector_index import has_vector_index, nearest
 
 __all__ = [

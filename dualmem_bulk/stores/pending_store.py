@@ -23,15 +23,8 @@ import pyarrow as pa
 
 from dualmem_bulk._sqlite import changes_after, connect, read_tx, write_tx
 from dualmem_bulk.rundir.files import PENDING
-from dualmem_bulk.stores.memory_store import (
-    _COLUMNS,
-    Memory,
-    _batch_of,
-    _bits,
-    _rows_of,
-    batch_to_memories,
-    memories_to_batch,
-)
+from dualmem_bulk.stores.memory_rows import COLUMNS, batch_of, float_bits, rows_of
+from dualmem_bulk.stores.memory_store import Memory, batch_to_memories, memories_to_batch
 
 __all__ = ["PENDING", "PendingStore"]
 
@@ -40,13 +33,13 @@ _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS pending (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     deleted INTEGER NOT NULL,           -- 1: a tombstone (the memory was removed)
-    {_COLUMNS.replace("id,", "id TEXT NOT NULL,")}
+    {COLUMNS.replace("id,", "id TEXT NOT NULL,")}
 );
 CREATE INDEX IF NOT EXISTS pending_id ON pending (id, seq);
 """
-_LAST = (f"SELECT deleted, {_COLUMNS} FROM pending WHERE seq = "
+_LAST = (f"SELECT deleted, {COLUMNS} FROM pending WHERE seq = "
          "(SELECT max(seq) FROM pending WHERE id = ?)")
-_INSERT = (f"INSERT INTO pending (deleted, {_COLUMNS}) "
+_INSERT = (f"INSERT INTO pending (deleted, {COLUMNS}) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _CHUNK = 500
 
@@ -78,14 +71,14 @@ class PendingStore:
             return fallback(memory_id)
         if row[0]:
             return None
-        return batch_to_memories(_batch_of([row[1:]], str(self.path)))[0]
+        return batch_to_memories(batch_of([row[1:]], str(self.path)))[0]
 
     # --- writes ----------------------------------------------------------------------------------
 
     def store(self, memory: Memory) -> None:
         """Append ``memory``'s row (insert or replace)."""
         with self._write() as conn:
-            conn.execute(_INSERT, (0, *_rows_of(memories_to_batch([memory]))[0]))
+            conn.execute(_INSERT, (0, *rows_of(memories_to_batch([memory]))[0]))
 
     def remove(self, memory_id: str, fallback: Fallback) -> bool:
         """Append a tombstone if the memory exists; whether it existed."""
@@ -100,8 +93,8 @@ class PendingStore:
         with self._write() as conn:
             current = self._last(memory_id, fallback)
             if current is not None:
-                row: list[Any] = list(_rows_of(memories_to_batch([current]))[0])
-                row[2] = _bits(pa.array([activation], pa.float32()))[0]
+                row: list[Any] = list(rows_of(memories_to_batch([current]))[0])
+                row[2] = float_bits(pa.array([activation], pa.float32()))[0]
                 conn.execute(_INSERT, (0, *row))
             return current is not None
 
@@ -124,9 +117,9 @@ class PendingStore:
                 chunk = list(ids[start:start + _CHUNK])
                 marks = ",".join("?" * len(chunk))
                 found += [r[1:] for r in self._conn.execute(
-                    f"SELECT deleted, {_COLUMNS} FROM pending WHERE seq IN (SELECT max(seq) "
+                    f"SELECT deleted, {COLUMNS} FROM pending WHERE seq IN (SELECT max(seq) "
                     f"FROM pending WHERE id IN ({marks}) GROUP BY id)", chunk) if not r[0]]
-        return _batch_of(found, str(self.path))
+        return batch_of(found, str(self.path))
 
     def changes(self, after: int, limit: int, upto: int | None = None) -> tuple[list[str], int]:
         """Ids of the next ``limit`` entries after ``after`` (up to ``upto``), each once, and the

@@ -19,7 +19,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dualmem_bulk.rundir.files import QUARANTINE, SNAPSHOT
 from dualmem_bulk.schema import LEGACY_SCHEMA, SNAPSHOT_SCHEMA
 from dualmem_bulk.schema.validate import conform
 from dualmem_bulk.stores import open_parquet
@@ -32,7 +31,7 @@ from dualmem_bulk.stores.snapshot_bytes import (
     SIDECAR_COLUMNS,
 )
 
-__all__ = ["QUARANTINE", "SNAPSHOT", "Snapshot", "part_name"]
+__all__ = ["Snapshot", "part_name"]
 
 
 def part_name(unit: int) -> str:

@@ -2,12 +2,10 @@
 (:mod:`.rows`) and of a target's pieces (:mod:`.pieces`, run in the conversion's tasks too),
 and the verification of a whole run: offline against its snapshot (:mod:`.offline`,
 :mod:`.dropped`), online against its source at one position (:mod:`.online`). Which one a run
-gets is :func:`dualmem_bulk.run.modes.verify_run`'s choice; ``verify_run`` here is the offline
-driver's name for :func:`.offline.verify_offline` (it verifies its own, offline, run)."""
+gets is :func:`dualmem_bulk.run.modes.verify_run`'s choice."""
 
 from dualmem_bulk.rundir.reports import VerifyReport
 from dualmem_bulk.verify.offline import verify_offline
-from dualmem_bulk.verify.offline import verify_offline as verify_run
 from dualmem_bulk.verify.pieces import (
     SNAPSHOT_KEYS,
     PieceTask,
@@ -19,5 +17,4 @@ from dualmem_bulk.verify.pieces import (
 from dualmem_bulk.verify.rows import Problem, keyed_problems
 
 __all__ = ["SNAPSHOT_KEYS", "PieceTask", "PieceVerdict", "Problem", "VerifyReport",
-           "keyed_problems", "snapshot_keys", "verify_batches", "verify_offline", "verify_piece",
-           "verify_run"]
+           "keyed_problems", "snapshot_keys", "verify_batches", "verify_offline", "verify_piece"]

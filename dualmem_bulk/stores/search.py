@@ -1,0 +1,36 @@
+"""Exact vector search over batches of rows: the legacy store's ``search`` and the served dual
+store's exact scan (:mod:`.pending`) rank the same rows the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from dualmem_bulk.schema import DIM
+
+__all__ = ["top_k"]
+
+
+def top_k(embedding: Sequence[float] | np.ndarray, k: int,
+          batches: Iterable[pa.RecordBatch]) -> list[tuple[str, float]]:
+    """The ``k`` ids of ``batches`` (with ``id`` or ``episode_id`` and ``embedding`` columns)
+    most similar to ``embedding`` by cosine, best first; NaN similarities rank last, equal ones
+    by id (so the answer does not depend on the order of the rows: the legacy store scans in id
+    order, an online run's dual store holds them in rowid order)."""
+    query = np.asarray(embedding, dtype=np.float32)
+    best: list[tuple[str, float]] = []
+    for batch in batches:
+        key = "id" if "id" in batch.schema.names else "episode_id"
+        vectors = np.asarray(batch.column("embedding").flatten().to_numpy()).reshape(-1, DIM)
+        with np.errstate(all="ignore"):
+            sims = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
+        sims = np.where(np.isnan(sims), -np.inf, sims)
+        picked = np.arange(len(sims))
+        if len(sims) > k:  # the k best and every row tied with the k-th
+            picked = np.flatnonzero(sims >= -np.partition(-sims, k - 1)[k - 1])
+        ids = batch.column(key).take(pa.array(picked, pa.int64())).to_pylist()
+        best = sorted([*best, *zip(ids, sims[picked].tolist(), strict=True)],
+                      key=lambda t: (-t[1], t[0]))[:k]
+    return best
