@@ -197,12 +197,6 @@ class Journal:
         rows = self._conn.execute("SELECT * FROM batches ORDER BY unit").fetchall()
         return [BatchRecord(*row) for row in rows]
 
-    def forget_batches(self) -> None:
-        """Drop every batch record (a conversion that starts again from its first batch)."""
-        with self._tx() as tx:
-            tx.execute("DELETE FROM batches")
-            tx.execute("DELETE FROM exported")
-
     def committed(self) -> TableDigest:
         """Digest of every committed unit, merged."""
         total = TableDigest()

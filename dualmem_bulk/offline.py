@@ -2,7 +2,7 @@
 verify.
 
 The run directory (``TARGET.run`` unless given) holds the journal, the snapshot (one part file
-per source partition; one file for in-place runs of a Parquet store), the quarantine and the
+per source partition), the quarantine and the
 report: :mod:`dualmem_bulk.rundir.files` names them all.
 
 A copy run exports in partitions (:mod:`dualmem_bulk.partitioned`): each partition's task
@@ -11,8 +11,7 @@ journalled unit per partition. Re-running the same ``convert`` resumes at the fi
 journal has not recorded; verification runs again. An in-place run of a Lance store does the
 same, its tasks reading the store's pre-migration version and writing their fragments into the
 store, invisibly: one commit publishes them all once the snapshot is whole. An in-place run of a
-Parquet store exports the whole snapshot first (an interrupted export starts over), then
-converts it in units (:mod:`dualmem_bulk.offline_units`). The target is built under a hidden
+Parquet store is a copy run into a staging store beside it. The target is built under a hidden
 staging name next to it (see :mod:`dualmem_bulk.stores.staging`) and renamed into place when
 complete (:mod:`dualmem_bulk.offline_place`). Memory stays bounded by the batch size: every
 phase streams.
@@ -26,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import lance
-import numpy as np
 
 from dualmem_bulk._fs import check_path, remove, write_json
-from dualmem_bulk._pool import quiet_gc, release_memory
+from dualmem_bulk._pool import quiet_gc
 from dualmem_bulk._signals import StopRequest
 from dualmem_bulk._version import __version__
 from dualmem_bulk.driver import Driver, drive
@@ -44,11 +42,10 @@ from dualmem_bulk.errors import (
     UsageError,
     VerificationFailed,
 )
-from dualmem_bulk.export import CHUNK_ROWS, DEFAULT_BATCH_SIZE, Exporter, open_checked
-from dualmem_bulk.journal import BatchRecord, Journal
+from dualmem_bulk.export import CHUNK_ROWS, DEFAULT_BATCH_SIZE, open_checked
+from dualmem_bulk.journal import Journal
 from dualmem_bulk.offline_config import OfflineConfig, changes, source_files, source_rows
 from dualmem_bulk.offline_place import discard, in_place_meta, place
-from dualmem_bulk.offline_units import UnitTask, UnitWritten, write_unit
 from dualmem_bulk.partitioned import PartitionedExport
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.report import RunReport, finish
@@ -58,19 +55,15 @@ from dualmem_bulk.rundir.files import (
     QUARANTINE,
     REPORT,
     SNAPSHOT,
-    TMP_GLOB,
     staging_path,
 )
 from dualmem_bulk.schema import DUAL_SCHEMA
-from dualmem_bulk.sources import plan_runs
-from dualmem_bulk.stores import open_parquet
 from dualmem_bulk.stores.snapshot import Snapshot
 from dualmem_bulk.stores.staging import StagedWriter, staged_writer
 from dualmem_bulk.verify.offline import verify_offline
 from dualmem_bulk.verify.pieces import PieceVerdict
 
-__all__ = ["DEFAULT_BATCH_SIZE", "OfflineConfig", "RunReport", "UnitTask", "UnitWritten",
-           "run_offline", "write_unit"]
+__all__ = ["DEFAULT_BATCH_SIZE", "OfflineConfig", "RunReport", "run_offline"]
 
 
 class _Run(Driver):
@@ -87,7 +80,7 @@ class _Run(Driver):
         """Units verified by the tasks that wrote them (in this invocation)."""
         self.pool = open_pool(config.engine, config.workers, config.scheduler,
                               rows=snapshot["rows"] if snapshot else source_rows(config),
-                              driver_busy=self._serial_export)
+                              driver_busy=False)  # the driver only plans, merges and commits
         stored = self.journal.get("report")
         self.report = RunReport.from_dict(stored) if stored else RunReport(
             status="running", source=str(config.source), source_kind="",
@@ -95,13 +88,7 @@ class _Run(Driver):
             run_dir=str(run_dir))
         self.report.engine = config.engine
         self.moved = 0
-        """Nodes this invocation exported (copy run) or converted (in-place run)."""
-
-    @property
-    def _serial_export(self) -> bool:
-        """An in-place run of a Parquet store exports in the driver, then converts in units;
-        every other run exports, converts and writes partition by partition in tasks."""
-        return False
+        """Nodes this invocation exported."""
 
     def _open_journal(self) -> Journal:
         config, run_dir = self.config, self.run_dir
@@ -161,9 +148,7 @@ class _Run(Driver):
         try:
             with self.pool:
                 self.pool.start()  # a cluster that cannot start fails the run before the export
-                if phase == "exporting" and self._serial_export:
-                    self._export()
-                elif phase == "exporting":
+                if phase == "exporting":
                     self._export_partitioned()
                 if self.journal.get("phase") == "converting":
                     self._convert()
@@ -215,48 +200,22 @@ class _Run(Driver):
         self.journal.set_state("converting", "snapshot written", phase="converting",
                                snapshot=snapshot, report=self.report.as_dict())
 
-    def _export(self) -> None:
-        self.journal.set_state("exporting", phase="exporting")
-        for name in (SNAPSHOT, QUARANTINE):
-            remove(self.run_dir / name)
-        for leftover in self.run_dir.glob(TMP_GLOB):
-            remove(leftover)
-        mark = time.perf_counter()
-        self.report = self._fresh_report()
-        source = open_checked(self.config.source, self.config.spaces, self.config.batch_size,
-                              self.config.strict, self.report)
-        self.progress.phase("export", source.total_rows)
-        Exporter(source, self.config.batch_size, self.report).write(
-            self.run_dir / SNAPSHOT, self.run_dir / QUARANTINE, self.config.strict,
-            self.progress, lambda: self._check_stop("during the export (it starts over)"))
-        self.report.phase("export", self.report.nodes_in, time.perf_counter() - mark)
-        release_memory()  # the export's buffers; the workers need the memory now
-        groups = open_parquet(self.run_dir / SNAPSHOT).metadata.num_row_groups
-        snapshot = {"rows": self.report.snapshot_rows, "digest": self.report.snapshot_digest,
-                    "groups": groups}
-        self.journal.forget_batches()
-        self.journal.set_state("converting", "snapshot written", phase="converting",
-                               snapshot=snapshot, report=self.report.as_dict())
-
     def _convert(self) -> None:
         journal = self.journal
         snapshot = journal.get("snapshot")
         records = journal.batches()
         groups = snapshot["groups"]
         mark = time.perf_counter()
-        written = 0
-        if not (records and records[-1].end_group == groups):
-            written = self._write_units(records, groups, snapshot["rows"])
+        if not (records and records[-1].end_group == groups):  # an earlier version's units
+            raise RunChanged(self.run_dir, "dualmem-bulk's version changed (an in-place run "
+                                           "now converts in its export)")
         place(self.config, self.staging, journal, self._writer)
         done = journal.committed()
         self.report.nodes_converted = done.rows
         self.report.target_digest = done.hex
         self.report.units = len(journal.batches())
-        if written or self._serial_export:
-            self.moved = written
-            self.report.phase("convert", written, time.perf_counter() - mark)
-        else:  # converted and written in the export's tasks: this only renames or publishes
-            self.report.phase("place", 0, time.perf_counter() - mark)
+        # converted and written in the export's tasks: this only renames or publishes
+        self.report.phase("place", 0, time.perf_counter() - mark)
         journal.set_state("verifying", "target in place", phase="verifying",
                           target_created=True, report=self.report.as_dict())
 
@@ -272,38 +231,6 @@ class _Run(Driver):
         if PRE_MIGRATION_TAG not in store.tags.list():
             store.tags.create(PRE_MIGRATION_TAG, base)
         return staged_writer("lance", config.source, DUAL_SCHEMA, in_place_base=base)
-
-    def _write_units(self, records: list[BatchRecord], groups: int, rows: int) -> int:
-        """Convert and commit the units not recorded; the rows this call converted."""
-        writer = self._writer()
-        converted = 0
-        group_rows = [g.num_rows for g in (open_parquet(self.run_dir / SNAPSHOT).metadata
-                                          .row_group(i) for i in range(groups))]
-        every = self.config.checkpoint_every or self.config.batch_size
-        plan = plan_runs(group_rows, every) or [(0, 0, 0)]
-        writer.resume(records)
-        self.progress.phase("convert", rows)
-        self.progress.advance(sum(r.rows for r in records))
-        base = self.journal.get("pre_migration_version")
-        starts = np.cumsum([0] + [rows for _first, _end, rows in plan]).tolist()
-        snapshot, path = (self.run_dir / SNAPSHOT).resolve(), writer.path.resolve()
-        tasks = [UnitTask(unit, first, end, snapshot, self.config.target_format, path, base,
-                          starts[unit])
-                 for unit, (first, end, _rows) in enumerate(plan) if unit >= len(records)]
-        for task, done in self.pool.ordered(write_unit, tasks):
-            version, part = writer.commit(task.unit, done.written)
-            self.checked.append(done.verdict)
-            self.journal.record_batch(BatchRecord(  # durable before it is reported
-                task.unit, task.first_group, task.end_group, done.rows, done.digest, version,
-                part, done.seconds, time.time()))
-            if task.unit == 0 and self.config.in_place:
-                self.journal.set(swapped=True)
-            self.progress.advance(done.rows)
-            converted += done.rows
-            if task.end_group < groups:
-                self._check_stop(f"after unit {task.unit + 1} ({task.end_group} of {groups} "
-                                 "batches converted)")
-        return converted
 
     def _verify(self) -> None:
         mark = time.perf_counter()

@@ -34,9 +34,9 @@ from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.export import scan_source
 from dualmem_bulk.generate import write_generated
 from dualmem_bulk.offline import OfflineConfig, run_offline
-from dualmem_bulk.offline_units import UnitTask, write_unit
-from dualmem_bulk.partition_task import PartitionTask
+from dualmem_bulk.partition_task import PartitionTask, export_partition
 from dualmem_bulk.report import RunReport
+from dualmem_bulk.sources.parquet import ParquetPart
 from dualmem_bulk.stores import TargetStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -351,16 +351,17 @@ def test_in_place_on_the_cluster_then_rollback(cluster: str, tmp_path: Path, fmt
 
 
 def test_a_worker_that_cannot_read_the_snapshot_is_named(cluster: str, tmp_path: Path) -> None:
-    missing = tmp_path / "elsewhere" / "snapshot.parquet"
-    task = UnitTask(0, 0, 1, missing, "lance", tmp_path / "staging.lance", None, 0)
+    missing = tmp_path / "elsewhere" / "memories.parquet"
+    task = PartitionTask(0, ParquetPart(missing, 0, 1, 0, 1), tmp_path, "lance",
+                         tmp_path / "staging.lance", 4096, False)
     with Client(cluster, set_as_default=False) as client:
         workers = set(client.nthreads())
         with pytest.raises(UnreadableOnWorker) as raw:
-            client.submit(run_task, write_unit, task, pure=False).result()
+            client.submit(run_task, export_partition, task, pure=False).result()
     assert raw.value.worker.split(" on ")[0] in workers and raw.value.path == str(missing)
     assert raw.value.problem == "no such file or directory"
     with DaskPool(0, cluster) as pool, pytest.raises(SourceError) as err:
-        list(pool.ordered(write_unit, [task]))
+        list(pool.ordered(export_partition, [task]))
     assert err.value.exit_code == 3
     assert str(missing) in str(err.value) and "worker tcp://" in str(err.value)
     assert "same paths" in str(err.value)

@@ -113,7 +113,7 @@ def test_a_snapshot_part_unlike_the_written_rows_fails_verification(
     """A partition's task verifies its fragment against its snapshot part as read back from
     disk; a part that does not hold the rows the fragment was written from must fail the run.
     Here the snapshot writer changes one row's space (a field the row checksum leaves out)."""
-    import dualmem_bulk.partitioned as partitioned
+    import dualmem_bulk.partition_task as partition_task
 
     class Tampering(pq.ParquetWriter):  # type: ignore[misc]
         def write_batch(self, batch: pa.RecordBatch, *args: Any, **kwargs: Any) -> None:
@@ -125,7 +125,7 @@ def test_a_snapshot_part_unlike_the_written_rows_fails_verification(
                     schema=batch.schema)
             super().write_batch(batch, *args, **kwargs)
 
-    monkeypatch.setattr(partitioned.pq, "ParquetWriter", Tampering)
+    monkeypatch.setattr(partition_task.pq, "ParquetWriter", Tampering)
     src = tmp_path / "src.parquet"
     pq.write_table(legacy_table([{"id": f"m{i}"} for i in range(2000)]), src)
     with pytest.raises(VerificationFailed):  # tasks in this process: the tampering applies

@@ -3,7 +3,7 @@ alone) or ``dask`` (a Dask distributed cluster, local or existing).
 
 Both engines run the same module-level task functions
 (:func:`dualmem_bulk.partition_task.export_partition`,
-:func:`dualmem_bulk.offline_units.write_unit`, :func:`dualmem_bulk.verify.verify_piece`) and
+:func:`dualmem_bulk.verify.verify_piece`) and
 hand their small results back to the driver, which stays the target's only committer; journal,
 resume, status, verify and rollback do not depend on the engine.
 """
