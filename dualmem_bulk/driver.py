@@ -31,7 +31,7 @@ class Driver:
         """Refuse a run directory without a journal that holds anything but ``keep``."""
         if any(p.name not in keep for p in self.run_dir.iterdir()):
             raise UsageError(f"{self.run_dir}: not empty and holds no journal; remove it or pass "
-                             "another --run-dir")
+                             "another run_dir", "run_dir")
 
     def _check_stop(self, where: str) -> None:
         """Stop (resumable) if a signal asked for it, and say so in the journal."""

@@ -110,8 +110,9 @@ class _Run(Driver):
                 raise UsageError(f"{run_dir}: a rollback of this run was started; finish it "
                                  f"with `dualmem-bulk rollback {run_dir}`")
             elif journal.state == "rolled-back":
-                raise UsageError(f"{run_dir}: this run is rolled-back; pass --restart to "
-                                 "migrate again, or choose another --run-dir")
+                raise UsageError(f"{run_dir}: this run is rolled-back; pass restart to "
+                                 "migrate again, or choose another run_dir", "restart",
+                                 "run_dir")
             elif journal.get("config") != identity:
                 raise RunChanged(run_dir, "the configuration changed ("
                                  + changes(journal.get("config"), identity) + ")")
@@ -264,9 +265,10 @@ def run_offline(config: OfflineConfig, progress: Progress = NULL_PROGRESS,
     """
     started = time.perf_counter()
     if config.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {config.batch_size}")
+        raise UsageError(f"batch_size must be at least 1, got {config.batch_size}", "batch_size")
     if config.checkpoint_every is not None and config.checkpoint_every < 1:
-        raise UsageError(f"--checkpoint-every must be at least 1, got {config.checkpoint_every}")
+        raise UsageError(f"checkpoint_every must be at least 1, got {config.checkpoint_every}",
+                         "checkpoint_every")
     if config.dry_run:
         with quiet_gc():
             return dry_run(config, run_offline, progress, started, keep_free)

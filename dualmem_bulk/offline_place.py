@@ -28,11 +28,11 @@ def in_place_meta(config: OfflineConfig) -> dict[str, Any]:
     store = config.source
     fmt = detect_store(store)
     if fmt is None or not store.is_dir():
-        raise UsageError(f"{store}: --in-place needs a legacy store directory (a Lance "
-                         "dataset or a directory of Parquet files)")
+        raise UsageError(f"{store}: in_place needs a legacy store directory (a Lance "
+                         "dataset or a directory of Parquet files)", "in_place")
     if fmt != config.target_format:
-        raise UsageError(f"{store} is a {fmt} store; pass --target-format {fmt} to convert "
-                         "it in place")
+        raise UsageError(f"{store} is a {fmt} store; pass target_format {fmt} to convert "
+                         "it in place", "target_format")
     meta: dict[str, Any] = {"mode": "in-place", "store_format": fmt}
     if fmt == "lance":
         meta["pre_migration_version"] = int(lance.dataset(str(store)).version)

@@ -64,12 +64,15 @@ def run_online(config: OnlineConfig, progress: Progress = NULL_PROGRESS) -> Onli
     at the cut-over (the service then stays on the legacy store).
     """
     started = time.perf_counter()
-    if config.batch_size < 1 or config.cutover_lag < 0:
-        raise UsageError("--batch-size must be at least 1 and --cutover-lag at least 0")
+    if config.batch_size < 1:
+        raise UsageError(f"batch_size must be at least 1, got {config.batch_size}", "batch_size")
+    if config.cutover_lag < 0:
+        raise UsageError(f"cutover_lag must be at least 0, got {config.cutover_lag}",
+                         "cutover_lag")
     if config.max_rate is not None and config.max_rate <= 0:
-        raise UsageError(f"--max-rate must be positive, got {config.max_rate}")
+        raise UsageError(f"max_rate must be positive, got {config.max_rate}", "max_rate")
     if config.workers is not None and config.workers < 0:
-        raise UsageError(f"--workers must be at least 0, got {config.workers}")
+        raise UsageError(f"workers must be at least 0, got {config.workers}", "workers")
     run_dir = config.resolved_run_dir
 
     def run(stop: StopRequest) -> OnlineReport:

@@ -41,10 +41,11 @@ class OnlineDriver(Driver, ABC):
         if Journal.exists(run_dir):
             journal = Journal.open(run_dir)
             if journal.get("mode") != "online":
-                raise UsageError(f"{run_dir}: holds an offline run; choose another --run-dir")
+                raise UsageError(f"{run_dir}: holds an offline run; choose another run_dir",
+                                 "run_dir")
             if journal.state in ("rolling-back", "rolled-back", "finalized"):
                 raise UsageError(f"{run_dir}: this run is {journal.state}; choose another "
-                                 "--run-dir (or remove it) to migrate again")
+                                 "run_dir (or remove it) to migrate again", "run_dir")
             if journal.get("config") != config.identity():
                 raise RunChanged(run_dir, "the store or target changed")
             report = journal.get("report")
