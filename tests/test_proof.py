@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import legacy_table
 
-import dualmem_bulk.online as online_module
+import dualmem_bulk.online_store as online_store
 import dualmem_bulk.stores.dual as dual_module
 from dualmem_bulk import MemoryStore, OnlineConfig, run_online
 from dualmem_bulk.errors import VerificationFailed
@@ -251,7 +251,7 @@ def test_memory_store_cutover_refuses_a_space_written_after_the_pin(
     """After the verified pin the cut-over carries the identity digests through the changes it
     applies (no rescan): a change written into the target with another space stops it."""
     store = _memory_store(tmp_path / "m.sqlite", 1_000)
-    pinned = online_module.compare_at_pin
+    pinned = online_store.compare_at_pin
 
     def pin_then_write(*args: Any, **kwargs: Any) -> Any:
         result = pinned(*args, **kwargs)
@@ -260,7 +260,7 @@ def test_memory_store_cutover_refuses_a_space_written_after_the_pin(
         _into_a_space(monkeypatch)
         return result
 
-    monkeypatch.setattr(online_module, "compare_at_pin", pin_then_write)
+    monkeypatch.setattr(online_store, "compare_at_pin", pin_then_write)
     with pytest.raises(VerificationFailed,
                        match=r"at the cut-over the store .*space/episode columns differ"):
         run_online(OnlineConfig(store=store, target=tmp_path / "nodes.lance", cutover_lag=0,
