@@ -19,9 +19,7 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ import lance
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import NODES, ROW_NODES, RSS_SIZES, generated, record, tree_usage
+from conftest import NODES, ROW_NODES, RSS_SIZES, generated, measured_cli, once, record
 from rowwise import migrate_row_by_row
 
 from dualmem_bulk._fs import fsync_path, fsync_tree
@@ -37,12 +35,6 @@ from dualmem_bulk.export import scan_source
 from dualmem_bulk.offline import OfflineConfig, run_offline
 from dualmem_bulk.stores import PARQUET_OPTIONS
 from dualmem_bulk.stores.staging import lance_write_schema
-
-
-def _once(benchmark: Any, fn: Any) -> float:
-    started = time.perf_counter()
-    benchmark.pedantic(fn, rounds=1, iterations=1)
-    return time.perf_counter() - started
 
 
 def _copy(source: Path, out: Path, **options: Any) -> None:
@@ -54,11 +46,11 @@ def _copy(source: Path, out: Path, **options: Any) -> None:
 
 
 def test_io_floor(benchmark: Any, source: Path, fresh: Path) -> None:
-    record("io_floor", NODES, _once(benchmark, lambda: _copy(source, fresh / "copy.parquet")))
+    record("io_floor", NODES, once(benchmark, lambda: _copy(source, fresh / "copy.parquet")))
 
 
 def test_io_floor_tool_settings(benchmark: Any, source: Path, fresh: Path) -> None:
-    record("io_floor_tool_settings", NODES, _once(
+    record("io_floor_tool_settings", NODES, once(
         benchmark, lambda: _copy(source, fresh / "copy.parquet", **PARQUET_OPTIONS)))
 
 
@@ -82,7 +74,7 @@ def test_lance_floor(benchmark: Any, source: Path, fresh: Path) -> None:
         fsync_path(snapshot)
         fsync_tree(target)
 
-    record("lance_floor", NODES, _once(benchmark, copy))
+    record("lance_floor", NODES, once(benchmark, copy))
 
 
 def test_row_by_row(benchmark: Any, row_source: Path, fresh: Path) -> None:
@@ -92,7 +84,7 @@ def test_row_by_row(benchmark: Any, row_source: Path, fresh: Path) -> None:
         digests.append(migrate_row_by_row(row_source, fresh / "snapshot.parquet",
                                           fresh / "rows.lance")[1])
 
-    seconds = _once(benchmark, run)
+    seconds = once(benchmark, run)
     assert digests[-1] == scan_source(row_source).snapshot_digest  # convert's, same source
     record("row_by_row", ROW_NODES, seconds, digest=digests[-1][:16])
 
@@ -109,7 +101,7 @@ def test_convert(benchmark: Any, source: Path, fresh: Path, fmt: str, workers: i
             workers=workers)))
 
     name = f"convert_{fmt}" + ("" if workers is None else f"_{workers}_workers")
-    record(name, NODES, _once(benchmark, run), phases_s=reports[-1].phases_s,
+    record(name, NODES, once(benchmark, run), phases_s=reports[-1].phases_s,
            digest=reports[-1].target_digest[:16])
 
 
@@ -121,16 +113,7 @@ def test_peak_rss(benchmark: Any, workdir: Path, fresh: Path, nodes: int, worker
     src = generated(workdir, nodes)
     args = [sys.executable, "-m", "dualmem_bulk", "convert", str(src), str(fresh / "n.lance"),
             "--json", *([] if workers is None else ["--workers", str(workers)])]
-    usage: list[Any] = []
-
-    def run() -> None:
-        with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True) as proc:
-            usage.append(tree_usage(proc))
-            assert proc.wait() == 0, proc.stderr.read() if proc.stderr else ""
-
-    seconds = _once(benchmark, run)
-    tree = usage[-1]
+    seconds, tree = measured_cli(benchmark, args)
     name = f"convert_cli_{nodes}" + ("" if workers is None else f"_{workers}_workers")
     record(name, nodes, seconds, peak_rss_mib=tree.peak_rss_kib // 1024,
            peak_pss_mib=tree.peak_pss_kib // 1024,

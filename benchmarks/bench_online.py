@@ -26,29 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from conftest import RESULTS, record
 
 from dualmem_bulk import CompatibilityAdapter, Memory, MemoryStore
-from dualmem_bulk.generate import generate_batches
 
 NODES = int(os.environ.get("BENCH_ONLINE_NODES", "100000"))
 BASELINE_S = 8.0
 AFTER_S = float(os.environ.get("BENCH_ONLINE_AFTER_S", "10"))
 WRITES_PER_S = 100
 READS_PER_S = 500
-
-
-@pytest.fixture(scope="module")
-def store(workdir: Path) -> Path:
-    """A MemoryStore of NODES generated memories, built once."""
-    path = workdir / f"online-{NODES}.sqlite"
-    if not path.exists():
-        with MemoryStore(path) as built:
-            for batch in generate_batches(NODES, 7, 20_000):
-                built.store_batch(batch)
-            built.trim_changes(built.change_position())
-    return path
 
 
 def _memory(i: int, memory_id: str) -> Memory:

@@ -20,8 +20,6 @@ from typing import Any
 import pytest
 from conftest import record, tree_usage
 
-from dualmem_bulk import MemoryStore
-from dualmem_bulk.generate import generate_batches
 from dualmem_bulk.journal import Journal
 
 NODES = int(os.environ.get("BENCH_ONLINE_NODES", "100000"))
@@ -38,18 +36,6 @@ try:
 except Interrupted:
     sys.exit(4)
 """
-
-
-@pytest.fixture(scope="module")
-def store(workdir: Path) -> Path:
-    """A MemoryStore of NODES generated memories, built once."""
-    path = workdir / f"online-{NODES}.sqlite"
-    if not path.exists():
-        with MemoryStore(path) as built:
-            for batch in generate_batches(NODES, 7, 20_000):
-                built.store_batch(batch)
-            built.trim_changes(built.change_position())
-    return path
 
 
 def _stop_when_waiting(proc: subprocess.Popen[str], run_dir: Path) -> None:

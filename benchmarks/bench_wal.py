@@ -21,7 +21,6 @@ Both inputs were just written, so both are read from the page cache.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import NODES, _children, _cpu_s, record, tree_usage
+from conftest import NODES, _children, _cpu_s, measured_cli, once, record
 
 from dualmem_bulk._pool import WorkerPool
 from dualmem_bulk.generate import generate_wal_batches, write_generated
@@ -37,12 +36,6 @@ from dualmem_bulk.offline import DEFAULT_BATCH_SIZE, OfflineConfig, run_offline
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.sources._wal_scan import WalFileScan, scan_wal_file
 from dualmem_bulk.sources.engram_wal import read_engram_wal
-
-
-def _once(benchmark: Any, fn: Any) -> float:
-    started = time.perf_counter()
-    benchmark.pedantic(fn, rounds=1, iterations=1)
-    return time.perf_counter() - started
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +63,7 @@ def test_wal_decode(benchmark: Any, wal_data: tuple[Path, Path]) -> None:
         index_s.append(time.perf_counter() - started)
         rows.append(sum(b.batch.num_rows for b in source))
 
-    seconds = _once(benchmark, decode)
+    seconds = once(benchmark, decode)
     assert rows == [NODES]
     record("wal_decode", NODES, seconds, pass1_s=round(index_s[0], 3))
 
@@ -83,7 +76,7 @@ def test_wal_parquet_read(benchmark: Any, wal_data: tuple[Path, Path]) -> None:
         with pq.ParquetFile(parquet) as reader:
             rows.append(sum(b.num_rows for b in reader.iter_batches(DEFAULT_BATCH_SIZE)))
 
-    seconds = _once(benchmark, read)
+    seconds = once(benchmark, read)
     assert rows == [NODES]
     record("wal_parquet_read", NODES, seconds)
 
@@ -97,7 +90,7 @@ def test_wal_convert(benchmark: Any, wal_data: tuple[Path, Path], fresh: Path,
     def run() -> None:
         reports.append(run_offline(OfflineConfig(source=source, target=fresh / "nodes.lance")))
 
-    seconds = _once(benchmark, run)
+    seconds = once(benchmark, run)
     [report] = reports
     assert report.verified and report.nodes_converted == NODES
     record(f"{kind}_convert_lance", NODES, seconds)
@@ -122,7 +115,7 @@ def test_wal_index_driver_cpu(benchmark: Any, wal_data: tuple[Path, Path], worke
             usage.append((driver, sum(_cpu_s(pid) - cpu for pid, cpu in before.items())))
             assert source.memories == NODES
 
-        seconds = _once(benchmark, index)
+        seconds = once(benchmark, index)
     driver, tasks = usage[-1]
     record(f"wal_index_{workers}_workers", NODES, seconds, driver_cpu_s=round(driver, 2),
            workers_cpu_s=round(tasks, 2), serial_fraction=round(driver / (driver + tasks), 3))
@@ -134,16 +127,7 @@ def test_wal_convert_cli(benchmark: Any, wal_data: tuple[Path, Path], fresh: Pat
     """A whole ``dualmem-bulk convert`` of the data root: the driver's share of the CPU."""
     args = [sys.executable, "-m", "dualmem_bulk", "convert", str(wal_data[0]),
             str(fresh / "n.lance"), "--json", "--workers", str(workers)]
-    usage: list[Any] = []
-
-    def run() -> None:
-        with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True) as proc:
-            usage.append(tree_usage(proc))
-            assert proc.wait() == 0, proc.stderr.read() if proc.stderr else ""
-
-    seconds = _once(benchmark, run)
-    tree = usage[-1]
+    seconds, tree = measured_cli(benchmark, args)
     record(f"wal_convert_cli_{workers}_workers", NODES, seconds,
            driver_cpu_s=round(tree.driver_cpu_s, 2), tree_cpu_s=round(tree.cpu_s, 2),
            serial_fraction=round(tree.driver_cpu_s / tree.cpu_s, 3) if tree.cpu_s else None,

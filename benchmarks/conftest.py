@@ -22,6 +22,7 @@ from dualmem_bulk.generate import write_generated
 
 NODES = int(os.environ.get("BENCH_NODES", "200000"))
 ROW_NODES = int(os.environ.get("BENCH_ROW_NODES", "20000"))
+ONLINE_NODES = int(os.environ.get("BENCH_ONLINE_NODES", "100000"))
 RSS_SIZES = [int(s) for s in
              os.environ.get("BENCH_RSS_SIZES", "100000,1000000,2000000").split(",") if s]
 RESULTS: dict[str, dict[str, Any]] = {}
@@ -126,6 +127,27 @@ def tree_usage(proc: subprocess.Popen[str], every: float = 0.02) -> TreeUsage:
     return usage
 
 
+def once(benchmark: Any, fn: Any) -> float:
+    """Run ``fn`` once under pytest-benchmark; its wall time."""
+    started = time.perf_counter()
+    benchmark.pedantic(fn, rounds=1, iterations=1)
+    return time.perf_counter() - started
+
+
+def measured_cli(benchmark: Any, args: list[str]) -> tuple[float, TreeUsage]:
+    """Run a command once in its own process tree (it must exit 0): wall time and usage."""
+    usage: list[TreeUsage] = []
+
+    def run() -> None:
+        with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) as proc:
+            usage.append(tree_usage(proc))
+            assert proc.wait() == 0, proc.stderr.read() if proc.stderr else ""
+
+    seconds = once(benchmark, run)
+    return seconds, usage[-1]
+
+
 def record(name: str, nodes: int, seconds: float, **extra: Any) -> None:
     """Keep one measurement for the summary."""
     RESULTS[name] = {"nodes": nodes, "seconds": round(seconds, 3),
@@ -151,6 +173,21 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     out = Path(__file__).with_name("last-run.json")
     out.write_text(json.dumps({"machine": f"{platform.machine()} {os.cpu_count()} cpus, "
                                f"{platform.python_version()}", "results": RESULTS}, indent=2))
+
+
+@pytest.fixture(scope="module")
+def store(workdir: Path) -> Path:
+    """A MemoryStore of ``BENCH_ONLINE_NODES`` generated memories, built once."""
+    from dualmem_bulk import MemoryStore
+    from dualmem_bulk.generate import generate_batches
+
+    path = workdir / f"online-{ONLINE_NODES}.sqlite"
+    if not path.exists():
+        with MemoryStore(path) as built:
+            for batch in generate_batches(ONLINE_NODES, 7, 20_000):
+                built.store_batch(batch)
+            built.trim_changes(built.change_position())
+    return path
 
 
 @pytest.fixture
