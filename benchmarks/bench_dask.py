@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from conftest import generated, record
 
-from dualmem_bulk.offline import OfflineConfig, run_offline
+from dualmem_bulk.offline.run import OfflineConfig, run_offline
 
 NODES = int(os.environ.get("BENCH_NODES", "100000"))
 DIGESTS: set[str] = set()

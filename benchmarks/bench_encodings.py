@@ -24,7 +24,7 @@ from conftest import NODES, record
 
 from dualmem_bulk.checksum import row_checksums
 from dualmem_bulk.convert import to_dual
-from dualmem_bulk.offline import OfflineConfig, run_offline
+from dualmem_bulk.offline.run import OfflineConfig, run_offline
 from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, SNAPSHOT_SCHEMA
 from dualmem_bulk.stores.staging import lance_write_schema, unsliced
 

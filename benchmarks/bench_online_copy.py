@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from conftest import record, tree_usage
 
-from dualmem_bulk.journal import Journal
+from dualmem_bulk.rundir.journal import Journal
 
 NODES = int(os.environ.get("BENCH_ONLINE_NODES", "100000"))
 

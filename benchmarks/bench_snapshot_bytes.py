@@ -54,12 +54,12 @@ import pytest
 from conftest import RESULTS, record
 from lance.file import LanceFileReader
 
-from dualmem_bulk import partitioned
 from dualmem_bulk._fs import fsync_path
 from dualmem_bulk.checksum import TableDigest, row_checksums
-from dualmem_bulk.export import CHUNK_ROWS
-from dualmem_bulk.offline import OfflineConfig, run_offline
-from dualmem_bulk.partition_task import PartitionTask, export_partition
+from dualmem_bulk.offline import partitioned
+from dualmem_bulk.offline.export import CHUNK_ROWS
+from dualmem_bulk.offline.partition_task import PartitionTask, export_partition
+from dualmem_bulk.offline.run import OfflineConfig, run_offline
 from dualmem_bulk.rundir.files import SNAPSHOT
 from dualmem_bulk.schema import LEGACY_SCHEMA, SNAPSHOT_SCHEMA
 from dualmem_bulk.schema.validate import SeenIds, conform, validate_batch

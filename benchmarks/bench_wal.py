@@ -30,9 +30,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import NODES, _children, _cpu_s, measured_cli, once, record
 
-from dualmem_bulk._pool import WorkerPool
+from dualmem_bulk.engines.local import WorkerPool
 from dualmem_bulk.generate import generate_wal_batches, write_generated
-from dualmem_bulk.offline import DEFAULT_BATCH_SIZE, OfflineConfig, run_offline
+from dualmem_bulk.offline.run import DEFAULT_BATCH_SIZE, OfflineConfig, run_offline
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.sources._wal_scan import WalFileScan, scan_wal_file
 from dualmem_bulk.sources.engram_wal import read_engram_wal

@@ -21,7 +21,6 @@ import os
 os.environ.setdefault("LANCE_LOG", "error")  # Lance's native logger reads it once, at load
 
 from dualmem_bulk._version import __version__
-from dualmem_bulk.compat import CompatibilityAdapter
 from dualmem_bulk.errors import (
     DualmemError,
     InputError,
@@ -36,12 +35,13 @@ from dualmem_bulk.errors import (
     UsageError,
     VerificationFailed,
 )
-from dualmem_bulk.export import export_snapshot
 from dualmem_bulk.inspect import inspect_path
-from dualmem_bulk.offline import run_offline
-from dualmem_bulk.offline_config import OfflineConfig
-from dualmem_bulk.online import OnlineConfig, OnlineReport, run_online
-from dualmem_bulk.online_cutover import request_cutover
+from dualmem_bulk.offline.config import OfflineConfig
+from dualmem_bulk.offline.export import export_snapshot
+from dualmem_bulk.offline.run import run_offline
+from dualmem_bulk.online.compat import CompatibilityAdapter
+from dualmem_bulk.online.cutover import request_cutover
+from dualmem_bulk.online.run import OnlineConfig, OnlineReport, run_online
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.report import RunReport
 from dualmem_bulk.run.modes import (

@@ -1,5 +1,5 @@
-"""The skeleton every migration driver shares (offline: :mod:`dualmem_bulk.offline`; online:
-:mod:`dualmem_bulk.online_driver`): one invocation under the run lock that refuses a run
+"""The skeleton every migration driver shares (offline: :mod:`dualmem_bulk.offline.run`; online:
+:mod:`dualmem_bulk.online.driver`): one invocation under the run lock that refuses a run
 directory it does not own, honours a stop request between batches, turns an OS error into a
 resumable stop, and leaves nothing behind when it refuses a fresh run."""
 
@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 from dualmem_bulk._signals import StopRequest
 from dualmem_bulk.errors import Interrupted, UsageError
-from dualmem_bulk.journal import Journal, migrating
 from dualmem_bulk.progress import Progress
+from dualmem_bulk.rundir.journal import Journal, migrating
 
 __all__ = ["Driver", "drive"]
 

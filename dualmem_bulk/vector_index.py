@@ -30,8 +30,8 @@ import numpy as np
 import pyarrow as pa
 
 from dualmem_bulk.errors import SourceError
-from dualmem_bulk.journal import Journal
 from dualmem_bulk.rundir.files import default_run_dir
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.stores import detect_store
 from dualmem_bulk.stores.dual import writer_lock
 

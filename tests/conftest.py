@@ -15,7 +15,7 @@ import pytest
 
 from dualmem_bulk.checksum import row_checksums
 from dualmem_bulk.convert import to_legacy
-from dualmem_bulk.journal import Journal
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.schema import (
     DIM,
     EPISODE_TYPE,

@@ -26,7 +26,7 @@ from conftest import fingerprint
 
 from dualmem_bulk import run_status
 from dualmem_bulk.generate import write_generated
-from dualmem_bulk.journal import Journal
+from dualmem_bulk.rundir.journal import Journal
 
 NODES = int(os.environ.get("CRASH_NODES", "200000"))
 BATCH = "8192"

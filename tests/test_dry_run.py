@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dualmem_bulk.generate import generate_batches
-from dualmem_bulk.offline import OfflineConfig, run_offline
+from dualmem_bulk.offline.run import OfflineConfig, run_offline
 from dualmem_bulk.schema import LEGACY_SCHEMA
 
 NODES = 24_000

@@ -30,8 +30,8 @@ from test_crash import _in_export, wait_for
 from test_partitioned import _same, _serial
 
 from dualmem_bulk.generate import generate_batches
-from dualmem_bulk.journal import Journal
-from dualmem_bulk.offline import OfflineConfig, run_offline
+from dualmem_bulk.offline.run import OfflineConfig, run_offline
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.schema import LEGACY_SCHEMA, schema_identity
 from dualmem_bulk.sources.lance_legacy import cut_rows
 from dualmem_bulk.stores import TargetStore

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from dualmem_bulk.convert import node_uuids
-from dualmem_bulk.offline import OfflineConfig, run_offline
+from dualmem_bulk.offline.run import OfflineConfig, run_offline
 
 FIXTURE = Path(__file__).resolve().parent.parent / "data" / "fixtures" / "clean.parquet"
 

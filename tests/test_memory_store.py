@@ -156,7 +156,9 @@ def test_bad_embedding_blob_names_the_memory(tmp_path: Path) -> None:
                access_count=0, created_at=0)
 
 
-@pytest.mark.parametrize("module", ["dualmem_bulk.stores.memory_store", "dualmem_bulk.compat"])
+@pytest.mark.parametrize(
+    "module", ["dualmem_bulk.stores.memory_store", "dualmem_bulk.online.compat"]
+)
 def test_doctests(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0

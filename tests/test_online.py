@@ -24,9 +24,9 @@ from dualmem_bulk import (
 )
 from dualmem_bulk.errors import Interrupted, RunChanged, SourceError, TargetExists, UsageError
 from dualmem_bulk.generate import generate_batches
-from dualmem_bulk.journal import Journal
-from dualmem_bulk.online_cutover import request_cutover
+from dualmem_bulk.online.cutover import request_cutover
 from dualmem_bulk.rundir.files import PAUSE
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.stores.dual import DualStore
 from tests.online_workload import digests, new_memory
 
@@ -231,7 +231,7 @@ def test_max_rate_sleeps_between_batches(tmp_path: Path, monkeypatch: pytest.Mon
                                          ) -> None:
     path = _store(tmp_path / "m.sqlite", 300)
     slept: list[float] = []
-    monkeypatch.setattr("dualmem_bulk.online.time.sleep", slept.append)
+    monkeypatch.setattr("dualmem_bulk.online.run.time.sleep", slept.append)
     config = OnlineConfig(store=path, target=tmp_path / "n.lance", batch_size=150,
                           target_batch_s=1000, max_rate=1)
     assert run_online(config).nodes_copied == 300

@@ -18,9 +18,9 @@ import pytest
 from conftest import assert_bit_equal, legacy_table, read_snapshot
 
 from dualmem_bulk.convert import to_dual
-from dualmem_bulk.export import export_snapshot
-from dualmem_bulk.journal import Journal
-from dualmem_bulk.offline import OfflineConfig, run_offline
+from dualmem_bulk.offline.export import export_snapshot
+from dualmem_bulk.offline.run import OfflineConfig, run_offline
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.schema import LEGACY_SCHEMA, SNAPSHOT_SCHEMA
 from dualmem_bulk.sources import plan_runs
 from dualmem_bulk.sources.detect import open_source

@@ -20,12 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import legacy_table
 
-import dualmem_bulk.online_store as online_store
+import dualmem_bulk.online.store as online_store
 import dualmem_bulk.stores.dual as dual_module
 from dualmem_bulk import MemoryStore, OnlineConfig, run_online
 from dualmem_bulk.errors import VerificationFailed
 from dualmem_bulk.generate import generate_batches
-from dualmem_bulk.offline import OfflineConfig, run_offline
+from dualmem_bulk.offline.run import OfflineConfig, run_offline
 from dualmem_bulk.schema import DIM, DUAL_SCHEMA
 from dualmem_bulk.stores.dual import DualStore, apply_changes
 from tests.online_workload import new_memory

@@ -19,10 +19,10 @@ import pytest
 from conftest import kill_after_units
 
 from dualmem_bulk import run_status
-from dualmem_bulk.dry_run import HEADROOM, NO_GO_EXIT, SAMPLE_ROWS
 from dualmem_bulk.generate import generate_batches, write_generated
-from dualmem_bulk.journal import Journal
+from dualmem_bulk.offline.dry_run import HEADROOM, NO_GO_EXIT, SAMPLE_ROWS
 from dualmem_bulk.rundir.files import PAUSE
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.stores.memory_store import MemoryStore
 
 

@@ -22,10 +22,10 @@ from conftest import kill_after_units, read_snapshot
 
 from dualmem_bulk import finalize_run, rollback_run, run_status
 from dualmem_bulk.errors import UsageError, VerificationFailed
-from dualmem_bulk.export import scan_source
 from dualmem_bulk.generate import write_generated
-from dualmem_bulk.journal import Journal
-from dualmem_bulk.offline import OfflineConfig, run_offline
+from dualmem_bulk.offline.export import scan_source
+from dualmem_bulk.offline.run import OfflineConfig, run_offline
+from dualmem_bulk.rundir.journal import Journal
 
 
 def cli(*args: str | Path, stdin: int | None = subprocess.DEVNULL
@@ -290,7 +290,7 @@ def test_finalize_needs_a_finished_run(small: Path, tmp_path: Path, current: str
 _HOLD = """
 import sys, time
 from pathlib import Path
-from dualmem_bulk.journal import RunLock
+from dualmem_bulk.rundir.journal import RunLock
 with RunLock(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(120)

@@ -11,8 +11,8 @@ import pytest
 
 from dualmem_bulk import finalize_run, rollback_run
 from dualmem_bulk.generate import generate_batches, write_generated
-from dualmem_bulk.offline import OfflineConfig, run_offline
-from dualmem_bulk.online import OnlineConfig, run_online
+from dualmem_bulk.offline.run import OfflineConfig, run_offline
+from dualmem_bulk.online.run import OnlineConfig, run_online
 from dualmem_bulk.rundir import files
 from dualmem_bulk.stores.memory_store import MemoryStore
 

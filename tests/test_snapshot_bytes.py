@@ -21,9 +21,9 @@ from conftest import assert_bit_equal, kill_after_units, legacy_table, read_snap
 
 from dualmem_bulk import rollback_run
 from dualmem_bulk.errors import VerificationFailed
-from dualmem_bulk.export import export_snapshot
 from dualmem_bulk.generate import write_generated
-from dualmem_bulk.journal import Journal
+from dualmem_bulk.offline.export import export_snapshot
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.schema import LEGACY_SCHEMA, SNAPSHOT_SCHEMA
 from dualmem_bulk.stores.legacy import write_legacy
 from dualmem_bulk.stores.snapshot_bytes import copy_part, prepare_copy

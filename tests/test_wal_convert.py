@@ -18,7 +18,7 @@ import pytest
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.convert import to_legacy
 from dualmem_bulk.generate import generate_wal_batches
-from dualmem_bulk.offline import OfflineConfig, run_offline
+from dualmem_bulk.offline.run import OfflineConfig, run_offline
 from dualmem_bulk.schema import DIM, LEGACY_SCHEMA
 from dualmem_bulk.stores import TargetStore
 

@@ -22,10 +22,10 @@ from conftest import assert_bit_equal
 from test_engram_wal import HEADER, _episode, _flip, _offsets, _write
 from test_partitioned import _partitioned, _same, _serial
 
-from dualmem_bulk._pool import WorkerPool
+from dualmem_bulk.engines.local import WorkerPool
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.generate import write_generated
-from dualmem_bulk.offline import OfflineConfig, run_offline
+from dualmem_bulk.offline.run import OfflineConfig, run_offline
 from dualmem_bulk.sources._wal_index import SpaceIndex, replay
 from dualmem_bulk.sources._wal_scan import DELETE, INVALID, STORE, WalFileScan, scan_wal_file
 from dualmem_bulk.sources.engram_wal import EngramWalSource, read_engram_wal

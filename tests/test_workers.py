@@ -15,9 +15,9 @@ import pytest
 from conftest import assert_bit_equal, legacy_table
 
 from dualmem_bulk import verify_run
-from dualmem_bulk._pool import WorkerPool
+from dualmem_bulk.engines.local import WorkerPool
 from dualmem_bulk.errors import VerificationFailed
-from dualmem_bulk.offline import OfflineConfig, run_offline
+from dualmem_bulk.offline.run import OfflineConfig, run_offline
 from dualmem_bulk.sources import plan_runs
 from dualmem_bulk.stores import TargetStore
 
@@ -113,7 +113,7 @@ def test_a_snapshot_part_unlike_the_written_rows_fails_verification(
     """A partition's task verifies its fragment against its snapshot part as read back from
     disk; a part that does not hold the rows the fragment was written from must fail the run.
     Here the snapshot writer changes one row's space (a field the row checksum leaves out)."""
-    import dualmem_bulk.partition_task as partition_task
+    import dualmem_bulk.offline.partition_task as partition_task
 
     class Tampering(pq.ParquetWriter):  # type: ignore[misc]
         def write_batch(self, batch: pa.RecordBatch, *args: Any, **kwargs: Any) -> None:

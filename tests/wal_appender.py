@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 from conftest import assert_bit_equal
 
-from dualmem_bulk.offline import OfflineConfig, run_offline
+from dualmem_bulk.offline.run import OfflineConfig, run_offline
 from dualmem_bulk.sources.engram_wal_codec import EntryType, Episode, encode_episode, pack_header
 from dualmem_bulk.sources.engram_wal_writer import wal_file_name
 

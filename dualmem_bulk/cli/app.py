@@ -41,7 +41,7 @@ def _root(version: Annotated[bool, typer.Option(
 def main() -> None:
     """Console-script entry point: with ``--json``, even a usage error or a bug prints one
     JSON object on stdout."""
-    from dualmem_bulk._pool import tune_malloc
+    from dualmem_bulk.engines.local import tune_malloc
 
     tune_malloc()
     as_json = "--json" in sys.argv[1:]

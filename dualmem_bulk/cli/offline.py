@@ -101,8 +101,8 @@ def convert(
 
     Example: dualmem-bulk convert memories/ nodes.lance --engine dask --workers 4
     """
-    from dualmem_bulk.dry_run import NO_GO_EXIT
-    from dualmem_bulk.offline import DEFAULT_BATCH_SIZE, OfflineConfig, run_offline
+    from dualmem_bulk.offline.dry_run import NO_GO_EXIT
+    from dualmem_bulk.offline.run import DEFAULT_BATCH_SIZE, OfflineConfig, run_offline
 
     if in_place and target not in (None, source):
         usage("--in-place converts SOURCE itself; do not give a TARGET", as_json)
@@ -129,7 +129,7 @@ def convert(
 def _restart_question(run_dir: Path) -> str | None:
     """What ``--restart`` would discard, as a question (``None``: no run there, or a finalized
     one, which the run refuses)."""
-    from dualmem_bulk.journal import Journal
+    from dualmem_bulk.rundir.journal import Journal
 
     if not Journal.exists(run_dir):
         return None
@@ -159,7 +159,7 @@ def export(
 
     Example: dualmem-bulk export /var/lib/engram-data snapshot.parquet --space default
     """
-    from dualmem_bulk.export import export_snapshot
+    from dualmem_bulk.offline.export import export_snapshot
 
     spaces = tuple(space or ())
     report = call_with_progress(lambda progress: export_snapshot(

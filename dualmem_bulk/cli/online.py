@@ -50,7 +50,7 @@ def migrate(
 
     Example: dualmem-bulk migrate --online memories.sqlite nodes.lance --json
     """
-    from dualmem_bulk.online import OnlineConfig, run_online
+    from dualmem_bulk.online.run import OnlineConfig, run_online
 
     if not online:
         usage("migrate needs --online (an offline migration is `dualmem-bulk convert`)",
@@ -81,7 +81,7 @@ def cutover(
 
     Example: dualmem-bulk cutover nodes.lance.run
     """
-    from dualmem_bulk.online_cutover import request_cutover
+    from dualmem_bulk.online.cutover import request_cutover
 
     report = call(lambda: request_cutover(run_dir), as_json)
     emit(report.as_dict(), as_json, [f"{run_dir}: cut-over {report.status}"])

@@ -25,7 +25,7 @@ __all__ = ["finalize", "rollback", "status", "verify"]
 
 def _snapshot_rows(run_dir: Path) -> int:
     """Nodes in a run's snapshot (0 if unknown): sizes the worker pool of ``verify``."""
-    from dualmem_bulk.journal import Journal
+    from dualmem_bulk.rundir.journal import Journal
 
     if not Journal.exists(run_dir):
         return 0

@@ -2,7 +2,7 @@
 alone) or ``dask`` (a Dask distributed cluster, local or existing).
 
 Both engines run the same module-level task functions
-(:func:`dualmem_bulk.partition_task.export_partition`,
+(:func:`dualmem_bulk.offline.partition_task.export_partition`,
 :func:`dualmem_bulk.verify.verify_piece`) and
 hand their small results back to the driver, which stays the target's only committer; journal,
 resume, status, verify and rollback do not depend on the engine.
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Literal, Protocol, TypeVar
 
-from dualmem_bulk._pool import WorkerPool, default_workers
+from dualmem_bulk.engines.local import WorkerPool, default_workers
 from dualmem_bulk.errors import UsageError
 
 __all__ = ["DASK_HINT", "ENGINES", "Engine", "TaskFuture", "TaskPool", "open_pool", "require_dask"]
@@ -84,7 +84,7 @@ def open_pool(engine: Engine, workers: int | None, scheduler: str | None = None,
               rows: int = 0, driver_busy: bool = True) -> TaskPool:
     """The pool of ``engine``: ``workers`` local processes (0: this one alone), or a Dask
     client on a local cluster of ``workers`` processes or on the cluster at ``scheduler``.
-    ``workers=None`` sizes it for ``rows`` (:func:`~dualmem_bulk._pool.default_workers`; at
+    ``workers=None`` sizes it for ``rows`` (:func:`~dualmem_bulk.engines.local.default_workers`; at
     least one for Dask); an existing cluster brings its own workers."""
     if engine == "local":
         if scheduler is not None:

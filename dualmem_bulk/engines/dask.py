@@ -25,7 +25,7 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 import distributed
 from distributed import Client, LocalCluster, WorkerPlugin
 
-from dualmem_bulk._pool import _released, _worker_init
+from dualmem_bulk.engines.local import _released, _worker_init
 from dualmem_bulk.errors import Interrupted, SourceError, UsageError
 
 __all__ = ["RETRIES", "DaskPool", "NeedsPaths", "UnreadableOnWorker", "run_task"]

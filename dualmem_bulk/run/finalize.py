@@ -1,7 +1,7 @@
 """Keep a run's result (``finalize``): the decision is recorded first, and only then is what
 only a rollback needed removed: the in-place backup (or Lance tag) and, on request, the
 snapshot. :mod:`dualmem_bulk.run.modes` runs these steps for the run's mode (an online run's
-are in :mod:`dualmem_bulk.online_finalize`)."""
+are in :mod:`dualmem_bulk.online.finalize`)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import lance
 
 from dualmem_bulk._fs import fsync_path, remove
 from dualmem_bulk.errors import UsageError
-from dualmem_bulk.journal import Journal, State
 from dualmem_bulk.run.status import iso
 from dualmem_bulk.rundir.files import SNAPSHOT
+from dualmem_bulk.rundir.journal import Journal, State
 from dualmem_bulk.rundir.reports import FinalizeReport
 
 __all__ = ["drop_backup", "drop_snapshot", "record_finalized", "refuse_unfinished"]

@@ -13,8 +13,7 @@ from typing import Any
 
 from dualmem_bulk.engines import TaskPool
 from dualmem_bulk.errors import RunLocked, SourceError
-from dualmem_bulk.journal import Journal, Mode, RunLock, lock_holder
-from dualmem_bulk.online_finalize import end_dual_writing
+from dualmem_bulk.online.finalize import end_dual_writing
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.run import finalize
 from dualmem_bulk.run.rollback import Rollback, refuse_finalized
@@ -22,6 +21,7 @@ from dualmem_bulk.run.rollback_offline import CopyRollback, InPlaceRollback
 from dualmem_bulk.run.rollback_online import OnlineRollback
 from dualmem_bulk.run.status import offline_progress, online_extra, online_progress, status_of
 from dualmem_bulk.rundir.files import SNAPSHOT
+from dualmem_bulk.rundir.journal import Journal, Mode, RunLock, lock_holder
 from dualmem_bulk.rundir.reports import FinalizeReport, RollbackReport, VerifyReport
 from dualmem_bulk.verify.offline import verify_offline
 from dualmem_bulk.verify.online import verify_online
@@ -96,7 +96,7 @@ def finalize_run(run_dir: Path, drop_snapshot: bool = False,
     """Keep the new store of a ``done`` run: record it (rollback is then refused), remove the
     in-place legacy backup (or the Lance pre-migration tag), and with ``drop_snapshot`` the
     snapshot too, only after the decision is durable. An online run's service then writes to
-    the new store alone and the change log is trimmed (:mod:`dualmem_bulk.online_finalize`);
+    the new store alone and the change log is trimmed (:mod:`dualmem_bulk.online.finalize`);
     ``remove_legacy`` removes its legacy store. Repeatable: a finalized run accepts
     ``drop_snapshot`` and ``remove_legacy`` later."""
     _existing(run_dir)

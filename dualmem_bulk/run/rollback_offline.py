@@ -11,9 +11,9 @@ import lance
 import pyarrow.parquet as pq
 
 from dualmem_bulk._fs import fsync_path, fsync_tree, remove, source_identity
-from dualmem_bulk.journal import Journal
 from dualmem_bulk.run.rollback import Rollback
 from dualmem_bulk.rundir.files import QUARANTINE, SNAPSHOT, beside, legacy_backup
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.schema import DUAL_NAME, schema_identity
 from dualmem_bulk.stores import TargetFormat, detect_store
 from dualmem_bulk.stores.legacy import write_legacy

@@ -3,16 +3,16 @@ the dual store removed."""
 
 from __future__ import annotations
 
-from dualmem_bulk.journal import Journal
-from dualmem_bulk.online_cutover import prove_legacy
+from dualmem_bulk.online.cutover import prove_legacy
 from dualmem_bulk.run.rollback import Rollback
+from dualmem_bulk.rundir.journal import Journal
 
 __all__ = ["OnlineRollback"]
 
 
 class OnlineRollback(Rollback):
     """After a cut-over, prove that the legacy store holds what the dual store holds (digests
-    at one change-log position, see :func:`~dualmem_bulk.online_cutover.prove_legacy`) and
+    at one change-log position, see :func:`~dualmem_bulk.online.cutover.prove_legacy`) and
     serve it again, both under the dual store's writer lock; then remove the dual store."""
 
     @staticmethod

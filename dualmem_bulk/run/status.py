@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dualmem_bulk.journal import Journal, lock_holder
+from dualmem_bulk.rundir.journal import Journal, lock_holder
 
 __all__ = ["ROLLBACK_POSSIBLE", "iso", "offline_progress", "online_extra", "online_progress",
            "status_of"]

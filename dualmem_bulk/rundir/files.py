@@ -3,7 +3,7 @@
 A run directory (default ``TARGET.run``) holds::
 
     lock                the migrator's lock (pid, host, start time of the holder)
-    journal.sqlite      the run's state, checkpoints and events (:mod:`dualmem_bulk.journal`)
+    journal.sqlite      the run's state, checkpoints and events (:mod:`dualmem_bulk.rundir.journal`)
     snapshot.parquet/   every valid source row, legacy schema + checksum (kept for rollback)
     quarantine.parquet/ every rejected row with its file, row and reason (only if any)
     report.json         the final report of ``convert`` or ``migrate --online``

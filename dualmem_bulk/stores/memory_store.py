@@ -9,7 +9,7 @@ as float32 bits, metadata entries as an ordered list of pairs); the layout is
 :mod:`.memory_rows`.
 
 Triggers append every insert, update and delete to ``memory_changes`` in the same transaction
-as the write: the change feed of an online migration (:mod:`dualmem_bulk.online`). WAL mode
+as the write: the change feed of an online migration (:mod:`dualmem_bulk.online.run`). WAL mode
 lets readers (the migrator's scans) run while the service writes; writers wait up to the
 busy timeout for the write lock, which is how the migrator's cut-over pause holds them.
 """

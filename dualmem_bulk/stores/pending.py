@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dualmem_bulk._fs import fault_point
-from dualmem_bulk.journal import Journal
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.stores.dual import (
     ROUND,
     ChangeFeed,

@@ -35,7 +35,7 @@ from lance.fragment import FragmentMetadata, write_fragments
 
 from dualmem_bulk._fs import atomic_path, fault_point, fsync_path, remove
 from dualmem_bulk.errors import SourceError
-from dualmem_bulk.journal import BatchRecord
+from dualmem_bulk.rundir.journal import BatchRecord
 from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat, open_parquet, parquet_batches
 
 __all__ = ["LanceInPlace", "StagedWriter", "Written", "data_files", "fsync_newer",

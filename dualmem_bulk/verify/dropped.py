@@ -16,8 +16,8 @@ from pathlib import Path
 
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.engines import TaskPool
-from dualmem_bulk.journal import Journal
 from dualmem_bulk.progress import Progress
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.rundir.reports import VerifyReport
 from dualmem_bulk.stores import TargetStore
 from dualmem_bulk.verify.pieces import READ_BATCH, PieceVerdict, verify_batches

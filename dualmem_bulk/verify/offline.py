@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dualmem_bulk._pool import WorkerPool
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.engines import TaskPool
+from dualmem_bulk.engines.local import WorkerPool
 from dualmem_bulk.errors import SourceError
-from dualmem_bulk.journal import Journal
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.rundir.files import SNAPSHOT
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.rundir.reports import VerifyReport
 from dualmem_bulk.stores import TargetStore
 from dualmem_bulk.stores.snapshot import Snapshot

@@ -2,9 +2,9 @@
 position, every dual-store checksum recomputed from its fields (the cut-over's proof, again):
 
 - a live MemoryStore: both stores at one pinned change-log position
-  (:func:`~dualmem_bulk.online_cutover.compare_at_pin`);
+  (:func:`~dualmem_bulk.online.cutover.compare_at_pin`);
 - an Engram data root: the WAL's replay at the applied position
-  (:func:`~dualmem_bulk.online_wal.compare_wal`), the differing nodes named if any.
+  (:func:`~dualmem_bulk.online.wal.compare_wal`), the differing nodes named if any.
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ import pyarrow as pa
 
 from dualmem_bulk.checksum import row_checksums
 from dualmem_bulk.errors import UsageError
-from dualmem_bulk.journal import Journal
-from dualmem_bulk.online_cutover import Pinned, compare_at_pin
-from dualmem_bulk.online_wal import WalPinned, compare_wal
+from dualmem_bulk.online.cutover import Pinned, compare_at_pin
+from dualmem_bulk.online.wal import WalPinned, compare_wal
+from dualmem_bulk.online.wal_feed import Position, legacy_columns
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.rundir.reports import VerifyReport
 from dualmem_bulk.sources.engram_wal import read_engram_wal
 from dualmem_bulk.stores.dual import DualStore, writer_lock
 from dualmem_bulk.stores.memory_store import MemoryStore
 from dualmem_bulk.verify.rows import MAX_LISTED, Problem, keyed_problems, listed
-from dualmem_bulk.wal_feed import Position, legacy_columns
 
 __all__ = ["verify_online", "verify_wal_run"]
 

@@ -9,9 +9,9 @@ committed; it returns the count, digest and fragment metadata. The driver commit
 in range order and journals each range (``online_range.NNNNNN``, and the position in
 ``online_copied``) after its commit: a killed copy restores the recorded Lance version and goes
 on at the first range not recorded, so no range is redone and no row doubled. This module is the
-tasks' side; the driver's is :class:`~dualmem_bulk.online_store.OnlineMemoryStore`.
+tasks' side; the driver's is :class:`~dualmem_bulk.online.store.OnlineMemoryStore`.
 
-Exact without one snapshot (see :mod:`dualmem_bulk.online`): a row the service leaves alone
+Exact without one snapshot (see :mod:`dualmem_bulk.online.run`): a row the service leaves alone
 after P keeps its rowid, which lies between the two bounds, so exactly one range copies it. A
 row the service changes after P has a log entry after P, and the catch-up writes its state as
 it then is. The tasks leave out every id with such an entry (read in the same transaction as

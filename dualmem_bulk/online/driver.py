@@ -1,5 +1,5 @@
 """What every online run does, whatever its source (a MemoryStore:
-:mod:`dualmem_bulk.online_store`; an Engram data root: :mod:`dualmem_bulk.online_wal`): open or
+:mod:`dualmem_bulk.online.store`; an Engram data root: :mod:`dualmem_bulk.online.wal`): open or
 resume the journal, honour a stop request and the pause file between batches, run the copy,
 the catch-up and the cut-over, and record a failure."""
 
@@ -15,10 +15,10 @@ from dualmem_bulk._signals import StopRequest
 from dualmem_bulk._version import __version__
 from dualmem_bulk.driver import Driver
 from dualmem_bulk.errors import Interrupted, RunChanged, TargetExists, UsageError
-from dualmem_bulk.journal import Journal
-from dualmem_bulk.online_config import OnlineConfig, OnlineReport
+from dualmem_bulk.online.config import OnlineConfig, OnlineReport
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.rundir.files import LOCK, PAUSE, REPORT
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.stores.dual import DualStore, writer_lock
 
 __all__ = ["OnlineDriver"]

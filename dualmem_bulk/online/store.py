@@ -1,6 +1,6 @@
 """The online run for a live :class:`~dualmem_bulk.stores.memory_store.MemoryStore`: the
-change log is the feed (the protocol: :mod:`dualmem_bulk.online`). The copy's tasks are
-:mod:`dualmem_bulk.online_copy`'s; this is the driver's side of it, which plans the ranges,
+change log is the feed (the protocol: :mod:`dualmem_bulk.online.run`). The copy's tasks are
+:mod:`dualmem_bulk.online.copy`'s; this is the driver's side of it, which plans the ranges,
 commits them in order and journals each."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from dualmem_bulk._signals import StopRequest
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.engines import open_pool
 from dualmem_bulk.errors import Interrupted, VerificationFailed
-from dualmem_bulk.online_config import OnlineConfig
-from dualmem_bulk.online_copy import RANGE_KEY, RangeTask, copy_range, next_size
-from dualmem_bulk.online_cutover import Pinned, compare_at_pin, describe_identity
-from dualmem_bulk.online_driver import OnlineDriver
+from dualmem_bulk.online.config import OnlineConfig
+from dualmem_bulk.online.copy import RANGE_KEY, RangeTask, copy_range, next_size
+from dualmem_bulk.online.cutover import Pinned, compare_at_pin, describe_identity
+from dualmem_bulk.online.driver import OnlineDriver
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.schema import DUAL_SCHEMA
 from dualmem_bulk.stores.dual import ROUND, Applied, apply_changes, minus, writer_lock

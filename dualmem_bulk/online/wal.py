@@ -5,8 +5,8 @@
    dataset, one commit per batch, each journalled with its batch count; a resume restores the
    recorded version and skips the recorded batches (the replay at P never changes: the WAL is
    append-only).
-3. **Catch up** in rounds: :class:`~dualmem_bulk.wal_feed.WalFeed` reads the records after the
-   applied position; each id they touch is replayed again from all its records (so several
+3. **Catch up** in rounds: :class:`~dualmem_bulk.online.wal_feed.WalFeed` reads the records
+   after the applied position; each id they touch is replayed again from all its records (so several
    records of one id collapse, a deleted node stays deleted unless a later EpisodeStore adds it
    back, exactly as Engram's replay does), upserted or deleted, and the new position journalled
    after the Lance commit.
@@ -28,14 +28,14 @@ import pyarrow as pa
 from dualmem_bulk._fs import fault_point
 from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_digest, row_checksums
 from dualmem_bulk.errors import VerificationFailed
-from dualmem_bulk.online_copy import next_size
-from dualmem_bulk.online_cutover import describe_identity
-from dualmem_bulk.online_driver import OnlineDriver
+from dualmem_bulk.online.copy import next_size
+from dualmem_bulk.online.cutover import describe_identity
+from dualmem_bulk.online.driver import OnlineDriver
+from dualmem_bulk.online.wal_feed import Position, WalFeed, legacy_columns
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.sources.engram_wal import WalReport, read_engram_wal
 from dualmem_bulk.stores.dual import ROUND, DualStore, writer_lock
-from dualmem_bulk.wal_feed import Position, WalFeed, legacy_columns
 
 __all__ = ["OnlineWal", "WalPinned", "compare_wal"]
 

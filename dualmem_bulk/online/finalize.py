@@ -5,8 +5,8 @@ finds every write in it. Once the run is finalized (recorded first: rollback is 
 then on), this module, under the legacy store's write lock (the service's writers wait) and the
 run's writer lock, applies what is left of the change log to the Lance store and records
 ``serving = lance``: from then on the adapters write to the run's pending store and the Lance
-store alone (:mod:`dualmem_bulk.compat`). Then the change log is trimmed, and the legacy store
-is removed if the operator asked. Repeatable: a run finalized before a crash finishes here.
+store alone (:mod:`dualmem_bulk.online.compat`). Then the change log is trimmed, and the legacy
+store is removed if the operator asked. Repeatable: a run finalized before a crash finishes here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dualmem_bulk._fs import fsync_path, remove
 from dualmem_bulk.errors import UsageError
-from dualmem_bulk.journal import Journal
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.stores.dual import ROUND, DualStore, apply_changes, writer_lock
 from dualmem_bulk.stores.memory_store import MemoryStore
 

@@ -1,4 +1,4 @@
-"""A partition's task in the partitioned export (:mod:`dualmem_bulk.partitioned`): it reads
+"""A partition's task in the partitioned export (:mod:`dualmem_bulk.offline.partitioned`): it reads
 its part of the source, validates, hashes, writes its snapshot and quarantine parts and its
 target fragment, reads the fragment back and verifies it, where it runs (a local worker
 process, a Dask worker, or the driver with ``--workers 0``)."""
@@ -22,7 +22,7 @@ from dualmem_bulk._threads import InOrderWorker, prefetched
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.convert import to_dual
 from dualmem_bulk.errors import InvalidRows
-from dualmem_bulk.export import Tally, quarantine_table
+from dualmem_bulk.offline.export import Tally, quarantine_table
 from dualmem_bulk.rundir.files import QUARANTINE, SNAPSHOT
 from dualmem_bulk.schema import DUAL_SCHEMA, QUARANTINE_SCHEMA, SNAPSHOT_SCHEMA
 from dualmem_bulk.schema.validate import Origins, SeenIds, validate_batch

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_digest, row_checksums
 from dualmem_bulk.errors import UsageError
-from dualmem_bulk.journal import Journal
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.rundir.reports import CutoverReport
 from dualmem_bulk.stores.dual import ROUND, Applied, DualStore, apply_changes, writer_lock
 from dualmem_bulk.stores.memory_store import MemoryStore

@@ -38,7 +38,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from dualmem_bulk.journal import Journal
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.stores.dual import DualStore
 from dualmem_bulk.stores.memory_store import Memory, MemoryStore
 from dualmem_bulk.stores.pending import (

@@ -10,7 +10,7 @@ occurrence in source order wins, as in a serial export) by having the task redo 
 those rows quarantined, commits the fragments in part order, and records each finished part in
 the journal before reporting it. A resumed run starts at the first part the journal has not
 recorded; finished parts are never redone. The task is
-:func:`dualmem_bulk.partition_task.export_partition`; this module is the driver's side.
+:func:`dualmem_bulk.offline.partition_task.export_partition`; this module is the driver's side.
 
 For a Parquet source the snapshot keeps the source's own bytes (one sparse copy per file, each
 task copying its row groups into it and reading its rows from there) and each snapshot part is
@@ -35,12 +35,12 @@ from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.convert import node_uuids
 from dualmem_bulk.engines import TaskPool
 from dualmem_bulk.errors import InvalidRows, RunChanged
-from dualmem_bulk.export import SAMPLE
-from dualmem_bulk.journal import BatchRecord, Journal
-from dualmem_bulk.partition_task import PartitionDone, PartitionTask, export_partition
+from dualmem_bulk.offline.export import SAMPLE
+from dualmem_bulk.offline.partition_task import PartitionDone, PartitionTask, export_partition
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.report import RunReport
 from dualmem_bulk.rundir.files import QUARANTINE, SNAPSHOT
+from dualmem_bulk.rundir.journal import BatchRecord, Journal
 from dualmem_bulk.schema.validate import Origins, SeenIds
 from dualmem_bulk.sources import NoRows, SourcePart
 from dualmem_bulk.sources.detect import Source

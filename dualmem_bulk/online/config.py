@@ -1,5 +1,5 @@
 """What an online migration is asked to do (its configuration) and what it reports, apart from
-the drivers that run it (:mod:`dualmem_bulk.online`)."""
+the drivers that run it (:mod:`dualmem_bulk.online.run`)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ The run directory (``TARGET.run`` unless given) holds the journal, the snapshot 
 per source partition), the quarantine and the
 report: :mod:`dualmem_bulk.rundir.files` names them all.
 
-A copy run exports in partitions (:mod:`dualmem_bulk.partitioned`): each partition's task
+A copy run exports in partitions (:mod:`dualmem_bulk.offline.partitioned`): each partition's task
 writes its snapshot part and its target fragment, and the driver commits them in order, one
 journalled unit per partition. Re-running the same ``convert`` resumes at the first partition the
 journal has not recorded; verification runs again. An in-place run of a Lance store does the
@@ -13,7 +13,7 @@ same, its tasks reading the store's pre-migration version and writing their frag
 store, invisibly: one commit publishes them all once the snapshot is whole. An in-place run of a
 Parquet store is a copy run into a staging store beside it. The target is built under a hidden
 staging name next to it (see :mod:`dualmem_bulk.stores.staging`) and renamed into place when
-complete (:mod:`dualmem_bulk.offline_place`). Memory stays bounded by the batch size: every
+complete (:mod:`dualmem_bulk.offline.place`). Memory stays bounded by the batch size: every
 phase streams.
 """
 
@@ -27,12 +27,11 @@ from typing import Any
 import lance
 
 from dualmem_bulk._fs import check_path, remove, write_json
-from dualmem_bulk._pool import quiet_gc
 from dualmem_bulk._signals import StopRequest
 from dualmem_bulk._version import __version__
 from dualmem_bulk.driver import Driver, drive
-from dualmem_bulk.dry_run import dry_run
 from dualmem_bulk.engines import open_pool
+from dualmem_bulk.engines.local import quiet_gc
 from dualmem_bulk.errors import (
     InputError,
     Interrupted,
@@ -42,11 +41,11 @@ from dualmem_bulk.errors import (
     UsageError,
     VerificationFailed,
 )
-from dualmem_bulk.export import CHUNK_ROWS, DEFAULT_BATCH_SIZE, open_checked
-from dualmem_bulk.journal import Journal
-from dualmem_bulk.offline_config import OfflineConfig, changes, source_files, source_rows
-from dualmem_bulk.offline_place import discard, in_place_meta, place
-from dualmem_bulk.partitioned import PartitionedExport
+from dualmem_bulk.offline.config import OfflineConfig, changes, source_files, source_rows
+from dualmem_bulk.offline.dry_run import dry_run
+from dualmem_bulk.offline.export import CHUNK_ROWS, DEFAULT_BATCH_SIZE, open_checked
+from dualmem_bulk.offline.partitioned import PartitionedExport
+from dualmem_bulk.offline.place import discard, in_place_meta, place
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.report import RunReport, finish
 from dualmem_bulk.rundir.files import (
@@ -57,6 +56,7 @@ from dualmem_bulk.rundir.files import (
     SNAPSHOT,
     staging_path,
 )
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.schema import DUAL_SCHEMA
 from dualmem_bulk.stores.snapshot import Snapshot
 from dualmem_bulk.stores.staging import StagedWriter, staged_writer
@@ -260,8 +260,8 @@ def run_offline(config: OfflineConfig, progress: Progress = NULL_PROGRESS,
     leaves nothing behind), :class:`~dualmem_bulk.errors.Interrupted` when stopped (resumable),
     :class:`~dualmem_bulk.errors.RunLocked` when another migrator holds the run, and
     :class:`~dualmem_bulk.errors.VerificationFailed` if the written store does not verify.
-    A dry run (see :mod:`dualmem_bulk.dry_run`) writes nothing; ``keep_free`` is the bytes it
-    asks each filesystem to keep free after the run.
+    A dry run (see :mod:`dualmem_bulk.offline.dry_run`) writes nothing; ``keep_free`` is the
+    bytes it asks each filesystem to keep free after the run.
     """
     started = time.perf_counter()
     if config.batch_size < 1:

@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualmem_bulk.errors import InvalidRows, TargetExists
-from dualmem_bulk.export import Exporter, open_checked
-from dualmem_bulk.offline_config import OfflineConfig
+from dualmem_bulk.offline.config import OfflineConfig
+from dualmem_bulk.offline.export import Exporter, open_checked
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.report import RunReport, finish
 from dualmem_bulk.rundir.files import SNAPSHOT

@@ -6,7 +6,7 @@ its service keeps reading and writing, then cut over without losing a write.
    worker process, or the driver) that reads its range in its own short read transaction (a
    single long one would stop SQLite from checkpointing its WAL while the service writes) and
    writes one fragment; the driver commits them in order, one commit per range
-   (:mod:`dualmem_bulk.online_copy`, driven by :mod:`dualmem_bulk.online_store`). The copy
+   (:mod:`dualmem_bulk.online.copy`, driven by :mod:`dualmem_bulk.online.store`). The copy
    need not be one consistent snapshot: every row that changes after P has a log entry after
    P, and step 3 writes each such id's state as it is then (the ranges leave such ids out), so
    the result is exact and a killed copy resumes at its first unrecorded range. A scalar index
@@ -25,9 +25,9 @@ the Lance version with it: a resumed migrator first restores that version, so an
 commit is redone, never doubled. ``RUN_DIR/pause`` holds the migrator between batches;
 ``--max-rate`` caps nodes/s; range sizes adapt so each takes about ``target_batch_s``.
 
-The drivers: :class:`~dualmem_bulk.online_store.OnlineMemoryStore` for a MemoryStore,
-:class:`~dualmem_bulk.online_wal.OnlineWal` for an Engram data root, both on the skeleton of
-:class:`~dualmem_bulk.online_driver.OnlineDriver`; this module picks one and runs it.
+The drivers: :class:`~dualmem_bulk.online.store.OnlineMemoryStore` for a MemoryStore,
+:class:`~dualmem_bulk.online.wal.OnlineWal` for an Engram data root, both on the skeleton of
+:class:`~dualmem_bulk.online.driver.OnlineDriver`; this module picks one and runs it.
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from dualmem_bulk._fs import remove
 from dualmem_bulk._signals import StopRequest
 from dualmem_bulk.driver import drive
 from dualmem_bulk.errors import UsageError
-from dualmem_bulk.journal import Journal
-from dualmem_bulk.online_config import OnlineConfig, OnlineReport
-from dualmem_bulk.online_driver import OnlineDriver
-from dualmem_bulk.online_store import OnlineMemoryStore
-from dualmem_bulk.online_wal import OnlineWal
+from dualmem_bulk.online.config import OnlineConfig, OnlineReport
+from dualmem_bulk.online.driver import OnlineDriver
+from dualmem_bulk.online.store import OnlineMemoryStore
+from dualmem_bulk.online.wal import OnlineWal
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
+from dualmem_bulk.rundir.journal import Journal
 
 __all__ = ["OnlineConfig", "OnlineReport", "run_online"]
 

@@ -13,10 +13,10 @@ import lance
 
 from dualmem_bulk._fs import fault_point, fsync_path, remove
 from dualmem_bulk.errors import SourceError, TargetExists, UsageError
-from dualmem_bulk.journal import Journal
-from dualmem_bulk.offline_config import OfflineConfig
+from dualmem_bulk.offline.config import OfflineConfig
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.rundir.files import LOCK, PRE_MIGRATION_TAG, legacy_backup
+from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.stores import detect_store
 from dualmem_bulk.stores.staging import LanceInPlace, StagedWriter, data_files, remove_strays
 
