@@ -105,6 +105,20 @@ def test_restart_asks_on_a_terminal_and_needs_yes_without_one(source: Path,
     assert yes.returncode == 0, yes.stderr
 
 
+def test_the_restart_question_names_what_it_discards(source: Path, tmp_path: Path) -> None:
+    """The library words the question the CLI asks; a finalized run, which a restart
+    refuses, and a directory that holds no run have nothing to discard."""
+    from dualmem_bulk.offline.place import discard_question
+
+    assert discard_question(tmp_path / "n.lance.run") is None
+    target, run_dir = converted(source, tmp_path)
+    question = discard_question(run_dir)
+    assert question is not None and question.startswith(f"Discard the done run in {run_dir}")
+    assert f"the target it created: {target})" in question
+    assert cli("finalize", run_dir, "--yes").returncode == 0
+    assert discard_question(run_dir) is None
+
+
 def test_a_refused_run_directory_is_left_as_it_was(source: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "busy.run"
     run_dir.mkdir()

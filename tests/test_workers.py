@@ -102,10 +102,13 @@ def test_workers_find_a_changed_row(tmp_path: Path, sample_rows: list[dict[str, 
     table = table.set_column(table.schema.get_field_index("embedding"),
                              table.schema.field("embedding"), changed)
     lance.write_dataset(table, str(target), mode="overwrite")
+    run_dir = target.with_name("nodes.lance.run")
     with WorkerPool(2) as pool:
-        report = verify_run(target.with_name("nodes.lance.run"), pool=pool)
+        report = verify_run(run_dir, pool=pool)
     assert not report.ok and report.mismatched == 1
     assert report.mismatches[0]["id"] == "m1234"
+    own = verify_run(run_dir, workers=2)  # the library opens and closes its own pool
+    assert own.mismatches == report.mismatches and own.read_back == report.read_back
 
 
 def test_a_snapshot_part_unlike_the_written_rows_fails_verification(

@@ -116,7 +116,9 @@ def convert(
         workers=workers, engine=engine, scheduler=scheduler,
     )
     if restart and not yes:
-        question = call(lambda: _restart_question(config.resolved_run_dir), as_json)
+        from dualmem_bulk.offline.place import discard_question
+
+        question = call(lambda: discard_question(config.resolved_run_dir), as_json)
         if question:
             call(lambda: confirm(question, "--restart --yes"), as_json)
     report = call_with_progress(lambda progress: run_offline(config, progress, keep_free),
@@ -124,24 +126,6 @@ def convert(
     emit(report.as_dict(), as_json, run_lines(report, dry_run))
     if report.decision == "no-go":
         raise typer.Exit(NO_GO_EXIT)
-
-
-def _restart_question(run_dir: Path) -> str | None:
-    """What ``--restart`` would discard, as a question (``None``: no run there, or a finalized
-    one, which the run refuses)."""
-    from dualmem_bulk.rundir.journal import Journal
-
-    if not Journal.exists(run_dir):
-        return None
-    journal = Journal.open(run_dir)
-    try:
-        if journal.state == "finalized":
-            return None
-        created = " and the target it created" if journal.get("target_created") else ""
-        return (f"Discard the {journal.state} run in {run_dir} (its journal, snapshot, "
-                f"quarantine{created}: {journal.get('target')}) and start again?")
-    finally:
-        journal.close()
 
 
 def export(

@@ -17,24 +17,9 @@ from dualmem_bulk.cli.options import (
     WorkersOpt,
     YesOpt,
 )
-from dualmem_bulk.cli.progress import CliProgress
 from dualmem_bulk.cli.text import status_lines
 
 __all__ = ["finalize", "rollback", "status", "verify"]
-
-
-def _snapshot_rows(run_dir: Path) -> int:
-    """Nodes in a run's snapshot (0 if unknown): sizes the worker pool of ``verify``."""
-    from dualmem_bulk.rundir.journal import Journal
-
-    if not Journal.exists(run_dir):
-        return 0
-    journal = Journal.open(run_dir)
-    try:
-        snapshot = journal.get("snapshot")
-    finally:
-        journal.close()
-    return int(snapshot["rows"]) if snapshot else 0
 
 
 def verify(
@@ -49,16 +34,10 @@ def verify(
 
     Example: dualmem-bulk verify nodes.lance.run --json
     """
-    from dualmem_bulk.engines import open_pool
     from dualmem_bulk.run.modes import verify_run
-    from dualmem_bulk.rundir.reports import VerifyReport
 
-    def check(progress: CliProgress) -> VerifyReport:
-        with open_pool(engine, workers, scheduler, rows=_snapshot_rows(run_dir),
-                       driver_busy=False) as pool:
-            return verify_run(run_dir, progress, pool=pool)
-
-    report = call_with_progress(check, as_json, quiet)
+    report = call_with_progress(lambda progress: verify_run(
+        run_dir, progress, engine=engine, workers=workers, scheduler=scheduler), as_json, quiet)
     lines = [report.summary()]
     lines += [f"  not checked: {what}" for what in report.not_checked]
     lines += [f"  {m['id']!r}: {m['problem']}" for m in report.mismatches]

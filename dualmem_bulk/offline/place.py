@@ -20,7 +20,7 @@ from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.stores import detect_store
 from dualmem_bulk.stores.staging import LanceInPlace, StagedWriter, data_files, remove_strays
 
-__all__ = ["discard", "in_place_meta", "place"]
+__all__ = ["discard", "discard_question", "in_place_meta", "place"]
 
 
 def in_place_meta(config: OfflineConfig) -> dict[str, Any]:
@@ -59,6 +59,22 @@ def discard(config: OfflineConfig, run_dir: Path, staging: Path, journal: Journa
         if entry.name != LOCK:
             remove(entry)
     progress.message(f"discarded the previous run in {run_dir}")
+
+
+def discard_question(run_dir: Path) -> str | None:
+    """What a restart would discard in ``run_dir``, as a question for the operator (``None``:
+    no run there, or a finalized one, which the run refuses)."""
+    if not Journal.exists(run_dir):
+        return None
+    journal = Journal.open(run_dir)
+    try:
+        if journal.state == "finalized":
+            return None
+        created = " and the target it created" if journal.get("target_created") else ""
+        return (f"Discard the {journal.state} run in {run_dir} (its journal, snapshot, "
+                f"quarantine{created}: {journal.get('target')}) and start again?")
+    finally:
+        journal.close()
 
 
 def place(config: OfflineConfig, staging: Path, journal: Journal,

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dualmem_bulk.engines import TaskPool
+from dualmem_bulk.engines import Engine, TaskPool, open_pool
 from dualmem_bulk.errors import RunLocked, SourceError
 from dualmem_bulk.online.finalize import end_dual_writing
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
@@ -41,20 +41,27 @@ def _existing(run_dir: Path) -> None:
 
 def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
                batch_size: int = 16_384, pool: TaskPool | None = None,
-               checked: Iterable[PieceVerdict] = ()) -> VerifyReport:
+               checked: Iterable[PieceVerdict] = (), *, engine: Engine = "local",
+               workers: int | None = 0, scheduler: str | None = None) -> VerifyReport:
     """Verify a run's target: an offline run's against its snapshot
     (:mod:`dualmem_bulk.verify.offline`), an online run's against its source at one position
     (:mod:`dualmem_bulk.verify.online`).
 
-    An offline run's pieces are checked by ``pool``'s workers (default: in this process),
+    An offline run's pieces are checked by ``pool``'s workers, or else by a pool of ``engine``
+    (``workers=None`` sizes it for the snapshot; the default, 0, checks in this process),
     except those whose committed files are the ones a conversion verified (``checked``)."""
     journal = Journal.open(run_dir)
     try:
         if journal.mode == "online":
             return verify_online(run_dir, journal, progress, time.perf_counter())
+        snapshot = journal.get("snapshot")
     finally:
         journal.close()
-    return verify_offline(run_dir, progress, batch_size, pool, checked)
+    if pool is not None:
+        return verify_offline(run_dir, progress, batch_size, pool, checked)
+    rows = int(snapshot["rows"]) if snapshot else 0
+    with open_pool(engine, workers, scheduler, rows=rows, driver_busy=False) as own:
+        return verify_offline(run_dir, progress, batch_size, own, checked)
 
 
 def rollback_plan(run_dir: Path) -> str:
