@@ -25,7 +25,7 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 import distributed
 from distributed import Client, LocalCluster, WorkerPlugin
 
-from dualmem_bulk.engines.local import _released, _worker_init
+from dualmem_bulk.engines.local import released, worker_init
 from dualmem_bulk.errors import Interrupted, SourceError, UsageError
 
 __all__ = ["RETRIES", "DaskPool", "NeedsPaths", "UnreadableOnWorker", "run_task"]
@@ -79,7 +79,7 @@ def run_task(fn: Callable[[S], R], spec: S) -> R:
         if not os.access(path, os.R_OK):
             problem = "no such file or directory" if not path.exists() else "permission denied"
             raise UnreadableOnWorker(_worker_name(), str(path), problem)
-    return _released((fn, spec))
+    return released((fn, spec))
 
 
 class _DriverWorkers(WorkerPlugin):
@@ -92,7 +92,7 @@ class _DriverWorkers(WorkerPlugin):
 
     def setup(self, worker: distributed.Worker) -> None:
         if os.getppid() == self.driver:  # a worker process the driver started
-            _worker_init(self.driver)
+            worker_init(self.driver)
 
 
 class _Future(Generic[R]):

@@ -24,7 +24,7 @@ from typing import TypeVar
 import pyarrow as pa
 
 __all__ = ["AUTO_MIN_ROWS", "WorkerPool", "default_workers", "quiet_gc", "release_memory",
-           "tune_malloc"]
+           "released", "tune_malloc", "worker_init"]
 
 S = TypeVar("S")
 R = TypeVar("R")
@@ -105,7 +105,9 @@ def _rss() -> int:
         return 0
 
 
-def _released(call: tuple[Callable[[S], R], S]) -> R:
+def released(call: tuple[Callable[[S], R], S]) -> R:
+    """Run one task, then hand freed memory back to the system if the process grew past
+    what a task needs (the local and Dask workers both run tasks through this)."""
     fn, spec = call
     try:
         return fn(spec)
@@ -123,7 +125,7 @@ def default_workers(rows: int, *, driver_busy: bool = True) -> int:
     return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS) - int(driver_busy))
 
 
-def _worker_init(driver: int) -> None:
+def worker_init(driver: int) -> None:
     """Leave Ctrl-C to the driver (it stops after the commit in flight) and die with it: a
     worker outliving a killed driver would keep writing into the store being resumed, and
     would hold the driver's stdout open."""
@@ -167,7 +169,7 @@ class WorkerPool:
         if not self.inline and self._executor is None:
             self._executor = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_init, initargs=(os.getpid(),))
+                initializer=worker_init, initargs=(os.getpid(),))
             for _ in range(self.workers):  # spawn every worker now, not on first submit
                 self._executor.submit(os.getpid)
 
@@ -176,13 +178,13 @@ class WorkerPool:
         if self.inline:
             done: Future[R] = Future()
             try:
-                done.set_result(_released((fn, spec)))
+                done.set_result(released((fn, spec)))
             except Exception as exc:
                 done.set_exception(exc)
             return done
         self.start()
         assert self._executor is not None
-        return self._executor.submit(_released, (fn, spec))
+        return self._executor.submit(released, (fn, spec))
 
     def ordered(self, fn: Callable[[S], R], specs: Iterable[S]) -> Iterator[tuple[S, R]]:
         """Yield ``(spec, fn(spec))`` in the order of ``specs``, with at most two tasks per
@@ -191,14 +193,14 @@ class WorkerPool:
         the order."""
         if self.inline:
             for spec in specs:
-                yield spec, _released((fn, spec))
+                yield spec, released((fn, spec))
             return
         self.start()
         assert self._executor is not None
         pending: deque[tuple[S, Future[R]]] = deque()
         items = iter(specs)
         for spec in items:
-            pending.append((spec, self._executor.submit(_released, (fn, spec))))
+            pending.append((spec, self._executor.submit(released, (fn, spec))))
             if len(pending) >= _AHEAD_PER_WORKER * self.workers:
                 break
         while pending:
@@ -206,5 +208,5 @@ class WorkerPool:
             result = future.result()
             nxt = next(items, None)
             if nxt is not None:
-                pending.append((nxt, self._executor.submit(_released, (fn, nxt))))
+                pending.append((nxt, self._executor.submit(released, (fn, nxt))))
             yield spec, result
