@@ -1,4 +1,18 @@
-"""Shared test helpers: build legacy tables from plain rows, compare tables bit for bit."""
+"""Shared test helpers: build legacy tables from plain rows, compare tables bit for bit.
+
+How test files are named (``test_test_names.py`` holds every ``test_*.py`` here to it): a file
+that tests one module is named after it, its path under ``dualmem_bulk/`` joined with ``_``
+(``online/compat.py``: ``test_online_compat.py``; ``checksum.py``: ``test_checksum.py``; a
+package's ``__init__.py`` by the package's name; a private module without its leading ``_``), and
+a further file for the same module adds what it covers (``test_checksum_vectors.py``); a file that
+tests several modules is named after its main one. End-to-end scenarios across the whole tool
+(the CLI contract, kill-and-resume, safety prompts, bad input, interop, the proof) are
+``test_e2e_<scenario>.py``. Three files test the package as a whole: ``test_api.py`` (its public
+API), ``test_layout.py`` (its layout) and ``test_test_names.py`` (this rule). Helper modules that
+tests import by name (``online_workload.py``, ``wal_appender.py``, ``reference_encoding.py``) do
+not start with ``test_``; every basename in this flat directory is unique (pytest's ``prepend``
+import mode imports test files by their basename).
+"""
 
 from __future__ import annotations
 

@@ -20,14 +20,14 @@ import pyarrow as pa
 import pytest
 from conftest import journal_value
 
-import tests.test_online_stress as stress
+import tests.test_e2e_online_stress as stress
 from dualmem_bulk import MemoryStore, OnlineConfig, run_online
 from dualmem_bulk.generate import generate_batches
 from dualmem_bulk.rundir.journal import JOURNAL
 from dualmem_bulk.schema import DUAL_SCHEMA
 from dualmem_bulk.stores.dual import DualStore
 from tests.online_workload import digests, new_memory
-from tests.test_online import Hooks
+from tests.test_online_run import Hooks
 
 NODES = 3_000
 

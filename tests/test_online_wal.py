@@ -17,7 +17,7 @@ from dualmem_bulk.generate import write_generated
 from dualmem_bulk.online.wal_feed import WalFeed
 from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.sources.engram_wal import read_engram_wal
-from tests.test_online import Hooks
+from tests.test_online_run import Hooks
 from tests.wal_appender import Appender, assert_same_nodes, reference
 
 FIXTURE_ROOT = Path(__file__).resolve().parents[2] / "shared/fixtures/engram-wal/engram-data"

@@ -19,7 +19,7 @@ from dualmem_bulk import CompatibilityAdapter, MemoryStore, OnlineConfig, run_on
 from dualmem_bulk.stores.pending import ApplyPolicy
 from dualmem_bulk.vector_index import VECTOR_INDEX, has_vector_index, nearest
 from tests.online_workload import new_memory
-from tests.test_online import _store
+from tests.test_online_run import _store
 
 ROOT = Path(__file__).parents[1]
 

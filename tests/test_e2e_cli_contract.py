@@ -1,7 +1,7 @@
 """The contract scripts rely on, through real subprocesses: with ``--json`` every command prints
 exactly one JSON object on stdout (usage errors and internal errors included) carrying
 ``tool_version``; ISO 8601 timestamps; ``--version``; ``--quiet``; shell completion; help text
-without type placeholders; honest progress figures."""
+without type placeholders."""
 
 from __future__ import annotations
 
@@ -10,17 +10,14 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
-from rich.console import Console
 
 from dualmem_bulk import __version__
 from dualmem_bulk.cli.calls import call
-from dualmem_bulk.cli.progress import CliProgress
 
 COMMANDS = ["generate", "convert", "export", "status", "verify", "inspect", "rollback",
             "finalize", "migrate", "cutover"]
@@ -142,46 +139,6 @@ def test_help_has_no_type_placeholders(command: str | None) -> None:
         done.stdout
     if command in ("convert", "verify"):
         assert "local|dask" in done.stdout
-
-
-def _lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
-    return capsys.readouterr().err.splitlines()
-
-
-def test_progress_done_never_exceeds_total(capsys: pytest.CaptureFixture[str]) -> None:
-    progress = CliProgress(Console(stderr=True, force_terminal=False))
-    progress.phase("export", 100)
-    progress.advance(60)
-    progress.advance(48)  # the source held more than its first count
-    progress.done()
-    line = _lines(capsys)[-1]
-    assert "108/108 nodes" in line, line
-
-
-def test_progress_rate_is_over_the_phase_wall_time(capsys: pytest.CaptureFixture[str]) -> None:
-    progress = CliProgress(Console(stderr=True, force_terminal=False))
-    progress.phase("verify", 20_000)
-    progress.advance(20_000)  # pieces checked during the conversion: counted at once
-    assert "nodes/s" not in "".join(_lines(capsys))
-    time.sleep(0.6)
-    progress.done()
-    line = _lines(capsys)[-1]
-    rate = float(re.search(r"([\d,]+) nodes/s", line)[1].replace(",", ""))  # type: ignore[index]
-    assert rate <= 20_000 / 0.6, line  # not millions of nodes/s
-    short = CliProgress(Console(stderr=True, force_terminal=False))
-    short.phase("verify", 500)
-    short.advance(500)
-    short.done()
-    line = _lines(capsys)[-1]
-    assert "nodes/s" not in line and " in 0.0" in line, line  # too short for a rate
-
-
-def test_quiet_progress_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
-    progress = CliProgress(Console(stderr=True, force_terminal=True), quiet=True)
-    progress.phase("convert", 10)
-    progress.advance(10)
-    progress.done()
-    assert capsys.readouterr().err == ""
 
 
 def test_inspect_prints_readable_text(run: tuple[Path, Path, Path]) -> None:

@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import fingerprint, legacy_table, read_snapshot
-from test_crash import _in_export, wait_for
-from test_partitioned import _same, _serial
+from test_e2e_crash import _in_export, wait_for
+from test_offline_partitioned import _same, _serial
 
 from dualmem_bulk.generate import generate_batches
 from dualmem_bulk.offline.run import OfflineConfig, run_offline

@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from conftest import assert_bit_equal
-from test_engram_wal import HEADER, _episode, _flip, _offsets, _write
-from test_partitioned import _partitioned, _same, _serial
+from test_offline_partitioned import _partitioned, _same, _serial
+from test_sources_engram_wal import HEADER, _episode, _flip, _offsets, _write
 
 from dualmem_bulk.engines.local import WorkerPool
 from dualmem_bulk.errors import SourceError

@@ -25,7 +25,7 @@ from dualmem_bulk.stores.dual import DualStore
 from dualmem_bulk.stores.memory_store import memories_to_batch
 from dualmem_bulk.stores.pending import ApplyPolicy
 from tests.online_workload import new_memory
-from tests.test_online import _check_equal, _store
+from tests.test_online_run import _check_equal, _store
 
 
 def _exact(a: Memory | None, b: Memory) -> None:

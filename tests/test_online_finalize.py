@@ -15,7 +15,7 @@ from dualmem_bulk.stores.dual import DualStore
 from dualmem_bulk.stores.pending import ApplyPolicy
 from dualmem_bulk.stores.pending_store import PENDING
 from tests.online_workload import digest, new_memory
-from tests.test_online import _store
+from tests.test_online_run import _store
 
 ROOT = Path(__file__).parents[1]
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import journal_value
 
-import tests.test_online_stress as stress
+import tests.test_e2e_online_stress as stress
 from dualmem_bulk import CompatibilityAdapter, MemoryStore
 from dualmem_bulk.checksum import row_checksums
 from dualmem_bulk.generate import generate_batches

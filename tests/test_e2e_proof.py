@@ -29,7 +29,7 @@ from dualmem_bulk.offline.run import OfflineConfig, run_offline
 from dualmem_bulk.schema import DIM, DUAL_SCHEMA
 from dualmem_bulk.stores.dual import DualStore, apply_changes
 from tests.online_workload import new_memory
-from tests.test_online import Hooks
+from tests.test_online_run import Hooks
 
 ROOT = Path(__file__).resolve().parents[1]
 WAL_FIXTURE = ROOT.parent / "shared" / "fixtures" / "engram-wal" / "engram-data"

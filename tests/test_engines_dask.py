@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import assert_bit_equal, fingerprint, kill_after_units, legacy_table
 from distributed import Client, LocalCluster, Worker, WorkerPlugin
-from test_crash import start, wait_for
-from test_inplace import legacy_store
+from test_e2e_crash import start, wait_for
+from test_offline_place import legacy_store
 from typer.testing import CliRunner
 
 from dualmem_bulk import rollback_run
