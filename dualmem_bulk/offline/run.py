@@ -43,7 +43,6 @@ from dualmem_bulk.errors import (
 )
 from dualmem_bulk.offline.config import OfflineConfig, changes, source_files, source_rows
 from dualmem_bulk.offline.dry_run import dry_run
-from dualmem_bulk.offline.export import CHUNK_ROWS, DEFAULT_BATCH_SIZE, open_checked
 from dualmem_bulk.offline.partitioned import PartitionedExport
 from dualmem_bulk.offline.place import discard, in_place_meta, place
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
@@ -58,6 +57,7 @@ from dualmem_bulk.rundir.files import (
 )
 from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.schema import DUAL_SCHEMA
+from dualmem_bulk.sources.scan import CHUNK_ROWS, DEFAULT_BATCH_SIZE, open_checked
 from dualmem_bulk.stores.snapshot import Snapshot
 from dualmem_bulk.stores.staging import StagedWriter, staged_writer
 from dualmem_bulk.verify.offline import verify_offline

@@ -18,9 +18,9 @@ import pyarrow as pa
 from dualmem_bulk._fs import fsync_path, fsync_tree
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.errors import SourceError
-from dualmem_bulk.offline.export import DEFAULT_BATCH_SIZE, scan_source
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import LEGACY_SCHEMA
+from dualmem_bulk.sources.scan import DEFAULT_BATCH_SIZE, scan_source
 from dualmem_bulk.stores import TargetFormat, write_store
 from dualmem_bulk.stores.snapshot import Snapshot
 
