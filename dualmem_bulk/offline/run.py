@@ -226,7 +226,7 @@ class _Run(Driver):
         if base is None:
             if self.staging.exists() is False and journal.batches():
                 raise SourceError(self.staging, "the partly written target is missing; roll "
-                                                "back or re-run with --restart")
+                                                "back or re-run with restart", "restart")
             return staged_writer(config.target_format, self.staging, DUAL_SCHEMA)
         store = lance.dataset(str(config.source))
         if PRE_MIGRATION_TAG not in store.tags.list():
