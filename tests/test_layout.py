@@ -134,7 +134,7 @@ def test_the_package_has_no_import_cycle() -> None:
 
 def test_stores_and_sources_import_no_driver() -> None:
     graph = imports(ROOT)
-    assert f"{PACKAGE}.sources.scan" in graph[f"{PACKAGE}.stores.legacy"]
+    assert f"{PACKAGE}.stores.snapshot" in graph[f"{PACKAGE}.stores.legacy"]
     assert wrong_way(graph) == []
 
 

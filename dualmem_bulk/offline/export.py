@@ -20,8 +20,8 @@ from dualmem_bulk.quarantine import reason_codes
 from dualmem_bulk.report import RunReport, finish
 from dualmem_bulk.schema import QUARANTINE_SCHEMA, SNAPSHOT_SCHEMA
 from dualmem_bulk.sources import Rejected
-from dualmem_bulk.sources.scan import DEFAULT_BATCH_SIZE, Scan, open_checked
-from dualmem_bulk.stores import PARQUET_OPTIONS
+from dualmem_bulk.sources.scan import Scan, open_checked
+from dualmem_bulk.stores import DEFAULT_BATCH_SIZE, PARQUET_OPTIONS
 
 __all__ = ["Exporter", "export_snapshot", "quarantine_table"]
 

@@ -57,7 +57,8 @@ from dualmem_bulk.rundir.files import (
 )
 from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.schema import DUAL_SCHEMA
-from dualmem_bulk.sources.scan import CHUNK_ROWS, DEFAULT_BATCH_SIZE, open_checked
+from dualmem_bulk.sources.scan import CHUNK_ROWS, open_checked
+from dualmem_bulk.stores import DEFAULT_BATCH_SIZE
 from dualmem_bulk.stores.snapshot import Snapshot
 from dualmem_bulk.stores.staging import StagedWriter, staged_writer
 from dualmem_bulk.verify.offline import verify_offline

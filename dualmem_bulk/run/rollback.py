@@ -36,8 +36,8 @@ from dualmem_bulk.rundir.files import QUARANTINE, ROLLBACK_REPORT, SNAPSHOT, TMP
 from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.rundir.reports import RollbackReport
 from dualmem_bulk.schema import SNAPSHOT_SCHEMA
-from dualmem_bulk.sources.scan import DEFAULT_BATCH_SIZE
-from dualmem_bulk.stores.legacy import legacy_digest
+from dualmem_bulk.sources.scan import legacy_digest
+from dualmem_bulk.stores import DEFAULT_BATCH_SIZE
 from dualmem_bulk.stores.snapshot import Snapshot
 
 __all__ = ["Rollback", "refuse_finalized"]

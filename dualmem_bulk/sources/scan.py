@@ -1,13 +1,15 @@
 """A legacy source read through validation: valid rows with their BLAKE3 checksums and the
 table digest, rejected rows tallied by reason code. The export writes what this yields into the
 snapshot and the quarantine (:mod:`dualmem_bulk.offline.export`); :func:`scan_source` writes
-nothing (``inspect``, the digest of a legacy store that a rollback proves)."""
+nothing (``inspect``), nor does :func:`legacy_digest` (the digest of a legacy store that a
+rollback proves)."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,15 +25,14 @@ from dualmem_bulk.schema import SNAPSHOT_SCHEMA
 from dualmem_bulk.schema.validate import SeenIds, validate_batch
 from dualmem_bulk.sources import Rejected
 from dualmem_bulk.sources.detect import Source, open_source
+from dualmem_bulk.stores import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:
     from dualmem_bulk.engines import TaskPool
 
-__all__ = ["CHUNK_ROWS", "DEFAULT_BATCH_SIZE", "SAMPLE", "Scan", "Tally", "open_checked",
+__all__ = ["CHUNK_ROWS", "SAMPLE", "LegacyScan", "Scan", "Tally", "legacy_digest", "open_checked",
            "scan_source"]
 
-DEFAULT_BATCH_SIZE = 16_384
-"""Rows per batch (the commit unit): ~55 MB of embeddings, enough to amortise each commit."""
 CHUNK_ROWS = 4_096
 """Rows read, validated, hashed and written to the snapshot at a time (one snapshot row group),
 whatever the batch size: memory grows with it. A whole run on 200K nodes in one process peaked
@@ -123,3 +124,20 @@ def scan_source(path: Path, batch_size: int = DEFAULT_BATCH_SIZE,
     for batch, _rejected in Scan(source, batch_size, report).batches(progress):
         report.nodes_converted += batch.num_rows
     return finish(report, started, progress)
+
+
+@dataclass(frozen=True)
+class LegacyScan:
+    """Digest of a legacy store's valid rows, and how many rows validation rejected."""
+
+    digest: TableDigest
+    quarantined: int
+
+
+def legacy_digest(path: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                  spaces: tuple[str, ...] = (), progress: Progress = NULL_PROGRESS) -> LegacyScan:
+    """The digest of the legacy store or source at ``path`` (Parquet, Lance, JSON lines, WAL)
+    as a snapshot of it would have: valid rows only, through the export's validation."""
+    report = scan_source(path, batch_size, progress, spaces)
+    return LegacyScan(TableDigest.from_hex(report.snapshot_rows, report.snapshot_digest),
+                      report.quarantined)
