@@ -31,8 +31,8 @@ from conftest import NODES, ROW_NODES, RSS_SIZES, generated, measured_cli, once,
 from rowwise import migrate_row_by_row
 
 from dualmem_bulk._fs import fsync_path, fsync_tree
-from dualmem_bulk.offline.export import scan_source
 from dualmem_bulk.offline.run import OfflineConfig, run_offline
+from dualmem_bulk.sources.scan import scan_source
 from dualmem_bulk.stores import PARQUET_OPTIONS
 from dualmem_bulk.stores.staging import lance_write_schema
 

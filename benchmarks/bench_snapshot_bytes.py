@@ -57,7 +57,6 @@ from lance.file import LanceFileReader
 from dualmem_bulk._fs import fsync_path
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.offline import partitioned
-from dualmem_bulk.offline.export import CHUNK_ROWS
 from dualmem_bulk.offline.partition_task import PartitionTask, export_partition
 from dualmem_bulk.offline.run import OfflineConfig, run_offline
 from dualmem_bulk.rundir.files import SNAPSHOT
@@ -65,6 +64,7 @@ from dualmem_bulk.schema import LEGACY_SCHEMA, SNAPSHOT_SCHEMA
 from dualmem_bulk.schema.validate import SeenIds, conform, validate_batch
 from dualmem_bulk.sources.lance_legacy import LanceLegacySource, LancePart
 from dualmem_bulk.sources.parquet import ParquetPart, ParquetSource
+from dualmem_bulk.sources.scan import CHUNK_ROWS
 from dualmem_bulk.stores import PARQUET_OPTIONS, open_parquet
 from dualmem_bulk.stores.snapshot import Snapshot
 from dualmem_bulk.stores.snapshot_bytes import copy_name, prepare_copy

@@ -86,12 +86,14 @@ class InputError(DualmemError):
 
 
 class SourceError(InputError):
-    """A source file that cannot be read: missing, unreadable, truncated or of unknown format."""
+    """A source file that cannot be read: missing, unreadable, truncated or of unknown format;
+    ``fields`` are the configuration fields ``problem`` names."""
 
-    def __init__(self, path: object, problem: str) -> None:
+    def __init__(self, path: object, problem: str, *fields: str) -> None:
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem
+        self.fields = fields
 
 
 class SchemaMismatch(InputError):

@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 
 from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.errors import SourceError
-from dualmem_bulk.offline.export import DEFAULT_BATCH_SIZE, scan_source
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.run.modes import run_status
 from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.schema import schema_identity
-from dualmem_bulk.stores import TargetStore, detect_store
+from dualmem_bulk.sources.scan import scan_source
+from dualmem_bulk.stores import DEFAULT_BATCH_SIZE, TargetStore, detect_store
 
 __all__ = ["inspect_path"]
 

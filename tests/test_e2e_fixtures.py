@@ -23,10 +23,10 @@ from reference_encoding import table_digest
 
 from dualmem_bulk import verify_run
 from dualmem_bulk.convert import to_legacy
-from dualmem_bulk.offline.export import DEFAULT_BATCH_SIZE, scan_source
 from dualmem_bulk.offline.run import OfflineConfig, run_offline
 from dualmem_bulk.rundir.files import QUARANTINE
-from dualmem_bulk.stores import TargetStore
+from dualmem_bulk.sources.scan import scan_source
+from dualmem_bulk.stores import DEFAULT_BATCH_SIZE, TargetStore
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "fixtures"
 EXPECTED: dict[str, dict[str, Any]] = json.loads(

@@ -17,7 +17,7 @@ from conftest import journal_value
 
 from dualmem_bulk import verify_run
 from dualmem_bulk.generate import write_generated
-from dualmem_bulk.online.wal_feed import WalFeed
+from dualmem_bulk.sources.engram_wal_feed import WalFeed
 from tests.wal_appender import Appender, assert_same_nodes, reference
 
 _WAIT_S = 120.0  # generous bound on each wait (a stuck run fails, it is not a timing check)

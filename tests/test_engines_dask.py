@@ -32,11 +32,11 @@ from dualmem_bulk.engines import DASK_HINT, open_pool
 from dualmem_bulk.engines.dask import DaskPool, UnreadableOnWorker, run_task
 from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.generate import write_generated
-from dualmem_bulk.offline.export import scan_source
 from dualmem_bulk.offline.partition_task import PartitionTask, export_partition
 from dualmem_bulk.offline.run import OfflineConfig, run_offline
 from dualmem_bulk.report import RunReport
 from dualmem_bulk.sources.parquet import ParquetPart
+from dualmem_bulk.sources.scan import scan_source
 from dualmem_bulk.stores import TargetStore
 
 ROOT = Path(__file__).resolve().parents[1]

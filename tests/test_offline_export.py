@@ -1,7 +1,8 @@
 """The export phase (``dualmem_bulk.offline.export``) on real Parquet files: the snapshot holds the
 valid rows with their checksums in bounded row groups and records its digest, rejected rows go to
 the quarantine beside it with their codes (a duplicate found in a later chunk included), a strict
-or refused export leaves nothing, and ``scan_source`` gives the same digest writing nothing."""
+or refused export leaves nothing, and ``scan_source`` (``dualmem_bulk.sources.scan``) gives the
+same digest writing nothing."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from conftest import assert_bit_equal, legacy_table
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.errors import InvalidRows, TargetExists, UsageError
 from dualmem_bulk.generate import generate_batches
-from dualmem_bulk.offline.export import SAMPLE, export_snapshot, scan_source
+from dualmem_bulk.offline.export import export_snapshot
 from dualmem_bulk.schema import LEGACY_SCHEMA, SNAPSHOT_SCHEMA
+from dualmem_bulk.sources.scan import SAMPLE, scan_source
 
 BATCH = 16
 """Rows per chunk in these tests: the 40 generated rows span three chunks."""

@@ -14,9 +14,9 @@ from conftest import kill_after_units
 
 from dualmem_bulk import run_status
 from dualmem_bulk.generate import generate_batches, write_generated
-from dualmem_bulk.offline.export import scan_source
 from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.schema import LEGACY_SCHEMA, schema_identity
+from dualmem_bulk.sources.scan import scan_source
 from dualmem_bulk.stores import TargetStore
 from dualmem_bulk.stores.staging import unsliced
 

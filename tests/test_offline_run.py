@@ -16,10 +16,10 @@ from dualmem_bulk import verify_run
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.convert import to_legacy
 from dualmem_bulk.errors import InvalidRows, SchemaMismatch, SourceError, TargetExists
-from dualmem_bulk.offline.export import scan_source
 from dualmem_bulk.offline.run import OfflineConfig, run_offline
 from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.schema import LEGACY_SCHEMA
+from dualmem_bulk.sources.scan import scan_source
 from dualmem_bulk.stores import TargetStore
 
 

@@ -14,9 +14,9 @@ import pytest
 from dualmem_bulk import OnlineConfig, rollback_run, run_online, run_status, verify_run
 from dualmem_bulk.errors import Interrupted, SourceError
 from dualmem_bulk.generate import write_generated
-from dualmem_bulk.online.wal_feed import WalFeed
 from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.sources.engram_wal import read_engram_wal
+from dualmem_bulk.sources.engram_wal_feed import WalFeed
 from tests.test_online_run import Hooks
 from tests.wal_appender import Appender, assert_same_nodes, reference
 

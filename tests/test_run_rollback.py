@@ -23,9 +23,9 @@ from conftest import kill_after_units, read_snapshot
 from dualmem_bulk import finalize_run, rollback_run, run_status
 from dualmem_bulk.errors import UsageError, VerificationFailed
 from dualmem_bulk.generate import write_generated
-from dualmem_bulk.offline.export import scan_source
 from dualmem_bulk.offline.run import OfflineConfig, run_offline
 from dualmem_bulk.rundir.journal import Journal
+from dualmem_bulk.sources.scan import scan_source
 
 
 def cli(*args: str | Path, stdin: int | None = subprocess.DEVNULL

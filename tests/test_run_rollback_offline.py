@@ -21,11 +21,11 @@ from conftest import legacy_table
 from dualmem_bulk import finalize_run, rollback_run, run_status
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.generate import write_generated
-from dualmem_bulk.offline.export import scan_source
 from dualmem_bulk.offline.run import OfflineConfig, run_offline
 from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.sources.detect import open_source
+from dualmem_bulk.sources.scan import scan_source
 from dualmem_bulk.stores import TargetStore, open_parquet, parquet_batches
 
 TAG = "dualmem-pre-migration"

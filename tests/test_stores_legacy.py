@@ -1,7 +1,8 @@
 """The legacy store written back from a run's snapshot (``dualmem_bulk.stores.legacy``), as
 rollback rebuilds it: the snapshot's rows exactly, as a new Parquet directory (never over an
 existing path) or as a new version of a Lance dataset (earlier versions kept), with the
-snapshot's digest; and a legacy store's digest through the export's validation."""
+snapshot's digest; and a legacy store's digest through the export's validation
+(``dualmem_bulk.sources.scan``)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from dualmem_bulk.errors import SourceError
 from dualmem_bulk.generate import generate_batches
 from dualmem_bulk.offline.export import export_snapshot
 from dualmem_bulk.schema import LEGACY_SCHEMA
-from dualmem_bulk.stores.legacy import legacy_digest, write_legacy
+from dualmem_bulk.sources.scan import legacy_digest
+from dualmem_bulk.stores.legacy import write_legacy
 
 
 def _exported(tmp_path: Path) -> tuple[Path, pa.Table, str]:

@@ -14,10 +14,9 @@ import pyarrow.parquet as pq
 
 from dualmem_bulk._fs import source_identity
 from dualmem_bulk.engines import Engine
-from dualmem_bulk.offline.export import DEFAULT_BATCH_SIZE
 from dualmem_bulk.rundir.files import default_run_dir
 from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
-from dualmem_bulk.stores import TargetFormat
+from dualmem_bulk.stores import DEFAULT_BATCH_SIZE, TargetFormat
 
 __all__ = ["OfflineConfig", "changes", "source_files", "source_rows"]
 

@@ -29,12 +29,12 @@ import pyarrow.parquet as pq
 
 from dualmem_bulk.errors import InvalidRows, TargetExists
 from dualmem_bulk.offline.config import OfflineConfig
-from dualmem_bulk.offline.export import Exporter, open_checked
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.report import RunReport, finish
 from dualmem_bulk.rundir.files import SNAPSHOT
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.sources.parquet import parquet_files
+from dualmem_bulk.sources.scan import Scan, open_checked
 
 __all__ = ["HEADROOM", "NO_GO_EXIT", "SAMPLE_ROWS", "dry_run"]
 
@@ -143,7 +143,7 @@ def dry_run(config: OfflineConfig, convert: Callable[[OfflineConfig], RunReport]
     kept: list[pa.RecordBatch] = []
     held = 0
     scan = time.perf_counter()
-    for batch, _rejected in Exporter(source, config.batch_size, report).batches(progress):
+    for batch, _rejected in Scan(source, config.batch_size, report).batches(progress):
         report.nodes_converted += batch.num_rows
         if held < SAMPLE_ROWS and batch.num_rows:
             kept.append(batch.slice(0, SAMPLE_ROWS - held))

@@ -35,7 +35,6 @@ from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.convert import node_uuids
 from dualmem_bulk.engines import TaskPool
 from dualmem_bulk.errors import InvalidRows, RunChanged
-from dualmem_bulk.offline.export import SAMPLE
 from dualmem_bulk.offline.partition_task import PartitionDone, PartitionTask, export_partition
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.report import RunReport
@@ -45,6 +44,7 @@ from dualmem_bulk.schema.validate import Origins, SeenIds
 from dualmem_bulk.sources import NoRows, SourcePart
 from dualmem_bulk.sources.detect import Source
 from dualmem_bulk.sources.parquet import ParquetPart
+from dualmem_bulk.sources.scan import SAMPLE
 from dualmem_bulk.stores import TargetFormat
 from dualmem_bulk.stores.snapshot import Snapshot, part_name
 from dualmem_bulk.stores.snapshot_bytes import copy_name, prepare_copy

@@ -1,6 +1,6 @@
 """Where an offline run's stores are: what an in-place run records of its store before it
 starts, the finished store put in place (renamed from its staging name, or published into a
-Lance store converted in place), and what ``--restart`` removes."""
+Lance store converted in place), and what ``restart`` removes."""
 
 from __future__ import annotations
 
@@ -43,12 +43,12 @@ def in_place_meta(config: OfflineConfig) -> dict[str, Any]:
 
 def discard(config: OfflineConfig, run_dir: Path, staging: Path, journal: Journal,
             progress: Progress) -> None:
-    """--restart: remove what this run wrote (staging, target, snapshot), keep the lock."""
+    """``restart``: remove what this run wrote (staging, target, snapshot), keep the lock."""
     if journal.get("mode") == "in-place" and journal.state not in (
         "planned", "exporting", "rolled-back"
     ):
         raise UsageError(f"{run_dir}: the store is being converted in place; roll the "
-                         "run back first (dualmem-bulk rollback), then --restart")
+                         "run back first (dualmem-bulk rollback), then restart", "restart")
     if (before := journal.get("store_files")) is not None:  # an in-place Lance run's
         remove_strays(config.source, before,
                       journal.batches() if journal.get("published_version") else None)
@@ -108,4 +108,4 @@ def place(config: OfflineConfig, staging: Path, journal: Journal,
         journal.set(swapped=True)
     elif not target.exists():
         raise SourceError(staging, "the converted store is missing; roll back or re-run "
-                                   "with --restart")
+                                   "with restart", "restart")

@@ -43,7 +43,6 @@ from dualmem_bulk.errors import (
 )
 from dualmem_bulk.offline.config import OfflineConfig, changes, source_files, source_rows
 from dualmem_bulk.offline.dry_run import dry_run
-from dualmem_bulk.offline.export import CHUNK_ROWS, DEFAULT_BATCH_SIZE, open_checked
 from dualmem_bulk.offline.partitioned import PartitionedExport
 from dualmem_bulk.offline.place import discard, in_place_meta, place
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
@@ -58,6 +57,8 @@ from dualmem_bulk.rundir.files import (
 )
 from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.schema import DUAL_SCHEMA
+from dualmem_bulk.sources.scan import CHUNK_ROWS, open_checked
+from dualmem_bulk.stores import DEFAULT_BATCH_SIZE
 from dualmem_bulk.stores.snapshot import Snapshot
 from dualmem_bulk.stores.staging import StagedWriter, staged_writer
 from dualmem_bulk.verify.offline import verify_offline
@@ -226,7 +227,7 @@ class _Run(Driver):
         if base is None:
             if self.staging.exists() is False and journal.batches():
                 raise SourceError(self.staging, "the partly written target is missing; roll "
-                                                "back or re-run with --restart")
+                                                "back or re-run with restart", "restart")
             return staged_writer(config.target_format, self.staging, DUAL_SCHEMA)
         store = lance.dataset(str(config.source))
         if PRE_MIGRATION_TAG not in store.tags.list():

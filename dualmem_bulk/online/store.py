@@ -19,13 +19,13 @@ from dualmem_bulk.engines import open_pool
 from dualmem_bulk.errors import Interrupted, VerificationFailed
 from dualmem_bulk.online.config import OnlineConfig
 from dualmem_bulk.online.copy import RANGE_KEY, RangeTask, copy_range, next_size
-from dualmem_bulk.online.cutover import Pinned, compare_at_pin, describe_identity
 from dualmem_bulk.online.driver import OnlineDriver
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.schema import DUAL_SCHEMA
 from dualmem_bulk.stores.dual import ROUND, Applied, apply_changes, minus, writer_lock
 from dualmem_bulk.stores.memory_store import MemoryStore
 from dualmem_bulk.stores.staging import staged_writer
+from dualmem_bulk.verify.pinned import Pinned, compare_at_pin, describe_identity
 
 __all__ = ["OnlineMemoryStore"]
 
@@ -123,7 +123,7 @@ class OnlineMemoryStore(OnlineDriver):
             if self._caught_up(lag, idle=applied.version is None):
                 return
 
-    def _verified_digest(self) -> Pinned:
+    def _verified_digest(self) -> Pinned[int]:
         """Pin a position, bring the target to it and compare full digests there."""
         self.progress.phase("verify", None)
         with writer_lock(self.run_dir):

@@ -5,91 +5,36 @@
    dataset, one commit per batch, each journalled with its batch count; a resume restores the
    recorded version and skips the recorded batches (the replay at P never changes: the WAL is
    append-only).
-3. **Catch up** in rounds: :class:`~dualmem_bulk.online.wal_feed.WalFeed` reads the records
-   after the applied position; each id they touch is replayed again from all its records (so several
-   records of one id collapse, a deleted node stays deleted unless a later EpisodeStore adds it
-   back, exactly as Engram's replay does), upserted or deleted, and the new position journalled
-   after the Lance commit.
+3. **Catch up** in rounds: :class:`~dualmem_bulk.sources.engram_wal_feed.WalFeed` reads the
+   records after the applied position; each id they touch is replayed again from all its records
+   (so several records of one id collapse, a deleted node stays deleted unless a later
+   EpisodeStore adds it back, exactly as Engram's replay does), upserted or deleted, and the new
+   position journalled after the Lance commit.
 4. **Cut over** after a round that read at most ``cutover_lag`` records: Engram's writer cannot
    be paused, so the proof is at the applied position Q: the digest of a full replay of the WAL
    at Q must equal the dual store's, stored and recomputed from every node's fields, and so must
    the identity digests (which cover ``space`` and ``episode`` too). Only then is the cut-over
-   (and Q) recorded. The service keeps reading Engram until it switches itself.
+   (and Q) recorded (:func:`~dualmem_bulk.verify.pinned.compare_wal`). The service keeps reading
+   Engram until it switches itself.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 
 from dualmem_bulk._fs import fault_point
-from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_digest, row_checksums
 from dualmem_bulk.errors import VerificationFailed
 from dualmem_bulk.online.copy import next_size
-from dualmem_bulk.online.cutover import describe_identity
 from dualmem_bulk.online.driver import OnlineDriver
-from dualmem_bulk.online.wal_feed import Position, WalFeed, legacy_columns
-from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import LEGACY_SCHEMA
-from dualmem_bulk.sources.engram_wal import WalReport, read_engram_wal
-from dualmem_bulk.stores.dual import ROUND, DualStore, writer_lock
+from dualmem_bulk.sources.engram_wal import read_engram_wal
+from dualmem_bulk.sources.engram_wal_feed import Position, WalFeed, legacy_columns
+from dualmem_bulk.stores.dual import ROUND, writer_lock
+from dualmem_bulk.verify.pinned import compare_wal
 
-__all__ = ["OnlineWal", "WalPinned", "compare_wal"]
-
-_VERIFY_BATCH = 4_096
-
-
-@dataclass(frozen=True)
-class WalPinned:
-    """The WAL replay's and the dual store's digests at one WAL position."""
-
-    position: Position
-    source: TableDigest
-    """Digest of a full replay of the WAL up to ``position``."""
-    recomputed: TableDigest
-    """The dual store's digest, every checksum recomputed from the node's fields."""
-    stored: TableDigest
-    """The dual store's digest over its stored checksum column."""
-    report: WalReport
-    """The replay's counts and damage (as the offline reader reports them)."""
-    source_identity: TableDigest
-    """The replay's identity digest (row and ``space``/``episode`` checksums)."""
-    target_identity: TableDigest
-    """The dual store's identity digest, recomputed from every node's fields."""
-
-    @property
-    def same(self) -> bool:
-        """Whether all three digests agree, and both identity digests."""
-        return (self.source == self.recomputed == self.stored
-                and self.source_identity == self.target_identity)
-
-    def describe(self, root: Path, target: Path) -> str:
-        """What was compared, for an error message."""
-        return (f"at WAL position {self.position} the replay of {root} has {self.source.rows} "
-                f"memories (digest {self.source.hex}), {target} {self.recomputed.rows} nodes "
-                f"(digest recomputed from the fields {self.recomputed.hex}, stored "
-                f"{self.stored.hex})"
-                + describe_identity(self.source_identity, self.target_identity))
-
-
-def compare_wal(root: Path, dual: DualStore, position: Position,
-                progress: Progress = NULL_PROGRESS) -> WalPinned:
-    """Replay the WAL at ``position`` and compare its digest with the dual store's; call it
-    under the run's writer lock, with the dual store at ``position``."""
-    source = read_engram_wal(root, _VERIFY_BATCH, upto=position)
-    digest, identity = TableDigest(), TableDigest()
-    for part in source:
-        batch = legacy_columns(part.batch)
-        sums = row_checksums(batch)
-        digest += TableDigest.of(sums)
-        identity += identity_digest(sums, episode_checksums(batch))
-        progress.advance(batch.num_rows)
-    recomputed, stored, target_identity = dual.digests(_VERIFY_BATCH)
-    return WalPinned(position, digest, recomputed, stored, source.report, identity,
-                     target_identity)
+__all__ = ["OnlineWal"]
 
 
 class OnlineWal(OnlineDriver):

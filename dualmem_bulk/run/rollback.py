@@ -31,13 +31,13 @@ import pyarrow.compute as pc
 from dualmem_bulk._fs import fsync_path, remove, write_json
 from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.errors import InputError, UsageError, VerificationFailed
-from dualmem_bulk.offline.export import DEFAULT_BATCH_SIZE
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.rundir.files import QUARANTINE, ROLLBACK_REPORT, SNAPSHOT, TMP_GLOB, beside
 from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.rundir.reports import RollbackReport
 from dualmem_bulk.schema import SNAPSHOT_SCHEMA
-from dualmem_bulk.stores.legacy import legacy_digest
+from dualmem_bulk.sources.scan import legacy_digest
+from dualmem_bulk.stores import DEFAULT_BATCH_SIZE
 from dualmem_bulk.stores.snapshot import Snapshot
 
 __all__ = ["Rollback", "refuse_finalized"]

@@ -18,6 +18,7 @@ from dualmem_bulk._fs import atomic_path
 from dualmem_bulk.errors import SourceError
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "LANCE_READAHEAD",
     "PARQUET_OPTIONS",
     "TargetFormat",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 TargetFormat = Literal["lance", "parquet"]
+
+DEFAULT_BATCH_SIZE = 16_384
+"""Rows per batch (the commit unit): ~55 MB of embeddings, enough to amortise each commit."""
 
 PARQUET_OPTIONS: dict[str, object] = {
     "compression": "none",

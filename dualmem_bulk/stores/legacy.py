@@ -1,5 +1,6 @@
 """The legacy Memory store, written back from a run's snapshot (rollback of an in-place run whose
-backup is gone), and its digest read through the same validating scan as any legacy source.
+backup is gone); its digest is read through the same validating scan as any legacy source's
+(:func:`~dualmem_bulk.sources.scan.legacy_digest`).
 
 The written rows are the snapshot's, in :data:`~dualmem_bulk.schema.LEGACY_SCHEMA` exactly (the
 checksum column dropped), so the store's digest equals the snapshot's. Rows the run quarantined
@@ -9,22 +10,19 @@ are not in the snapshot and cannot come back this way.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import lance
 import pyarrow as pa
 
 from dualmem_bulk._fs import fsync_path, fsync_tree
-from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.errors import SourceError
-from dualmem_bulk.offline.export import DEFAULT_BATCH_SIZE, scan_source
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.schema import LEGACY_SCHEMA
-from dualmem_bulk.stores import TargetFormat, write_store
+from dualmem_bulk.stores import DEFAULT_BATCH_SIZE, TargetFormat, write_store
 from dualmem_bulk.stores.snapshot import Snapshot
 
-__all__ = ["LegacyScan", "legacy_digest", "write_legacy"]
+__all__ = ["write_legacy"]
 
 
 def _snapshot_batches(snapshot: Path, batch_size: int, progress: Progress
@@ -62,20 +60,3 @@ def write_legacy(snapshot: Path, path: Path, fmt: TargetFormat, *,
         fsync_tree(path)
         fsync_path(path.parent)
     progress.done()
-
-
-@dataclass(frozen=True)
-class LegacyScan:
-    """Digest of a legacy store's valid rows, and how many rows validation rejected."""
-
-    digest: TableDigest
-    quarantined: int
-
-
-def legacy_digest(path: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                  spaces: tuple[str, ...] = (), progress: Progress = NULL_PROGRESS) -> LegacyScan:
-    """The digest of the legacy store or source at ``path`` (Parquet, Lance, JSON lines, WAL)
-    as a snapshot of it would have: valid rows only, through the export's validation."""
-    report = scan_source(path, batch_size, progress, spaces)
-    return LegacyScan(TableDigest.from_hex(report.snapshot_rows, report.snapshot_digest),
-                      report.quarantined)

@@ -2,9 +2,9 @@
 position, every dual-store checksum recomputed from its fields (the cut-over's proof, again):
 
 - a live MemoryStore: both stores at one pinned change-log position
-  (:func:`~dualmem_bulk.online.cutover.compare_at_pin`);
+  (:func:`~dualmem_bulk.verify.pinned.compare_at_pin`);
 - an Engram data root: the WAL's replay at the applied position
-  (:func:`~dualmem_bulk.online.wal.compare_wal`), the differing nodes named if any.
+  (:func:`~dualmem_bulk.verify.pinned.compare_wal`), the differing nodes named if any.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ import pyarrow as pa
 
 from dualmem_bulk.checksum import row_checksums
 from dualmem_bulk.errors import UsageError
-from dualmem_bulk.online.cutover import Pinned, compare_at_pin
-from dualmem_bulk.online.wal import WalPinned, compare_wal
-from dualmem_bulk.online.wal_feed import Position, legacy_columns
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.rundir.reports import VerifyReport
 from dualmem_bulk.sources.engram_wal import read_engram_wal
+from dualmem_bulk.sources.engram_wal_feed import Position, legacy_columns
 from dualmem_bulk.stores.dual import DualStore, writer_lock
 from dualmem_bulk.stores.memory_store import MemoryStore
+from dualmem_bulk.verify.pinned import Pinned, WalPinned, compare_at_pin, compare_wal
 from dualmem_bulk.verify.rows import MAX_LISTED, Problem, keyed_problems, listed
 
 __all__ = ["verify_online", "verify_wal_run"]
@@ -69,7 +68,7 @@ def _verify_wal(run_dir: Path, journal: Journal, progress: Progress,
     return _pinned_report(run_dir, root, target, pinned, started, problems)
 
 
-def _pinned_report(run_dir: Path, source: Path, target: Path, pinned: Pinned | WalPinned,
+def _pinned_report(run_dir: Path, source: Path, target: Path, pinned: Pinned[object],
                    started: float, problems: list[Problem] | None = None) -> VerifyReport:
     """The verdict of an online run's comparison at a pinned position."""
     report = VerifyReport(
