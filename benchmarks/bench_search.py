@@ -20,8 +20,8 @@ from conftest import record
 
 from dualmem_bulk.generate import generate_batches
 from dualmem_bulk.stores.dual import DualStore
-from dualmem_bulk.stores.search import top_k
-from dualmem_bulk.vector_index import build_index, nearest
+from dualmem_bulk.stores.search import nearest, top_k
+from dualmem_bulk.vector_index import build_index
 
 NODES = int(os.environ.get("BENCH_SEARCH_NODES", "100000"))
 QUERIES = 200

@@ -61,10 +61,11 @@ from dualmem_bulk.offline.partition_task import PartitionTask, export_partition
 from dualmem_bulk.offline.run import OfflineConfig, run_offline
 from dualmem_bulk.rundir.files import SNAPSHOT
 from dualmem_bulk.schema import LEGACY_SCHEMA, SNAPSHOT_SCHEMA
-from dualmem_bulk.schema.validate import SeenIds, conform, validate_batch
+from dualmem_bulk.schema.conform import conform
 from dualmem_bulk.sources.lance_legacy import LanceLegacySource, LancePart
 from dualmem_bulk.sources.parquet import ParquetPart, ParquetSource
 from dualmem_bulk.sources.scan import CHUNK_ROWS
+from dualmem_bulk.sources.validate import SeenIds, validate_batch
 from dualmem_bulk.stores import PARQUET_OPTIONS, open_parquet
 from dualmem_bulk.stores.snapshot import Snapshot
 from dualmem_bulk.stores.snapshot_bytes import copy_name, prepare_copy

@@ -1,5 +1,6 @@
-"""Vector search on a DualMemoryNode Lance store: an ANN index on ``embedding`` (``dualmem-bulk
-index TARGET``) and the search the compatibility adapter runs through Lance's ``nearest``.
+"""The ANN index on a DualMemoryNode Lance store's ``embedding`` (``dualmem-bulk index
+TARGET``); the search through it, which the compatibility adapter runs, is
+:func:`dualmem_bulk.stores.search.nearest`.
 
 The index is IVF_FLAT with the cosine metric (the legacy store's ``search`` ranks by cosine
 similarity): ~sqrt(rows) k-means partitions of the full vectors, and a query ranks the rows of
@@ -20,27 +21,21 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import lance
-import numpy as np
-import pyarrow as pa
 
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.rundir.files import default_run_dir
 from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.stores import detect_store
 from dualmem_bulk.stores.dual import writer_lock
+from dualmem_bulk.stores.search import VECTOR_INDEX
 
-__all__ = ["INDEX_TYPE", "NPROBES", "VECTOR_INDEX", "IndexReport", "build_index",
-           "has_vector_index", "nearest"]
+__all__ = ["INDEX_TYPE", "IndexReport", "build_index"]
 
-VECTOR_INDEX = "embedding_idx"
-NPROBES = 20
-"""IVF partitions searched per query."""
 INDEX_TYPE = "IVF_FLAT"
 
 
@@ -60,11 +55,6 @@ class IndexReport:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
-
-
-def has_vector_index(ds: lance.LanceDataset) -> bool:
-    """Whether the dataset has the ANN index on ``embedding``."""
-    return VECTOR_INDEX in {i.name for i in ds.describe_indices()}
 
 
 def build_index(target: Path, run_dir: Path | None = None) -> IndexReport:
@@ -91,19 +81,3 @@ def build_index(target: Path, run_dir: Path | None = None) -> IndexReport:
                        partitions=partitions, kind=INDEX_TYPE,
                        seconds=round(time.perf_counter() - started, 3),
                        version=int(ds.version))
-
-
-def nearest(ds: lance.LanceDataset, embedding: Sequence[float] | np.ndarray, k: int,
-            exclude: Sequence[str] = ()) -> list[tuple[str, float]]:
-    """The ``k`` nodes nearest ``embedding`` by cosine through the ANN index (unindexed rows
-    searched flat), as (legacy id, cosine similarity), best first; ids in ``exclude`` are
-    left out (they are served from elsewhere)."""
-    query = np.asarray(embedding, dtype=np.float32)
-    table = ds.to_table(columns=["episode_id", "_distance"], nearest={
-        "column": "embedding", "q": query, "k": k + len(exclude), "nprobes": NPROBES,
-        "use_index": True})
-    skip = set(exclude)
-    ids = table.column("episode_id").to_pylist()
-    distances = table.column("_distance").cast(pa.float64()).to_pylist()
-    return [(i, 1.0 - d) for i, d in zip(ids, distances, strict=True)
-            if i not in skip and d is not None and not math.isnan(d)][:k]

@@ -17,7 +17,7 @@ import pytest
 
 from dualmem_bulk import CompatibilityAdapter, MemoryStore, OnlineConfig, run_online
 from dualmem_bulk.stores.pending import ApplyPolicy
-from dualmem_bulk.vector_index import VECTOR_INDEX, has_vector_index, nearest
+from dualmem_bulk.stores.search import VECTOR_INDEX, has_vector_index, nearest
 from tests.online_workload import new_memory
 from tests.test_online_run import _store
 

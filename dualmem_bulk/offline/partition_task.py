@@ -25,10 +25,10 @@ from dualmem_bulk.errors import InvalidRows
 from dualmem_bulk.offline.export import quarantine_table
 from dualmem_bulk.rundir.files import QUARANTINE, SNAPSHOT
 from dualmem_bulk.schema import DUAL_SCHEMA, QUARANTINE_SCHEMA, SNAPSHOT_SCHEMA
-from dualmem_bulk.schema.validate import Origins, SeenIds, validate_batch
 from dualmem_bulk.sources import SourcePart
 from dualmem_bulk.sources.parquet import ParquetPart
 from dualmem_bulk.sources.scan import Tally
+from dualmem_bulk.sources.validate import Origins, SeenIds, validate_batch
 from dualmem_bulk.stores import PARQUET_OPTIONS, TargetFormat
 from dualmem_bulk.stores.snapshot import Snapshot, part_name
 from dualmem_bulk.stores.snapshot_bytes import (

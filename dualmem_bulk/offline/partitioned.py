@@ -40,11 +40,11 @@ from dualmem_bulk.progress import Progress
 from dualmem_bulk.report import RunReport
 from dualmem_bulk.rundir.files import QUARANTINE, SNAPSHOT
 from dualmem_bulk.rundir.journal import BatchRecord, Journal
-from dualmem_bulk.schema.validate import Origins, SeenIds
 from dualmem_bulk.sources import NoRows, SourcePart
 from dualmem_bulk.sources.detect import Source
 from dualmem_bulk.sources.parquet import ParquetPart
 from dualmem_bulk.sources.scan import SAMPLE
+from dualmem_bulk.sources.validate import Origins, SeenIds
 from dualmem_bulk.stores import TargetFormat
 from dualmem_bulk.stores.snapshot import Snapshot, part_name
 from dualmem_bulk.stores.snapshot_bytes import copy_name, prepare_copy

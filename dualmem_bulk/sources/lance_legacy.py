@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.schema import LEGACY_SCHEMA
-from dualmem_bulk.schema.validate import check_schema
+from dualmem_bulk.schema.conform import check_schema
 from dualmem_bulk.sources import ROW_COLUMN, SourceBatch, refuse_dual
 from dualmem_bulk.stores import LANCE_READAHEAD, lance_batches
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from dualmem_bulk.errors import SourceError
 from dualmem_bulk.schema import LEGACY_SCHEMA
-from dualmem_bulk.schema.validate import check_schema
+from dualmem_bulk.schema.conform import check_schema
 from dualmem_bulk.sources import ROW_COLUMN, SourceBatch, plan_runs
 from dualmem_bulk.stores import open_parquet
 

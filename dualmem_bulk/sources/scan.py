@@ -22,9 +22,9 @@ from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.quarantine import reason_codes
 from dualmem_bulk.report import RunReport, finish
 from dualmem_bulk.schema import SNAPSHOT_SCHEMA
-from dualmem_bulk.schema.validate import SeenIds, validate_batch
 from dualmem_bulk.sources import Rejected
 from dualmem_bulk.sources.detect import Source, open_source
+from dualmem_bulk.sources.validate import SeenIds, validate_batch
 from dualmem_bulk.stores import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:

@@ -53,8 +53,7 @@ from dualmem_bulk.stores.dual import (
 )
 from dualmem_bulk.stores.memory_store import Memory, MemoryStore
 from dualmem_bulk.stores.pending_store import PendingStore
-from dualmem_bulk.stores.search import top_k
-from dualmem_bulk.vector_index import has_vector_index, nearest
+from dualmem_bulk.stores.search import has_vector_index, nearest, top_k
 
 __all__ = [
     "APPLIED",

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dualmem_bulk.schema import LEGACY_SCHEMA, SNAPSHOT_SCHEMA
-from dualmem_bulk.schema.validate import conform
+from dualmem_bulk.schema.conform import conform
 from dualmem_bulk.stores import open_parquet
 from dualmem_bulk.stores.snapshot_bytes import (
     COPY_KEY,

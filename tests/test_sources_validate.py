@@ -13,8 +13,9 @@ from conftest import legacy_table
 from dualmem_bulk.convert import node_uuids
 from dualmem_bulk.errors import SchemaMismatch
 from dualmem_bulk.schema import DIM, LEGACY_SCHEMA
-from dualmem_bulk.schema.validate import SeenIds, check_schema, validate_batch
+from dualmem_bulk.schema.conform import check_schema
 from dualmem_bulk.sources import ROW_COLUMN, SourceBatch
+from dualmem_bulk.sources.validate import SeenIds, validate_batch
 
 
 def _loose(table: pa.Table, **replace: pa.Array) -> SourceBatch:
