@@ -137,9 +137,9 @@ def _restart_question(run_dir: Path) -> str | None:
     try:
         if journal.state == "finalized":
             return None
-        created = " and the target it created" if journal.get("target_created") else ""
+        created = " and the target it created" if journal.values["target_created"] else ""
         return (f"Discard the {journal.state} run in {run_dir} (its journal, snapshot, "
-                f"quarantine{created}: {journal.get('target')}) and start again?")
+                f"quarantine{created}: {journal.values['target']}) and start again?")
     finally:
         journal.close()
 

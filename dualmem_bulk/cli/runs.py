@@ -31,7 +31,7 @@ def _snapshot_rows(run_dir: Path) -> int:
         return 0
     journal = Journal.open(run_dir)
     try:
-        snapshot = journal.get("snapshot")
+        snapshot = journal.values["snapshot"]
     finally:
         journal.close()
     return int(snapshot["rows"]) if snapshot else 0

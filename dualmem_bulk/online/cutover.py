@@ -12,6 +12,7 @@ from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_diges
 from dualmem_bulk.errors import UsageError
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.rundir.journal import Journal
+from dualmem_bulk.rundir.keys import JournalValues, change_number
 from dualmem_bulk.rundir.reports import CutoverReport
 from dualmem_bulk.stores.dual import ROUND, Applied, DualStore, apply_changes, writer_lock
 from dualmem_bulk.stores.memory_store import MemoryStore
@@ -69,10 +70,12 @@ def compare_at_pin(legacy: MemoryStore, dual: DualStore, journal: Journal,
     """
     with legacy.snapshot():
         position = legacy.change_position()
-        while (after := journal.get("online_applied")) < position:
+        while (after := change_number(journal.values["online_applied"])) < position:
             applied = apply_changes(legacy, dual, after, limit=ROUND, upto=position)
-            journal.set(online_applied=applied.position, **(
-                {"online_version": applied.version} if applied.version is not None else {}))
+            values: JournalValues = {"online_applied": applied.position}
+            if applied.version is not None:
+                values["online_version"] = applied.version
+            journal.set(**values)
             on_apply(applied)
         source, identity = TableDigest(), TableDigest()
         for batch in legacy.scan(_VERIFY_BATCH):
@@ -108,11 +111,11 @@ def request_cutover(run_dir: Path) -> CutoverReport:
     the request is durable, so a migrator resumed later sees it too."""
     journal = Journal.open(run_dir)
     try:
-        if journal.get("mode") != "online":
+        if journal.mode != "online":
             raise UsageError(f"{run_dir}: not an online run")
         if journal.state == "done":
             return CutoverReport("done", str(run_dir))
         journal.set(cutover_requested=True)
-        return CutoverReport("requested", str(run_dir), journal.get("phase"))
+        return CutoverReport("requested", str(run_dir), journal.values["phase"])
     finally:
         journal.close()
