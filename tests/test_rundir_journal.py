@@ -163,3 +163,34 @@ def test_an_undeclared_key_is_refused_and_nothing_is_written(journal: Journal) -
 def test_a_journal_without_a_target_says_so(journal: Journal) -> None:
     with pytest.raises(SourceError, match="the journal records no target"):
         _ = journal.target
+
+
+CHECKED = '''\
+from dualmem_bulk.rundir.journal import Journal
+
+
+def misuse(journal: Journal) -> None:
+    journal.values["servng"]
+    journal.set(servng="dual")
+    journal.set(serving="duel")
+    journal.set_state("done", "", phase="copyng")
+    if journal.values["serving"] == "lgacy":
+        pass
+    rows: int = journal.values["target"]
+    fine: str | None = journal.values["target"]
+'''
+
+
+def test_mypy_refuses_a_misspelt_key_and_a_wrong_type(tmp_path: Path) -> None:
+    """What the declaration is for: every line of ``misuse`` but the last is a mypy error."""
+    from mypy import api
+
+    module = tmp_path / "misuse.py"
+    module.write_text(CHECKED, encoding="utf-8")
+    out, _, status = api.run(["--strict", "--cache-dir", str(tmp_path / "cache"),
+                              "--hide-error-context", "--no-error-summary", str(module)])
+    errors = {int(m.group(1)): m.group(2) for m in re.finditer(
+        r"^.*misuse\.py:(\d+): error: .*\[([a-z-]+)\]$", out, re.M)}
+    assert status == 1 and errors == {
+        5: "typeddict-item", 6: "call-arg", 7: "arg-type", 8: "arg-type",
+        9: "comparison-overlap", 11: "assignment"}, out

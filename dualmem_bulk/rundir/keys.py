@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypedDict
 
-__all__ = ["DEFAULTS", "RANGE_KEY", "JournalValues", "Mode", "Phase", "Position", "RangeRecord",
-           "Serving", "State", "WalPosition", "change_number", "wal_position"]
+__all__ = ["DEFAULTS", "RANGE_KEY", "JournalValues", "Mode", "OnlinePosition", "Phase",
+           "RangeRecord", "Serving", "State", "WalPosition", "change_number", "wal_position"]
 
 State = Literal[
     "planned", "exporting", "converting", "verifying", "done", "failed",
@@ -28,7 +28,7 @@ Serving = Literal["legacy", "dual", "lance"]
 cut-over, the Lance store alone after ``finalize``."""
 WalPosition = dict[str, dict[str, int]]
 """An Engram WAL position: each space's files and the offset read in each."""
-Position = int | WalPosition
+OnlinePosition = int | WalPosition
 """An online run's source position: a MemoryStore's change-log number or a WAL position."""
 
 
@@ -91,9 +91,9 @@ class JournalValues(TypedDict, total=False):
     """the finalize report"""
     finalized_at: float | None
     """when the run was finalized"""
-    online_pin: Position | None
+    online_pin: OnlinePosition | None
     """online runs: the source position the copy started from"""
-    online_applied: Position
+    online_applied: OnlinePosition
     """online runs: the last change the Lance store holds"""
     online_copied: dict[str, Any]
     """online runs: the copy's progress"""
@@ -149,14 +149,14 @@ class RangeRecord(TypedDict):
     committed_at: float
 
 
-def change_number(position: Position | None) -> int:
+def change_number(position: OnlinePosition | None) -> int:
     """A MemoryStore run's position: a change-log number (a bug if it is not one)."""
     if not isinstance(position, int):
         raise TypeError(f"not a change-log position: {position!r}")
     return position
 
 
-def wal_position(position: Position | None) -> WalPosition:
+def wal_position(position: OnlinePosition | None) -> WalPosition:
     """An Engram WAL run's position (a bug if it is not one)."""
     if not isinstance(position, dict):
         raise TypeError(f"not a WAL position: {position!r}")
