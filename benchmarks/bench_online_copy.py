@@ -44,7 +44,7 @@ def _stop_when_waiting(proc: subprocess.Popen[str], run_dir: Path) -> None:
         if Journal.exists(run_dir):
             journal = Journal.open(run_dir)
             try:
-                phase = journal.get("phase")
+                phase = journal.values["phase"]
             finally:
                 journal.close()
             if phase == "awaiting-cutover":
@@ -73,7 +73,7 @@ def test_online_copy_serial_fraction(benchmark: Any, store: Path, fresh: Path,
     benchmark.pedantic(run, rounds=1, iterations=1)
     journal = Journal.open(run_dir)
     try:
-        report = journal.get("report")
+        report = journal.values["report"]
     finally:
         journal.close()
     tree = usage[-1]

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar, Unpack
 
 from dualmem_bulk._signals import StopRequest
 from dualmem_bulk.errors import Interrupted, UsageError
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.rundir.journal import Journal, migrating
+from dualmem_bulk.rundir.keys import JournalValues
 
 __all__ = ["Driver", "drive"]
 
@@ -40,7 +41,7 @@ class Driver:
             raise Interrupted(f"interrupted by {self.stop.signal} {where}; run the same command "
                               "again to resume")
 
-    def _failed(self, exc: Exception, **values: Any) -> None:
+    def _failed(self, exc: Exception, **values: Unpack[JournalValues]) -> None:
         """Record the run as failed; an OS error (a full disk, a lost mount) is a resumable
         stop: :class:`~dualmem_bulk.errors.Interrupted` is raised from it."""
         self.journal.set_state("failed", f"{type(exc).__name__}: {exc}", **values)

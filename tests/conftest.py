@@ -48,7 +48,7 @@ def journal_value(run_dir: Path, key: str) -> Any:
         return None
     journal = Journal.open(run_dir)
     try:
-        return journal.get(key)
+        return journal.values[key]
     finally:
         journal.close()
 

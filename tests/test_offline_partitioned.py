@@ -147,7 +147,7 @@ def test_generated_sources_split_into_many_partitions(tmp_path: Path) -> None:
         _same(_serial(src, tmp_path / fmt), parted)
         journal = Journal.open(tmp_path / fmt / "n.lance.run")
         assert [r.rows for r in journal.batches()] == [500] * 6
-        assert len(journal.get("partitions")) == 6
+        assert len(journal.values["partitions"]) == 6
         journal.close()
 
 

@@ -54,16 +54,16 @@ def test_in_place_conversion(tmp_path: Path, fmt: str) -> None:
     assert schema_identity(converted.schema) == ("engram.DualMemoryNode", "1")
     assert converted.count_rows() == NODES
     journal = Journal.open(Path(f"{store}.run"))
-    assert journal.get("mode") == "in-place" and journal.get("swapped") is True
+    assert journal.values["mode"] == "in-place" and journal.values["swapped"] is True
     if fmt == "lance":
         ds = lance.dataset(str(store))
         tag = ds.tags.list()["dualmem-pre-migration"]
-        assert tag["version"] == journal.get("pre_migration_version") == 1
+        assert tag["version"] == journal.values["pre_migration_version"] == 1
         old = lance.dataset(str(store), version="dualmem-pre-migration")
         assert schema_identity(old.schema) == ("engram.Memory", "1")
         assert old.count_rows() == NODES
     else:
-        backup = Path(journal.get("legacy_backup"))
+        backup = Path(journal.values["legacy_backup"])
         assert backup.name == ".store.dualmem-legacy"
         assert scan_source(backup).snapshot_digest == before
     journal.close()

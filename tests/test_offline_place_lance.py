@@ -65,7 +65,7 @@ def files(store: Path) -> dict[str, bytes]:
 def journal_get(run_dir: Path, *keys: str) -> list[Any]:
     journal = Journal.open(run_dir)
     try:
-        return [journal.state if key == "state" else journal.get(key) for key in keys]
+        return [journal.state if key == "state" else journal.values[key] for key in keys]
     finally:
         journal.close()
 

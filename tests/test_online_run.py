@@ -103,7 +103,7 @@ def test_copy_catch_up_and_cutover(tmp_path: Path) -> None:
     assert any(i.field_names == ["episode_id"] for i in lance.dataset(str(config.target))
                .describe_indices())
     journal = Journal.open(config.resolved_run_dir)
-    assert journal.state == "done" and journal.get("serving") == "dual"
+    assert journal.state == "done" and journal.values["serving"] == "dual"
     journal.close()
     status = run_status(config.resolved_run_dir)
     assert status["state"] == "done" and status["rollback_possible"]
@@ -125,7 +125,7 @@ def test_resume_redoes_an_unrecorded_commit(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         run_online(config, CrashAfterTwoBatches())
     journal = Journal.open(config.resolved_run_dir)
-    copied = journal.get("online_copied")["rows"]
+    copied = journal.values["online_copied"]["rows"]
     journal.close()
     assert copied == 200
     with MemoryStore(path, create=False) as store:  # a commit the journal never recorded
@@ -156,7 +156,8 @@ def test_postponed_cutover_waits_for_the_request(tmp_path: Path) -> None:
 
     def ask() -> None:
         journal = Journal.open(run_dir)
-        assert journal.get("serving") == "legacy" and journal.get("phase") == "awaiting-cutover"
+        assert journal.values["serving"] == "legacy"
+        assert journal.values["phase"] == "awaiting-cutover"
         journal.close()
         requested.append(request_cutover(run_dir))
 
@@ -257,7 +258,7 @@ def test_sigterm_stops_between_batches_and_resumes(tmp_path: Path) -> None:
     done = subprocess.run(args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     journal = Journal.open(run_dir)
-    assert journal.state == "done" and journal.get("report")["resumed"] == 1
+    assert journal.state == "done" and journal.values["report"]["resumed"] == 1
     journal.close()
 
 
@@ -271,7 +272,7 @@ def test_failure_inside_the_pause_keeps_legacy_and_resumes(tmp_path: Path,
     with pytest.raises(Interrupted, match="run the same command again"):
         run_online(config, Hooks(verify=lambda: writer.store(new_memory(7, 1, "late"))))
     journal = Journal.open(config.resolved_run_dir)
-    assert journal.state == "failed" and journal.get("serving") == "legacy"
+    assert journal.state == "failed" and journal.values["serving"] == "legacy"
     journal.close()
     writer.store(new_memory(7, 2, "after-the-failure"))  # the store's lock was released
     writer.close()

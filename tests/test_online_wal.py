@@ -134,7 +134,7 @@ def test_online_wal_fixture_equals_offline_replay(fixture_root: Path, tmp_path: 
     run_dir = target.with_name("nodes.lance.run")
     journal = Journal.open(run_dir)
     try:
-        position = journal.get("cutover_position")
+        position = journal.values["cutover_position"]
     finally:
         journal.close()
     feed = WalFeed(root)

@@ -142,7 +142,7 @@ def test_a_resumed_online_copy_reports_this_invocation_and_the_total_apart(
     def copied() -> int:
         journal = Journal.open(run_dir)
         try:
-            return int((journal.get("online_copied") or {}).get("rows", 0))
+            return int((journal.values["online_copied"] or {}).get("rows", 0))
         finally:
             journal.close()
 

@@ -261,7 +261,7 @@ def test_finalize_drop_snapshot(small: Path, tmp_path: Path) -> None:
     assert "snapshot.parquet" in done.stdout
     assert not (run_dir / "snapshot.parquet").exists() and target.exists()
     journal = Journal.open(run_dir)
-    assert journal.state == "finalized" and journal.get("finalize")["snapshot_dropped"]
+    assert journal.state == "finalized" and journal.values["finalize"]["snapshot_dropped"]
     journal.close()
 
 

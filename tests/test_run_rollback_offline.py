@@ -103,7 +103,7 @@ def in_place(store: Path, fmt: str) -> Path:
 def journal_get(run_dir: Path, key: str) -> Any:
     journal = Journal.open(run_dir)
     try:
-        return journal.state if key == "state" else journal.get(key)
+        return journal.state if key == "state" else journal.values[key]
     finally:
         journal.close()
 

@@ -86,7 +86,7 @@ class PartitionedExport:
         the verdicts of the fragments verified by this invocation's tasks."""
         parts = list(source.partitions(every)) or [NoRows(path)]
         plan = [p.describe() for p in parts]
-        stored = self.journal.get("partitions")
+        stored = self.journal.values["partitions"]
         if stored is None:
             self.journal.set(partitions=plan, source_rows=sum(p.rows for p in parts))
         elif stored != plan:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import lance
 
@@ -17,13 +16,14 @@ from dualmem_bulk.offline.config import OfflineConfig
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.rundir.files import LOCK, PRE_MIGRATION_TAG, legacy_backup
 from dualmem_bulk.rundir.journal import Journal
+from dualmem_bulk.rundir.keys import JournalValues
 from dualmem_bulk.stores import detect_store
 from dualmem_bulk.stores.staging import LanceInPlace, StagedWriter, data_files, remove_strays
 
 __all__ = ["discard", "discard_question", "in_place_meta", "place"]
 
 
-def in_place_meta(config: OfflineConfig) -> dict[str, Any]:
+def in_place_meta(config: OfflineConfig) -> JournalValues:
     """What an in-place run must know to convert and to roll back its store."""
     store = config.source
     fmt = detect_store(store)
@@ -33,7 +33,7 @@ def in_place_meta(config: OfflineConfig) -> dict[str, Any]:
     if fmt != config.target_format:
         raise UsageError(f"{store} is a {fmt} store; pass target_format {fmt} to convert "
                          "it in place", "target_format")
-    meta: dict[str, Any] = {"mode": "in-place", "store_format": fmt}
+    meta: JournalValues = {"mode": "in-place", "store_format": fmt}
     if fmt == "lance":
         meta["pre_migration_version"] = int(lance.dataset(str(store)).version)
         meta["pre_migration_tag"] = PRE_MIGRATION_TAG
@@ -44,16 +44,16 @@ def in_place_meta(config: OfflineConfig) -> dict[str, Any]:
 def discard(config: OfflineConfig, run_dir: Path, staging: Path, journal: Journal,
             progress: Progress) -> None:
     """``restart``: remove what this run wrote (staging, target, snapshot), keep the lock."""
-    if journal.get("mode") == "in-place" and journal.state not in (
+    if journal.mode == "in-place" and journal.state not in (
         "planned", "exporting", "rolled-back"
     ):
         raise UsageError(f"{run_dir}: the store is being converted in place; roll the "
                          "run back first (dualmem-bulk rollback), then restart", "restart")
-    if (before := journal.get("store_files")) is not None:  # an in-place Lance run's
+    if (before := journal.values["store_files"]) is not None:  # an in-place Lance run's
         remove_strays(config.source, before,
-                      journal.batches() if journal.get("published_version") else None)
+                      journal.batches() if journal.values["published_version"] else None)
     remove(staging)
-    if journal.get("target_created"):
+    if journal.values["target_created"]:
         remove(config.target)
     for entry in run_dir.iterdir():
         if entry.name != LOCK:
@@ -70,9 +70,9 @@ def discard_question(run_dir: Path) -> str | None:
     try:
         if journal.state == "finalized":
             return None
-        created = " and the target it created" if journal.get("target_created") else ""
+        created = " and the target it created" if journal.values["target_created"] else ""
         return (f"Discard the {journal.state} run in {run_dir} (its journal, snapshot, "
-                f"quarantine{created}: {journal.get('target')}) and start again?")
+                f"quarantine{created}: {journal.values['target']}) and start again?")
     finally:
         journal.close()
 
@@ -81,16 +81,16 @@ def place(config: OfflineConfig, staging: Path, journal: Journal,
           writer: Callable[[], StagedWriter]) -> None:
     """Put the finished store where it belongs; every step can be repeated after a crash."""
     target = config.target
-    mode = journal.get("mode")
-    if journal.get("pre_migration_version") is not None:  # a Lance store in place
-        if journal.get("published_version") is None:
+    mode = journal.mode
+    if journal.values["pre_migration_version"] is not None:  # a Lance store in place
+        if journal.values["published_version"] is None:
             in_place = writer()
             assert isinstance(in_place, LanceInPlace)
             version = in_place.publish(journal.batches())
             journal.set(published_version=version, swapped=True)  # durable, then reported
         # Fragments of attempts that never counted (a killed task, a part redone without
         # its duplicates) are in no version: remove them.
-        if (before := journal.get("store_files")) is not None:
+        if (before := journal.values["store_files"]) is not None:
             remove_strays(config.source, before, journal.batches())
         return
     if mode == "in-place":

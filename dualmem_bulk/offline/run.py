@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
 
 import lance
 
@@ -56,6 +55,7 @@ from dualmem_bulk.rundir.files import (
     staging_path,
 )
 from dualmem_bulk.rundir.journal import Journal
+from dualmem_bulk.rundir.keys import JournalValues
 from dualmem_bulk.schema import DUAL_SCHEMA
 from dualmem_bulk.sources.scan import CHUNK_ROWS, open_checked
 from dualmem_bulk.stores import DEFAULT_BATCH_SIZE
@@ -76,13 +76,13 @@ class _Run(Driver):
         self.config = config
         self.staging = staging_path(config.target)
         self.journal = self._open_journal()
-        snapshot = self.journal.get("snapshot")
+        snapshot = self.journal.values["snapshot"]
         self.checked: list[PieceVerdict] = []
         """Units verified by the tasks that wrote them (in this invocation)."""
         self.pool = open_pool(config.engine, config.workers, config.scheduler,
                               rows=snapshot["rows"] if snapshot else source_rows(config),
                               driver_busy=False)  # the driver only plans, merges and commits
-        stored = self.journal.get("report")
+        stored = self.journal.values["report"]
         self.report = RunReport.from_dict(stored) if stored else RunReport(
             status="running", source=str(config.source), source_kind="",
             target=str(config.target), target_format=config.target_format,
@@ -114,11 +114,11 @@ class _Run(Driver):
                 raise UsageError(f"{run_dir}: this run is rolled-back; pass restart to "
                                  "migrate again, or choose another run_dir", "restart",
                                  "run_dir")
-            elif journal.get("config") != identity:
+            elif journal.config != identity:
                 raise RunChanged(run_dir, "the configuration changed ("
-                                 + changes(journal.get("config"), identity) + ")")
-            elif journal.get("source_identity") != source and not (
-                config.in_place and journal.get("phase") != "exporting"
+                                 + changes(journal.config, identity) + ")")
+            elif journal.values["source_identity"] != source and not (
+                config.in_place and journal.values["phase"] != "exporting"
             ):  # an in-place store changes once converting; its snapshot is the truth then
                 raise RunChanged(run_dir, f"the source {config.source} changed")
             else:
@@ -128,21 +128,22 @@ class _Run(Driver):
             self._refuse_foreign((LOCK,))
         if not config.source.exists():
             raise SourceError(config.source, "no such file or directory")
-        extra: dict[str, Any] = {"mode": "copy"}
+        extra: JournalValues = {"mode": "copy"}
         if config.in_place:
             extra = in_place_meta(config)
         elif config.target.exists():
             raise TargetExists(config.target)
         journal = Journal.open(run_dir, create=True)
-        journal.set_state("planned", "run created", config=identity, source_identity=source,
-                          target=str(config.target.resolve()),
-                          staging=str(self.staging.resolve()), tool=__version__,
-                          created_at=time.time(), phase="exporting", **extra)
+        created: JournalValues = {
+            "config": identity, "source_identity": source, "target": str(config.target.resolve()),
+            "staging": str(self.staging.resolve()), "tool": __version__,
+            "created_at": time.time(), "phase": "exporting", **extra}
+        journal.set_state("planned", "run created", **created)
         return journal
 
     def go(self, started: float) -> RunReport:
         """Run the remaining phases; every phase leaves the journal where the next one starts."""
-        phase = self.journal.get("phase", "exporting")
+        phase = self.journal.values["phase"] or "exporting"
         if self.journal.state == "done":
             self.progress.message(f"{self.run_dir}: already done, nothing to resume")
             return self.report
@@ -152,7 +153,7 @@ class _Run(Driver):
                 self.pool.start()  # a cluster that cannot start fails the run before the export
                 if phase == "exporting":
                     self._export_partitioned()
-                if self.journal.get("phase") == "converting":
+                if self.journal.values["phase"] == "converting":
                     self._convert()
                 self._verify()
         except (Interrupted, KeyboardInterrupt):
@@ -204,7 +205,8 @@ class _Run(Driver):
 
     def _convert(self) -> None:
         journal = self.journal
-        snapshot = journal.get("snapshot")
+        snapshot = journal.values["snapshot"]
+        assert snapshot is not None, "the export records the snapshot before converting"
         records = journal.batches()
         groups = snapshot["groups"]
         mark = time.perf_counter()
@@ -223,7 +225,7 @@ class _Run(Driver):
 
     def _writer(self) -> StagedWriter:
         journal, config = self.journal, self.config
-        base = journal.get("pre_migration_version")
+        base = journal.values["pre_migration_version"]
         if base is None:
             if self.staging.exists() is False and journal.batches():
                 raise SourceError(self.staging, "the partly written target is missing; roll "

@@ -39,6 +39,7 @@ from typing import TypeVar
 import numpy as np
 
 from dualmem_bulk.rundir.journal import Journal
+from dualmem_bulk.rundir.keys import change_number
 from dualmem_bulk.stores.dual import DualStore
 from dualmem_bulk.stores.memory_store import Memory, MemoryStore
 from dualmem_bulk.stores.pending import (
@@ -118,8 +119,8 @@ class CompatibilityAdapter:
         seen = self._journal.data_version()
         if seen != self._seen:
             self._seen = seen
-            self._serving = self._journal.get("serving", "legacy")
-            target = self._journal.get("target")
+            self._serving = self._journal.values["serving"]
+            target = self._journal.values["target"]
             if target is None:
                 self._dual = None
             elif self._dual is None or self._dual.path != Path(target):
@@ -158,7 +159,7 @@ class CompatibilityAdapter:
     def _applied(self, mode: str) -> int:
         """The last feed entry the Lance store holds (read before the pending writes)."""
         assert self._journal is not None
-        return int(self._journal.get(APPLIED[mode], 0))
+        return change_number(self._journal.values[APPLIED[mode]])
 
     def _write(self, legacy: Callable[[MemoryStore], T], pending: Callable[[PendingStore], T]) -> T:
         """Write to the legacy store, or after ``finalize`` to the pending store; then let an

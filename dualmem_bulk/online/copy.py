@@ -45,13 +45,11 @@ from dualmem_bulk.schema import DUAL_SCHEMA
 from dualmem_bulk.stores.memory_store import read_range
 from dualmem_bulk.stores.staging import Written, staged_writer
 
-__all__ = ["MAX_ROWS", "MIN_ROWS", "RANGE_KEY", "RangeDone", "RangeTask", "copy_range",
+__all__ = ["MAX_ROWS", "MIN_ROWS", "RangeDone", "RangeTask", "copy_range",
            "next_size"]
 
 MIN_ROWS, MAX_ROWS = 100, 50_000
 """Bounds of an adaptive copy page or range (rows; rowids for a range)."""
-RANGE_KEY = "online_range.{:06d}"
-"""Journal key of each recorded range."""
 _READ_ROWS = 4_096
 """Rows a task reads, hashes and converts at a time."""
 

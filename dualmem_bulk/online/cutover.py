@@ -40,11 +40,11 @@ def request_cutover(run_dir: Path) -> CutoverReport:
     the request is durable, so a migrator resumed later sees it too."""
     journal = Journal.open(run_dir)
     try:
-        if journal.get("mode") != "online":
+        if journal.mode != "online":
             raise UsageError(f"{run_dir}: not an online run")
         if journal.state == "done":
             return CutoverReport("done", str(run_dir))
         journal.set(cutover_requested=True)
-        return CutoverReport("requested", str(run_dir), journal.get("phase"))
+        return CutoverReport("requested", str(run_dir), journal.values["phase"])
     finally:
         journal.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from dualmem_bulk._fs import remove, write_json
 from dualmem_bulk._signals import StopRequest
@@ -19,6 +19,7 @@ from dualmem_bulk.online.config import OnlineConfig, OnlineReport
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.rundir.files import LOCK, PAUSE, REPORT
 from dualmem_bulk.rundir.journal import Journal
+from dualmem_bulk.rundir.keys import JournalValues, RangeRecord
 from dualmem_bulk.stores.dual import DualStore, writer_lock
 
 __all__ = ["OnlineDriver"]
@@ -33,26 +34,26 @@ class OnlineDriver(Driver, ABC):
         self.config = config
         self.dual = DualStore(config.target)
         self.journal = self._open_journal()
-        self.report = OnlineReport(**self.journal.get("report"))
+        self.report = OnlineReport(**self.journal.values["report"])
         self.report.nodes_copied_this_invocation = 0
 
     def _open_journal(self) -> Journal:
         config, run_dir = self.config, self.run_dir
         if Journal.exists(run_dir):
             journal = Journal.open(run_dir)
-            if journal.get("mode") != "online":
+            if journal.mode != "online":
                 raise UsageError(f"{run_dir}: holds an offline run; choose another run_dir",
                                  "run_dir")
             if journal.state in ("rolling-back", "rolled-back", "finalized"):
                 raise UsageError(f"{run_dir}: this run is {journal.state}; choose another "
                                  "run_dir (or remove it) to migrate again", "run_dir")
-            if journal.get("config") != config.identity():
+            if journal.config != config.identity():
                 raise RunChanged(run_dir, "the store or target changed")
-            report = journal.get("report")
-            report["resumed"] += journal.state != "done"
-            journal.set(report=report)
+            stored = journal.values["report"]
+            stored["resumed"] += journal.state != "done"
+            journal.set(report=stored)
             self.progress.message(f"resuming the online run in {run_dir} "
-                                  f"({journal.get('phase')})")
+                                  f"({journal.values['phase']})")
             return journal
         self._refuse_foreign((LOCK, PAUSE))
         if config.target.exists():
@@ -77,9 +78,12 @@ class OnlineDriver(Driver, ABC):
         """Close the journal."""
         self.journal.close()
 
-    def _save(self, **values: Any) -> None:
+    def _save(self, *, copied_range: RangeRecord | None = None,
+              **values: Unpack[JournalValues]) -> None:
         """Record progress (durably, before it is reported), and when (``status``)."""
-        self.journal.set(report=self.report.as_dict(), checkpoint_at=time.time(), **values)
+        progress: JournalValues = {"report": self.report.as_dict(), "checkpoint_at": time.time(),
+                                   **values}
+        self.journal.set(copied_range=copied_range, **progress)
 
     def _between_batches(self, where: str) -> None:
         """Honour a stop request and the pause file."""
@@ -102,7 +106,7 @@ class OnlineDriver(Driver, ABC):
             write_json(self.run_dir / REPORT, self.report.as_dict())
             return self.report
         try:
-            if self.journal.get("phase") == "copying":
+            if self.journal.values["phase"] == "copying":
                 self._copy()
             self._catch_up()
             self._cutover()
@@ -118,7 +122,7 @@ class OnlineDriver(Driver, ABC):
 
     def _restore(self) -> None:
         """Undo a Lance commit the journal did not record (the migrator died in between)."""
-        version = self.journal.get("online_version")
+        version = self.journal.values["online_version"]
         with writer_lock(self.run_dir):
             if version is None:
                 remove(self.config.target)  # created by this run: it was absent at the start
@@ -130,9 +134,9 @@ class OnlineDriver(Driver, ABC):
         ``--postpone-cutover`` it waits for the request, polling while there is nothing to do."""
         if pending > self.config.cutover_lag:
             return False
-        if not self.config.postpone_cutover or self.journal.get("cutover_requested"):
+        if not self.config.postpone_cutover or self.journal.values["cutover_requested"]:
             return True
-        if self.journal.get("phase") != "awaiting-cutover":
+        if self.journal.values["phase"] != "awaiting-cutover":
             self.report.phase = "awaiting-cutover"
             self._save(phase="awaiting-cutover")
             self.progress.message(f"caught up; waiting for `dualmem-bulk cutover {self.run_dir}`")

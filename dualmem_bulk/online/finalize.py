@@ -16,6 +16,7 @@ from pathlib import Path
 from dualmem_bulk._fs import fsync_path, remove
 from dualmem_bulk.errors import UsageError
 from dualmem_bulk.rundir.journal import Journal
+from dualmem_bulk.rundir.keys import JournalValues, change_number
 from dualmem_bulk.stores.dual import ROUND, DualStore, apply_changes, writer_lock
 from dualmem_bulk.stores.memory_store import MemoryStore
 
@@ -30,8 +31,8 @@ def end_dual_writing(run_dir: Path, journal: Journal, *, remove_legacy: bool) ->
     """For a finalized online run of a MemoryStore: switch the service to the Lance store
     alone, trim the change log, remove the legacy store if asked. (The legacy store's path if
     it is kept, else ``None``; the paths removed.)"""
-    config = journal.get("config") or {}
-    if journal.get("mode") != "online" or journal.get("serving") == "legacy":
+    config = journal.config
+    if journal.mode != "online" or journal.values["serving"] == "legacy":
         if remove_legacy:
             raise UsageError(f"{run_dir}: remove_legacy applies to an online run that cut "
                              "over only", "remove_legacy")
@@ -45,9 +46,9 @@ def end_dual_writing(run_dir: Path, journal: Journal, *, remove_legacy: bool) ->
     if store.is_file():
         legacy = MemoryStore(store, create=False)
         try:
-            if journal.get("serving") == "dual":
+            if journal.values["serving"] == "dual":
                 _switch(run_dir, journal, legacy)
-            legacy.trim_changes(int(journal.get("online_applied")))
+            legacy.trim_changes(change_number(journal.values["online_applied"]))
         finally:
             legacy.close()
     if not remove_legacy:
@@ -67,10 +68,12 @@ def _switch(run_dir: Path, journal: Journal, legacy: MemoryStore) -> None:
     legacy writes held: a write waiting for the lock then finds the run finalized and goes to
     the pending store instead."""
     with legacy.write_lock(), writer_lock(run_dir):
-        dual = DualStore(Path(journal.get("target")))
+        dual = DualStore(journal.target)
         position = legacy.change_position()
-        while (after := int(journal.get("online_applied"))) < position:
+        while (after := change_number(journal.values["online_applied"])) < position:
             applied = apply_changes(legacy, dual, after, limit=ROUND, upto=position)
-            journal.set(online_applied=applied.position, **(
-                {"online_version": applied.version} if applied.version is not None else {}))
+            values: JournalValues = {"online_applied": applied.position}
+            if applied.version is not None:
+                values["online_version"] = applied.version
+            journal.set(**values)
         journal.set(serving="lance", pending_applied=0)

@@ -18,9 +18,10 @@ from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.engines import open_pool
 from dualmem_bulk.errors import Interrupted, VerificationFailed
 from dualmem_bulk.online.config import OnlineConfig
-from dualmem_bulk.online.copy import RANGE_KEY, RangeTask, copy_range, next_size
+from dualmem_bulk.online.copy import RangeTask, copy_range, next_size
 from dualmem_bulk.online.driver import OnlineDriver
 from dualmem_bulk.progress import Progress
+from dualmem_bulk.rundir.keys import JournalValues, RangeRecord, change_number
 from dualmem_bulk.schema import DUAL_SCHEMA
 from dualmem_bulk.stores.dual import ROUND, Applied, apply_changes, minus, writer_lock
 from dualmem_bulk.stores.memory_store import MemoryStore
@@ -83,13 +84,15 @@ class OnlineMemoryStore(OnlineDriver):
     def _apply(self, *, upto: int | None = None, track: bool = False) -> Applied:
         """Apply one round of changes and journal the position; the caller holds the writer
         lock and a read (or write) transaction on the store."""
-        after = self.journal.get("online_applied")
+        after = change_number(self.journal.values["online_applied"])
         applied = apply_changes(self.store, self.dual, after, limit=ROUND, upto=upto,
                                 track=track)
         if applied.position != after:
             self._counted(applied)
-            self._save(online_applied=applied.position, **(
-                {"online_version": applied.version} if applied.version is not None else {}))
+            values: JournalValues = {"online_applied": applied.position}
+            if applied.version is not None:
+                values["online_version"] = applied.version
+            self._save(**values)
         return applied
 
     def _counted(self, applied: Applied) -> None:
@@ -104,7 +107,7 @@ class OnlineMemoryStore(OnlineDriver):
             return self._apply(track=track)
 
     def _lag(self) -> int:
-        return self.store.change_position() - int(self.journal.get("online_applied"))
+        return self.store.change_position() - change_number(self.journal.values["online_applied"])
 
     def _catch_up(self) -> None:
         """Apply the change log until the lag is at most ``cutover_lag`` (and, with
@@ -164,7 +167,7 @@ class OnlineMemoryStore(OnlineDriver):
             if same:
                 self.report.phase, self.report.status = "cut-over", "done"
                 self.journal.set_state(
-                    "done", f"cut over at change {self.journal.get('online_applied')}, pause "
+                    "done", f"cut over at change {self.journal.values['online_applied']}, pause "
                             f"{self.report.pause_ms} ms", phase="cut-over", serving="dual",
                     cutover_at=time.time(), report=self.report.as_dict())
         if not same:
@@ -197,7 +200,7 @@ class _RangeCopy:
         if copied["plan"] is None:
             return
         first, last = copied.get("next", copied["plan"][0]), copied["plan"][1]
-        unit, pin = copied["ranges"], run.journal.get("online_pin")
+        unit, pin = copied["ranges"], change_number(run.journal.values["online_pin"])
         store, target = run.config.store.resolve(), run.config.target.resolve()
         while first <= last:
             mark = time.perf_counter()
@@ -209,7 +212,7 @@ class _RangeCopy:
 
     def copy(self) -> None:
         run = self.run
-        copied = run.journal.get("online_copied")
+        copied = run.journal.values["online_copied"]
         if "plan" not in copied:  # planned after the pin; a copy in pages of ids starts over
             copied = {"plan": run.store.rowid_bounds(), "ranges": 0, "rows": 0,
                       "digest": TableDigest().hex}
@@ -219,7 +222,7 @@ class _RangeCopy:
         total = run.store.count()
         run.progress.phase("copy", total)
         run.progress.advance(copied["rows"])
-        version = run.journal.get("online_version")
+        version = run.journal.values["online_version"]
         writer = staged_writer("lance", run.config.target, DUAL_SCHEMA)
         began = last = self.clock()
         copy_s = run.report.copy_s
@@ -242,12 +245,13 @@ class _RangeCopy:
                     run.report.nodes_copied = copied["rows"]
                     run.report.nodes_copied_this_invocation += done.rows
                     run.report.copy_s = round(copy_s + last - began, 3)
-                    record = {"unit": task.unit, "first": task.first, "last": task.last,
-                              "rows": done.rows, "digest": done.digest, "version": version,
-                              "seconds": done.seconds, "invocation": run.report.resumed,
-                              "committed_at": time.time()}
+                    record: RangeRecord = {
+                        "unit": task.unit, "first": task.first, "last": task.last,
+                        "rows": done.rows, "digest": done.digest, "version": version,
+                        "seconds": done.seconds, "invocation": run.report.resumed,
+                        "committed_at": time.time()}
                     run._save(online_copied=copied, online_version=version, target_created=True,
-                              **{RANGE_KEY.format(task.unit): record})  # durable, then reported
+                              copied_range=record)  # durable, then reported
                     run.progress.advance(done.rows)
                     if task.last < copied["plan"][1] and done.seconds > 0:  # not the last
                         self.size = next_size(task.last - task.first + 1, done.seconds,

@@ -28,6 +28,7 @@ from dualmem_bulk._fs import fault_point
 from dualmem_bulk.errors import VerificationFailed
 from dualmem_bulk.online.copy import next_size
 from dualmem_bulk.online.driver import OnlineDriver
+from dualmem_bulk.rundir.keys import wal_position
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.sources.engram_wal import read_engram_wal
 from dualmem_bulk.sources.engram_wal_feed import Position, WalFeed, legacy_columns
@@ -49,13 +50,13 @@ class OnlineWal(OnlineDriver):
 
     def _copy(self) -> None:
         self._restore()
-        pin: Position = self.journal.get("online_pin")
-        copied = self.journal.get("online_copied")
+        pin = wal_position(self.journal.values["online_pin"])
+        copied = self.journal.values["online_copied"]
         done = copied.get("batches", 0)
         source = read_engram_wal(self.config.store, self.config.batch_size, upto=pin)
         self.progress.phase("copy", source.memories)
         self.progress.advance(copied["rows"])
-        version = self.journal.get("online_version")
+        version = self.journal.values["online_version"]
         for number, part in enumerate(source):
             if number < done:
                 continue
@@ -93,7 +94,7 @@ class OnlineWal(OnlineDriver):
     def _feed(self) -> WalFeed:
         """A feed at the applied position (every record up to it read again)."""
         feed = WalFeed(self.config.store)
-        feed.advance(upto=self.journal.get("online_applied"))
+        feed.advance(upto=wal_position(self.journal.values["online_applied"]))
         return feed
 
     def _wal_round(self, feed: WalFeed) -> int:
@@ -135,7 +136,7 @@ class OnlineWal(OnlineDriver):
         """Prove the dual store equal to the WAL's replay at the applied position; record it."""
         self.progress.phase("verify", None)
         with writer_lock(self.run_dir):
-            position = self.journal.get("online_applied")
+            position = wal_position(self.journal.values["online_applied"])
             pinned = compare_wal(self.config.store, self.dual, position, self.progress)
             self.report.verified = pinned.same
             self.report.rows, self.report.digest = pinned.stored.rows, pinned.stored.hex

@@ -42,21 +42,22 @@ def record_finalized(run_dir: Path, journal: Journal) -> FinalizeReport:
     refuse_unfinished(run_dir, state)
     if state == "done":
         journal.set_state("finalized", "the new store is kept", finalized_at=time.time())
+    at = journal.values["finalized_at"]
     return FinalizeReport(status="finalized", run_dir=str(run_dir), mode=journal.mode,
-                          target=str(journal.get("target")),
-                          finalized_at=iso(journal.get("finalized_at")),
-                          removed=list((journal.get("finalize") or {}).get("removed", [])))
+                          target=str(journal.values["target"]),
+                          finalized_at=iso(time.time() if at is None else at),
+                          removed=list(journal.values["finalize"].get("removed", [])))
 
 
 def drop_backup(journal: Journal, report: FinalizeReport) -> None:
     """Remove what only a rollback of an in-place run needed: the backup directory, the tag."""
     store = Path(journal.config.get("source", ""))
-    backup = journal.get("legacy_backup")
+    backup = journal.values["legacy_backup"]
     if backup and Path(backup).exists():
         remove(Path(backup))
         fsync_path(Path(backup).parent)
         report.removed.append(backup)
-    tag = journal.get("pre_migration_tag")
+    tag = journal.values["pre_migration_tag"]
     if tag and (store / "_versions").is_dir():
         ds = lance.dataset(str(store))
         if tag in ds.tags.list():

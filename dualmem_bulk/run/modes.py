@@ -54,7 +54,7 @@ def verify_run(run_dir: Path, progress: Progress = NULL_PROGRESS,
     try:
         if journal.mode == "online":
             return verify_online(run_dir, journal, progress, time.perf_counter())
-        snapshot = journal.get("snapshot")
+        snapshot = journal.values["snapshot"]
     finally:
         journal.close()
     if pool is not None:
@@ -147,7 +147,7 @@ def finalize_plan(run_dir: Path, drop_snapshot: bool = False,
         removes = ["the in-place legacy backup"] if mode == "in-place" else []
         removes += [f"the snapshot {run_dir / SNAPSHOT}"] if dropped else []
         removes += legacy
-        return (f"keep {journal.get('target')} for good (rollback will be refused)"
+        return (f"keep {journal.values['target']} for good (rollback will be refused)"
                 + (f" and remove {' and '.join(removes)}" if removes else ""))
     finally:
         journal.close()

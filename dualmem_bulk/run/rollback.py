@@ -68,15 +68,15 @@ class Rollback(ABC):
         self.source = Path(config.get("source", ""))
         self.spaces = tuple(config.get("spaces") or ())
         self.batch_size = int(config.get("batch_size") or DEFAULT_BATCH_SIZE)
-        self.target = Path(journal.get("target") or "")
-        staging = journal.get("staging")
+        self.target = Path(journal.values["target"] or "")
+        staging = journal.values["staging"]
         self.staging = Path(staging) if staging else None
-        self.snapshot: dict[str, Any] | None = journal.get("snapshot")
+        self.snapshot: dict[str, Any] | None = journal.values["snapshot"]
         self.report = RollbackReport(
             status="rolling-back", run_dir=str(run_dir), mode=journal.mode,
-            state_before=journal.get("rollback_from", journal.state), source=str(self.source),
-            target=str(self.target), store_format=journal.get("store_format"),
-            steps=list(journal.get("rollback_steps", [])))
+            state_before=journal.values["rollback_from"] or journal.state, source=str(self.source),
+            target=str(self.target), store_format=journal.values["store_format"],
+            steps=list(journal.values["rollback_steps"]))
         if self.snapshot is not None:
             self.report.snapshot_rows = self.snapshot["rows"]
             self.report.snapshot_digest = self.snapshot["digest"]
@@ -120,7 +120,7 @@ class Rollback(ABC):
         journal = self.journal
         refuse_finalized(self.run_dir, journal)
         if journal.state == "rolled-back":
-            stored: dict[str, Any] = journal.get("rollback")
+            stored: dict[str, Any] = journal.values["rollback"]
             write_json(self.run_dir / ROLLBACK_REPORT, stored)
             self.progress.message(f"{self.run_dir}: already rolled back, nothing to do")
             return RollbackReport(**stored)
@@ -155,7 +155,7 @@ class Rollback(ABC):
     def _target_is_ours(self) -> bool:
         """Whether the copy target is this run's: recorded, or renamed into place just before
         a crash that kept the journal from saying so (complete units, no staging left)."""
-        if self.journal.get("target_created"):
+        if self.journal.values["target_created"]:
             return True
         records = self.journal.batches()
         return bool(self.snapshot is not None and records and self.target.exists()

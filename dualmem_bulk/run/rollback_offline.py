@@ -40,11 +40,11 @@ class CopyRollback(Rollback):
 
     @staticmethod
     def plan(journal: Journal) -> str:
-        return (f"remove {journal.get('target')} and its staging store (as far as this run "
+        return (f"remove {journal.values['target']} and its staging store (as far as this run "
                 f"created them) and check that {journal.config.get('source')} is unchanged")
 
     def undo(self) -> None:
-        if self.journal.get("rollback_target_ours"):
+        if self.journal.values["rollback_target_ours"]:
             self._remove(self.target)
         elif self.target.exists():
             self.report.notes.append(f"{self.target} was not created by this run; left alone")
@@ -53,7 +53,7 @@ class CopyRollback(Rollback):
             raise self._fail(f"{self.source}: the source is gone; the run only read it, so "
                              "something else removed it. Its rows as exported are in "
                              f"{self.run_dir / SNAPSHOT}")
-        same_files = source_identity(self.source) == self.journal.get("source_identity")
+        same_files = source_identity(self.source) == self.journal.values["source_identity"]
         if self.snapshot is None:
             self.report.source_untouched = same_files
             if not same_files:
@@ -76,13 +76,13 @@ class InPlaceRollback(Rollback):
 
     @staticmethod
     def plan(journal: Journal) -> str:
-        return (f"restore the {journal.get('store_format')} store {journal.config.get('source')}"
+        return (f"restore the {journal.values['store_format']} store {journal.config.get('source')}"
                 " to its state before the run, and remove what the run wrote")
 
     def undo(self) -> None:
         store = self.source
         if self.snapshot is None:  # the store is replaced only after the export
-            if self.journal.get("swapped"):
+            if self.journal.values["swapped"]:
                 raise self._fail(f"{store}: the journal says the store was replaced, but the run "
                                  "has no snapshot to restore it from")
             self.report.source_untouched = True
@@ -96,7 +96,7 @@ class InPlaceRollback(Rollback):
         self._prove(store, "restored store")
         self.report.source_untouched = True
         if self.report.restored_from == "the snapshot":
-            lost = int((self.journal.get("report") or {}).get("quarantined") or 0)
+            lost = int(self.journal.values["report"].get("quarantined") or 0)
             if lost:
                 self.report.notes.append(
                     f"{lost} quarantined row(s) are not in the snapshot and were not restored; "
@@ -107,7 +107,7 @@ class InPlaceRollback(Rollback):
     def _restore_parquet(self, store: Path) -> None:
         """Put the backup directory back (or a rebuild from the snapshot): the dual store is
         moved aside first, so the store path holds either store whole, or briefly none."""
-        backup = Path(self.journal.get("legacy_backup") or legacy_backup(store))
+        backup = Path(self.journal.values["legacy_backup"] or legacy_backup(store))
         rebuilt = beside(store, "restore")
         if _store_is_dual(store):
             self._remove(store)
@@ -133,7 +133,7 @@ class InPlaceRollback(Rollback):
         if store.exists() and not _store_is_dual(store):
             self.report.notes.append(f"{store} already holds the legacy store")
             return
-        version = self.journal.get("pre_migration_version")
+        version = self.journal.values["pre_migration_version"]
         ds = lance.dataset(str(store)) if store.exists() else None
         if ds is not None and version in {int(v["version"]) for v in ds.versions()}:
             ds.checkout_version(version).restore()  # type: ignore[no-untyped-call]
@@ -153,12 +153,12 @@ class InPlaceRollback(Rollback):
         """The pre-migration tag is not needed once the store is back (its data is the latest
         version again); dropping it lets Lance's cleanup reclaim the dual versions. The data
         files the run wrote but never published (no version has them) are removed."""
-        before = self.journal.get("store_files")
+        before = self.journal.values["store_files"]
         if before is not None and (store / "_versions").is_dir():
-            published = self.journal.batches() if self.journal.get("published_version") else None
+            published = self.journal.batches() if self.journal.values["published_version"] else None
             if strays := remove_strays(store, before, published):
                 self._step(f"removed {strays} data file(s) the run wrote but never published")
-        tag = self.journal.get("pre_migration_tag")
+        tag = self.journal.values["pre_migration_tag"]
         if tag and (store / "_versions").is_dir():
             ds = lance.dataset(str(store))
             if tag in ds.tags.list():

@@ -18,10 +18,10 @@ class OnlineRollback(Rollback):
     @staticmethod
     def plan(journal: Journal) -> str:
         return (f"serve the legacy store {journal.config.get('source')} again (it has every "
-                f"write) and remove {journal.get('target')}")
+                f"write) and remove {journal.values['target']}")
 
     def undo(self) -> None:
-        if self.journal.get("serving") == "dual":
+        if self.journal.values["serving"] == "dual":
             proof = prove_legacy(self.run_dir, self.source, self.target)
             if not proof.same:
                 raise self._fail(proof.describe(self.source, self.target) + "; the service "
@@ -29,5 +29,5 @@ class OnlineRollback(Rollback):
             self.report.proven_rows, self.report.proven_digest = (proof.source.rows,
                                                                   proof.source.hex)
             self._step("the legacy store holds what the dual store held; serving it again")
-        if self.journal.get("rollback_target_ours"):
+        if self.journal.values["rollback_target_ours"]:
             self._remove(self.target)

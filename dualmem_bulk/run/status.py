@@ -30,7 +30,7 @@ def status_of(run_dir: Path, journal: Journal, progress: Figures, extra: Figures
     """State, progress (the mode's :func:`offline_progress` or :func:`online_progress`), last
     checkpoint, lock holder, whether rollback is possible, then the mode's ``extra`` keys."""
     state = journal.state
-    snapshot = journal.get("snapshot") or {}
+    snapshot = journal.values["snapshot"] or {}
     records = journal.batches()
     events = journal.events()
     holder = lock_holder(run_dir)
@@ -38,11 +38,11 @@ def status_of(run_dir: Path, journal: Journal, progress: Figures, extra: Figures
         "run_dir": str(run_dir),
         "mode": journal.mode,
         "state": state,
-        "phase": journal.get("phase"),
+        "phase": journal.values["phase"],
         "running": holder is not None,
         "lock_holder": holder,
         "source": journal.config.get("source"),
-        "target": journal.get("target"),
+        "target": journal.values["target"],
         **progress,
         "units_committed": len(records),
         "batches_done": records[-1].end_group if records else 0,
@@ -73,10 +73,10 @@ def offline_progress(journal: Journal) -> Figures:
     since this invocation's phase began over the wall time to the last checkpoint (partitions
     run side by side, so their own seconds overlap)."""
     records, events = journal.batches(), journal.events()
-    snapshot_rows = (journal.get("snapshot") or {}).get("rows")
+    snapshot_rows = (journal.values["snapshot"] or {}).get("rows")
     if snapshot_rows is None:
         counts = [int(stats["nodes_in"]) for stats in journal.exported()]
-        total = journal.get("source_rows")
+        total = journal.values["source_rows"]
     else:
         counts, total = [r.rows for r in records], snapshot_rows
     if not records:
@@ -95,11 +95,11 @@ def online_progress(journal: Journal) -> Figures:
     """An online run checkpoints its copy in the journal; the copy's total is the live store's
     row count while copying (an Engram data root's is only known to the migrator), and the
     copied rows once the copy is done."""
-    report = journal.get("report") or {}
-    copied = int((journal.get("online_copied") or {}).get("rows") or 0)
-    copying = journal.get("phase") == "copying"
+    report = journal.values["report"]
+    copied = int(journal.values["online_copied"].get("rows") or 0)
+    copying = journal.values["phase"] == "copying"
     total = _live_rows(journal) if copying else copied
-    last = journal.get("checkpoint_at") if copied or not copying else None
+    last = journal.values["checkpoint_at"] if copied or not copying else None
     seconds = float(report.get("copy_s") or 0.0)
     rate = copied / seconds if copied and seconds > 0 else (0.0 if copied == 0 else None)
     return _figures(copied, total, rate, last)
@@ -121,8 +121,8 @@ def _live_rows(journal: Journal) -> int | None:
 
 def online_extra(journal: Journal) -> Figures:
     """What only an online run has: which store serves, the changes applied, the pause."""
-    report = journal.get("report") or {}
-    return {"serving": journal.get("serving", "legacy"),
+    report = journal.values["report"]
+    return {"serving": journal.values["serving"],
             "changes_applied": report.get("changes_applied"),
             "cutover_pause_ms": report.get("pause_ms")}
 

@@ -15,6 +15,7 @@ States::
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import fcntl
 import json
@@ -22,10 +23,10 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Unpack, cast
 
 from dualmem_bulk._signals import StopRequest, stop_on_signals
 from dualmem_bulk._sqlite import write_tx
@@ -33,16 +34,12 @@ from dualmem_bulk.checksum import TableDigest
 from dualmem_bulk.errors import InputError, RunLocked, SourceError, TargetExists, UsageError
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.rundir.files import JOURNAL, LOCK
+from dualmem_bulk.rundir.keys import DEFAULTS, RANGE_KEY, JournalValues, Mode, RangeRecord, State
 
-__all__ = ["JOURNAL", "BatchRecord", "Journal", "Mode", "RunLock", "State", "lock_holder",
-           "migrating"]
+__all__ = ["JOURNAL", "BatchRecord", "Journal", "JournalValues", "Mode", "RunLock", "State",
+           "lock_holder", "migrating"]
 
-State = Literal[
-    "planned", "exporting", "converting", "verifying", "done", "failed",
-    "rolling-back", "rolled-back", "finalized",
-]
-Mode = Literal["copy", "in-place", "online"]
-"""How a run converts: into a new store, the legacy store in place, or a live store online."""
+_DEFAULTS: Mapping[str, object] = DEFAULTS
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -123,16 +120,20 @@ class Journal:
     def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         return write_tx(self._conn)
 
-    def get(self, key: str, default: Any = None) -> Any:
-        """A JSON value stored under ``key``."""
-        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
+    @property
+    def values(self) -> JournalValues:
+        """The ``meta`` table, read a key at a time: ``journal.values["phase"]`` is the stored
+        value, or the key's default (:data:`~dualmem_bulk.rundir.keys.DEFAULTS`) before it is
+        written. Typed as :class:`~dualmem_bulk.rundir.keys.JournalValues` so that mypy checks
+        each key and its type; only reading by key is supported (write with :meth:`set`)."""
+        return cast(JournalValues, _Meta(self._conn))
 
-    def set(self, **values: Any) -> None:
-        """Store JSON values, all in one durable transaction."""
+    def set(self, *, copied_range: RangeRecord | None = None,
+            **values: Unpack[JournalValues]) -> None:
+        """Store JSON values (and an online copy's committed range), in one durable
+        transaction."""
         with self._tx() as tx:
-            tx.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                           [(k, json.dumps(v, sort_keys=True)) for k, v in values.items()])
+            _write(tx, values, copied_range)
 
     def data_version(self) -> int:
         """A number that changes whenever another connection commits to the journal: a cheap
@@ -142,27 +143,31 @@ class Journal:
     @property
     def mode(self) -> Mode:
         """The run's mode (what :mod:`dualmem_bulk.run.modes` dispatches on)."""
-        mode: Mode = self.get("mode", "copy")
-        return mode
+        return self.values["mode"]
 
     @property
     def config(self) -> dict[str, Any]:
         """The run's configuration as recorded when it started (empty before)."""
-        config: dict[str, Any] = self.get("config") or {}
-        return config
+        return self.values["config"]
+
+    @property
+    def target(self) -> Path:
+        """The run's target, resolved when the run started."""
+        target = self.values["target"]
+        if target is None:
+            raise SourceError(self.path, "the journal records no target")
+        return Path(target)
 
     @property
     def state(self) -> State:
         """The run's state."""
-        state: State = self.get("state", "planned")
-        return state
+        return self.values["state"]
 
-    def set_state(self, state: State, detail: str = "", **values: Any) -> None:
+    def set_state(self, state: State, detail: str = "", /,
+                  **values: Unpack[JournalValues]) -> None:
         """Move to ``state`` (with extra values), logging an event, in one transaction."""
         with self._tx() as tx:
-            tx.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                           [(k, json.dumps(v, sort_keys=True))
-                            for k, v in {"state": state, **values}.items()])
+            _write(tx, {"state": state, **values}, None)
             tx.execute("INSERT INTO events (at, state, detail) VALUES (?, ?, ?)",
                        (time.time(), state, detail))
 
@@ -208,6 +213,36 @@ class Journal:
         """The state changes, oldest first."""
         rows = self._conn.execute("SELECT at, state, detail FROM events ORDER BY rowid")
         return [(float(a), str(s), str(d or "")) for a, s, d in rows.fetchall()]
+
+
+class _Meta:
+    """The ``meta`` table by key (what :attr:`Journal.values` returns)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __getitem__(self, key: str) -> Any:
+        _declared(key)
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else copy.deepcopy(_DEFAULTS[key])
+
+
+def _declared(key: str) -> None:
+    """Refuse a key :class:`~dualmem_bulk.rundir.keys.JournalValues` does not declare."""
+    if key not in _DEFAULTS:
+        raise KeyError(f"{key!r} is not a journal key (dualmem_bulk/rundir/keys.py)")
+
+
+def _write(tx: sqlite3.Connection, values: Mapping[str, object],
+           copied_range: RangeRecord | None) -> None:
+    """Store ``values`` (and ``copied_range`` under its own key) as sorted JSON in ``tx``."""
+    for key in values:
+        _declared(key)
+    rows = [(k, json.dumps(v, sort_keys=True)) for k, v in values.items()]
+    if copied_range is not None:
+        rows.append((RANGE_KEY.format(copied_range["unit"]),
+                     json.dumps(copied_range, sort_keys=True)))
+    tx.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", rows)
 
 
 def _alive(pid: int) -> bool:

@@ -35,7 +35,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 
 from dualmem_bulk._fs import fault_point
 from dualmem_bulk.rundir.journal import Journal
+from dualmem_bulk.rundir.keys import JournalValues, change_number
 from dualmem_bulk.stores.dual import (
     ROUND,
     ChangeFeed,
@@ -69,7 +70,8 @@ __all__ = [
 
 _ALL = 1 << 62
 
-APPLIED = {"dual": "online_applied", "lance": "pending_applied"}
+APPLIED: dict[str, Literal["online_applied", "pending_applied"]] = {
+    "dual": "online_applied", "lance": "pending_applied"}
 """Journal key of the last feed entry the Lance store holds, by the run's ``serving`` mode:
 ``dual`` (after the cut-over; the feed is the legacy store) or ``lance`` (after finalize; the
 feed is the pending store)."""
@@ -121,9 +123,9 @@ def apply_pending(run_dir: Path, feed: Feed, journal: Journal, dual: DualStore, 
     with writer_lock(run_dir, blocking=blocking) as held:
         if not held:
             return None
-        if journal.get("serving") != mode:  # rolled back or finalized meanwhile
+        if journal.values["serving"] != mode:  # rolled back or finalized meanwhile
             return 0
-        start = after = int(journal.get(APPLIED[mode], 0))
+        start = after = change_number(journal.values[APPLIED[mode]])
         upto = feed.change_position()
         while True:
             with feed.snapshot():
@@ -133,7 +135,9 @@ def apply_pending(run_dir: Path, feed: Feed, journal: Journal, dual: DualStore, 
                 return after - start
             fault_point("pending-applied")  # committed to Lance, not yet journalled
             after = applied.position
-            journal.set(**{APPLIED[mode]: after}, online_version=applied.version)
+            values: JournalValues = {"online_version": applied.version}
+            values[APPLIED[mode]] = after
+            journal.set(**values)
             if isinstance(feed, PendingStore):
                 feed.trim(after)
 
@@ -173,14 +177,14 @@ class Applier:
                       else PendingStore(self._run_dir))
         journal = Journal.open(self._run_dir)
         try:
-            dual = DualStore(Path(journal.get("target")))
+            dual = DualStore(journal.target)
             oldest: float | None = None
             while not self._stop.is_set():
                 self._wake.wait(self._policy.age_s / 2)
                 self._wake.clear()
-                if journal.get("serving") != self.mode:
+                if journal.values["serving"] != self.mode:
                     return
-                waiting = feed.change_position() - int(journal.get(APPLIED[self.mode], 0))
+                waiting = feed.change_position() - change_number(journal.values[APPLIED[self.mode]])
                 now = time.monotonic()
                 oldest = None if waiting <= 0 else (oldest or now)
                 if oldest is not None and (waiting >= self._policy.rows

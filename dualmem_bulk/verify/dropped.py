@@ -58,7 +58,7 @@ def verify_without_snapshot(run_dir: Path, progress: Progress, batch_size: int,
     """Check a run's target without its snapshot; see the module docstring."""
     journal = Journal.open(run_dir)
     try:
-        target_path, snapshot = str(journal.get("target")), journal.get("snapshot")
+        target_path, snapshot = str(journal.values["target"]), journal.values["snapshot"]
         committed = journal.committed()
     finally:
         journal.close()
@@ -73,6 +73,7 @@ def verify_without_snapshot(run_dir: Path, progress: Progress, batch_size: int,
         stored += verdict.stored
         recomputed += verdict.recomputed
         progress.advance(verdict.rows)
+    assert snapshot is not None, "verify_offline checked that the export finished"
     recorded = TableDigest.from_hex(int(snapshot["rows"]), str(snapshot["digest"]))
     if not problems and len({recorded, committed, stored, recomputed}) != 1:
         problems.append(("", "", f"table digests differ: recorded at export {recorded.hex} "

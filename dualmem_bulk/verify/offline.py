@@ -81,7 +81,7 @@ def verify_offline(run_dir: Path, progress: Progress = NULL_PROGRESS,
     started = time.perf_counter()
     journal = Journal.open(run_dir)
     try:
-        target_path, snapshot = journal.get("target"), journal.get("snapshot")
+        target_path, snapshot = journal.values["target"], journal.values["snapshot"]
     finally:
         journal.close()
     if snapshot is None:
@@ -90,6 +90,7 @@ def verify_offline(run_dir: Path, progress: Progress = NULL_PROGRESS,
         with contextlib.ExitStack() as stack:
             alone = pool or stack.enter_context(WorkerPool(0))
             return verify_without_snapshot(run_dir, progress, batch_size, alone, started)
+    assert target_path is not None, "a run records its target when it starts"
     target = TargetStore(Path(target_path))
     report = VerifyReport(ok=False, run_dir=str(run_dir), target=target_path,
                           recorded_digest=snapshot["digest"])

@@ -19,6 +19,7 @@ from dualmem_bulk.checksum import row_checksums
 from dualmem_bulk.errors import UsageError
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.rundir.journal import Journal
+from dualmem_bulk.rundir.keys import wal_position
 from dualmem_bulk.rundir.reports import VerifyReport
 from dualmem_bulk.sources.engram_wal import read_engram_wal
 from dualmem_bulk.sources.engram_wal_feed import Position, legacy_columns
@@ -37,13 +38,13 @@ def verify_online(run_dir: Path, journal: Journal, progress: Progress,
     """Compare an online run's dual store with its source at one position (see the module
     docstring): a live MemoryStore's under the run's writer lock, or an Engram data root's
     WAL replay."""
-    if journal.get("phase") == "copying":
+    if journal.values["phase"] == "copying":
         raise UsageError(f"{run_dir}: the online copy is still under way; verify once "
                          "`dualmem-bulk status` shows it catching up or cut over")
     config = journal.config
     if config.get("kind") == "engram-wal":
         return _verify_wal(run_dir, journal, progress, started)
-    if journal.get("serving") == "lance":
+    if journal.values["serving"] == "lance":
         raise UsageError(f"{run_dir}: the run is finalized and the new store alone takes the "
                          "writes: there is no legacy store to compare it with any more")
     store, target = Path(config["source"]), Path(config["target"])
@@ -90,11 +91,11 @@ def verify_wal_run(run_dir: Path, journal: Journal, progress: Progress = NULL_PR
     """Compare a WAL run's dual store with the WAL's replay at the applied position, under the
     writer lock (so a running migrator's commit and its journal entry are not split); if they
     differ, name the nodes that do (:func:`~dualmem_bulk.verify.rows.keyed_problems`)."""
-    config = journal.get("config")
+    config = journal.config
     root, target = Path(config["source"]), Path(config["target"])
     problems: list[Problem] = []
     with writer_lock(run_dir):
-        dual, position = DualStore(target), journal.get("online_applied")
+        dual, position = DualStore(target), wal_position(journal.values["online_applied"])
         pinned = compare_wal(root, dual, position, progress)
         if not pinned.same:
             problems = keyed_problems(_with_checksums(root, position), _node_batches(dual))

@@ -17,6 +17,7 @@ from typing import Generic, TypeVar
 from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_digest, row_checksums
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.rundir.journal import Journal
+from dualmem_bulk.rundir.keys import JournalValues, change_number
 from dualmem_bulk.sources.engram_wal import WalReport, read_engram_wal
 from dualmem_bulk.sources.engram_wal_feed import Position, legacy_columns
 from dualmem_bulk.stores.dual import ROUND, Applied, DualStore, apply_changes
@@ -97,10 +98,12 @@ def compare_at_pin(legacy: MemoryStore, dual: DualStore, journal: Journal,
     """
     with legacy.snapshot():
         position = legacy.change_position()
-        while (after := journal.get("online_applied")) < position:
+        while (after := change_number(journal.values["online_applied"])) < position:
             applied = apply_changes(legacy, dual, after, limit=ROUND, upto=position)
-            journal.set(online_applied=applied.position, **(
-                {"online_version": applied.version} if applied.version is not None else {}))
+            values: JournalValues = {"online_applied": applied.position}
+            if applied.version is not None:
+                values["online_version"] = applied.version
+            journal.set(**values)
             on_apply(applied)
         source, identity = TableDigest(), TableDigest()
         for batch in legacy.scan(_VERIFY_BATCH):
