@@ -35,7 +35,7 @@ from dualmem_bulk.generate import write_generated
 from dualmem_bulk.offline.export import scan_source
 from dualmem_bulk.offline.partition_task import PartitionTask, export_partition
 from dualmem_bulk.offline.run import OfflineConfig, run_offline
-from dualmem_bulk.report import RunReport
+from dualmem_bulk.rundir.run_report import RunReport
 from dualmem_bulk.sources.parquet import ParquetPart
 from dualmem_bulk.stores import TargetStore
 

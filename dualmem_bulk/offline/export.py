@@ -20,7 +20,7 @@ from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.errors import InvalidRows, SourceDamaged, TargetExists, UsageError
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.quarantine import reason_codes
-from dualmem_bulk.report import RunReport, finish
+from dualmem_bulk.rundir.run_report import RunReport, finish
 from dualmem_bulk.schema import QUARANTINE_SCHEMA, SNAPSHOT_SCHEMA
 from dualmem_bulk.schema.validate import SeenIds, validate_batch
 from dualmem_bulk.sources import Rejected

@@ -47,7 +47,6 @@ from dualmem_bulk.offline.export import CHUNK_ROWS, DEFAULT_BATCH_SIZE, open_che
 from dualmem_bulk.offline.partitioned import PartitionedExport
 from dualmem_bulk.offline.place import discard, in_place_meta, place
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
-from dualmem_bulk.report import RunReport, finish
 from dualmem_bulk.rundir.files import (
     LOCK,
     PRE_MIGRATION_TAG,
@@ -57,13 +56,14 @@ from dualmem_bulk.rundir.files import (
     staging_path,
 )
 from dualmem_bulk.rundir.journal import Journal
+from dualmem_bulk.rundir.run_report import RunReport, finish
 from dualmem_bulk.schema import DUAL_SCHEMA
 from dualmem_bulk.stores.snapshot import Snapshot
 from dualmem_bulk.stores.staging import StagedWriter, staged_writer
 from dualmem_bulk.verify.offline import verify_offline
 from dualmem_bulk.verify.pieces import PieceVerdict
 
-__all__ = ["DEFAULT_BATCH_SIZE", "OfflineConfig", "RunReport", "run_offline"]
+__all__ = ["DEFAULT_BATCH_SIZE", "OfflineConfig", "run_offline"]
 
 
 class _Run(Driver):
