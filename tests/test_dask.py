@@ -302,7 +302,7 @@ def test_ctrl_c_checkpoints_and_shuts_the_local_cluster_down(
             "--workers", "2", "--json"]
     mark = _marked_run(monkeypatch)
     proc = start([sys.executable, "-m", "dualmem_bulk", *args])
-    wait_for(proc, run_dir, lambda s: s["state"] == "exporting" and s["units_committed"] >= 2)
+    wait_for(proc, run_dir, lambda s: s.state == "exporting" and s.units_committed >= 2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 4, err

@@ -28,8 +28,8 @@ def inspect(
 
     spaces = tuple(space or ())
     info = call_with_progress(lambda progress: inspect_path(path, progress, spaces), as_json,
-                              quiet)
-    emit(info.as_dict(), as_json, readable(info.as_dict()))
+                              quiet).as_dict()
+    emit(info, as_json, readable(info))
 
 
 def index(

@@ -1,5 +1,6 @@
 """What an online migration is asked to do (its configuration), apart from the drivers that run
-it (:mod:`dualmem_bulk.online.run`); what it reports is :mod:`dualmem_bulk.rundir.run_report`'s."""
+it (:mod:`dualmem_bulk.online.run`) and what it reports
+(:class:`~dualmem_bulk.rundir.run_report.OnlineReport`)."""
 
 from __future__ import annotations
 
