@@ -41,9 +41,8 @@ from dualmem_bulk.offline.export import export_snapshot
 from dualmem_bulk.offline.run import run_offline
 from dualmem_bulk.online.compat import CompatibilityAdapter
 from dualmem_bulk.online.cutover import request_cutover
-from dualmem_bulk.online.run import OnlineConfig, OnlineReport, run_online
+from dualmem_bulk.online.run import OnlineConfig, run_online
 from dualmem_bulk.progress import Progress
-from dualmem_bulk.report import RunReport
 from dualmem_bulk.run.modes import (
     finalize_plan,
     finalize_run,
@@ -55,9 +54,12 @@ from dualmem_bulk.run.modes import (
 from dualmem_bulk.rundir.reports import (
     CutoverReport,
     FinalizeReport,
+    InspectReport,
     RollbackReport,
+    StatusReport,
     VerifyReport,
 )
+from dualmem_bulk.rundir.run_report import OnlineReport, RunReport
 from dualmem_bulk.stores.memory_store import EmbeddingProvenance, Memory, MemoryStore
 from dualmem_bulk.vector_index import IndexReport, build_index
 
@@ -69,6 +71,7 @@ __all__ = [
     "FinalizeReport",
     "IndexReport",
     "InputError",
+    "InspectReport",
     "Interrupted",
     "InvalidRows",
     "Memory",
@@ -84,6 +87,7 @@ __all__ = [
     "SchemaMismatch",
     "SourceDamaged",
     "SourceError",
+    "StatusReport",
     "TargetExists",
     "UsageError",
     "VerificationFailed",

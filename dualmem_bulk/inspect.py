@@ -1,4 +1,5 @@
-"""Say what a file or store is: legacy or dual, schema version, node counts by type, digest."""
+"""Say what a file or store is: legacy or dual, schema version, node counts by type, digest (an
+:class:`~dualmem_bulk.rundir.reports.InspectReport`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dualmem_bulk.errors import SourceError
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.run.modes import run_status
 from dualmem_bulk.rundir.journal import Journal
+from dualmem_bulk.rundir.reports import InspectReport
 from dualmem_bulk.schema import schema_identity
 from dualmem_bulk.sources.scan import scan_source
 from dualmem_bulk.stores import DEFAULT_BATCH_SIZE, TargetStore, detect_store
@@ -106,7 +108,7 @@ def _parts(path: Path, progress: Progress) -> dict[str, Any] | None:
 
 
 def inspect_path(path: Path, progress: Progress = NULL_PROGRESS,
-                 spaces: tuple[str, ...] = ()) -> dict[str, Any]:
+                 spaces: tuple[str, ...] = ()) -> InspectReport:
     """Describe ``path``: a run directory, a DualMemoryNode store, a snapshot or a legacy source.
 
     A legacy source is validated and checksummed (nothing written): ``digest`` is the digest a
@@ -115,15 +117,15 @@ def inspect_path(path: Path, progress: Progress = NULL_PROGRESS,
     if not path.exists():
         raise SourceError(path, "no such file or directory")
     if Journal.exists(path):
-        return {"path": str(path), "kind": "run directory", **run_status(path)}
+        return InspectReport(str(path), "run directory", status=run_status(path))
     if path.is_dir() and (described := _parts(path, progress)) is not None:
-        return described
+        return InspectReport.of(described)
     if detect_store(path) is not None and _is_dual(path):
-        return _dual_store(path, progress)
+        return InspectReport.of(_dual_store(path, progress))
     if path.is_file() and _magic(path) == b"PAR1":
         described = _parquet_file(path, progress)
         if described is not None:
-            return described
+            return InspectReport.of(described)
         if schema_identity(_open_parquet(path).schema_arrow) == ("engram.DualMemoryNode", "1"):
             raise SourceError(path, "a single part of a dual store; inspect its directory")
     scanned = scan_source(path, progress=progress, spaces=spaces)
@@ -146,7 +148,7 @@ def inspect_path(path: Path, progress: Progress = NULL_PROGRESS,
                           for name, space in wal["spaces"].items()}
         info["totals"] = wal["totals"]
         info["damage"] = [line for kind in wal["damage"].values() for line in kind]
-    return info
+    return InspectReport.of(info)
 
 
 def _open_parquet(path: Path) -> pq.ParquetFile:

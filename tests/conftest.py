@@ -81,7 +81,7 @@ def kill_after_units(args: list[str], run_dir: Path, units: int) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             assert proc.poll() is None, "the conversion ended before it could be killed"
-            if Journal.exists(run_dir) and run_status(run_dir)["units_committed"] >= units:
+            if Journal.exists(run_dir) and run_status(run_dir).units_committed >= units:
                 return
             time.sleep(0.01)
         raise AssertionError(f"{units} units not committed in time")

@@ -19,8 +19,8 @@ PUBLIC = [
     "request_cutover", "rollback_plan", "rollback_run", "run_offline", "run_online",
     "run_status", "verify_run",
     # their reports
-    "CutoverReport", "FinalizeReport", "IndexReport", "OnlineReport", "RollbackReport", "RunReport",
-    "VerifyReport",
+    "CutoverReport", "FinalizeReport", "IndexReport", "InspectReport", "OnlineReport",
+    "RollbackReport", "RunReport", "StatusReport", "VerifyReport",
     # what the service uses
     "CompatibilityAdapter", "EmbeddingProvenance", "Memory", "MemoryStore",
     # the error tree

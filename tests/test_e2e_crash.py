@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import fingerprint
 
-from dualmem_bulk import run_status
+from dualmem_bulk import StatusReport, run_status
 from dualmem_bulk.generate import write_generated
 from dualmem_bulk.rundir.journal import Journal
 
@@ -74,8 +74,8 @@ def baseline(source: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     return _baseline(source, tmp_path_factory.mktemp("base") / "nodes.lance")
 
 
-def wait_for(proc: subprocess.Popen[str], run_dir: Path, ready: Callable[[dict[str, Any]], bool],
-             timeout: float = 300) -> dict[str, Any]:
+def wait_for(proc: subprocess.Popen[str], run_dir: Path, ready: Callable[[StatusReport], bool],
+             timeout: float = 300) -> StatusReport:
     """Poll the run's journal until ``ready(status)`` (the process must still be running)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -97,25 +97,25 @@ def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Pope
                             stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
 
 
-def _in_export(goal: int, delay: float) -> Callable[[dict[str, Any]], bool]:
+def _in_export(goal: int, delay: float) -> Callable[[StatusReport], bool]:
     """``delay`` seconds after at least ``goal`` partitions are recorded: anywhere in the
     export, mid-partition included."""
     reached: list[float] = []
 
-    def ready(s: dict[str, Any]) -> bool:
-        if s["state"] != "exporting" or s["units_committed"] < goal:
+    def ready(s: StatusReport) -> bool:
+        if s.state != "exporting" or s.units_committed < goal:
             return False
         reached.append(time.monotonic())
         return time.monotonic() - reached[0] >= delay
     return ready
 
 
-def _in_verify(rng: random.Random) -> Callable[[dict[str, Any]], bool]:
+def _in_verify(rng: random.Random) -> Callable[[StatusReport], bool]:
     delay = rng.uniform(0.0, 0.5)
     started: list[float] = []
 
-    def ready(s: dict[str, Any]) -> bool:
-        if s["state"] != "verifying":
+    def ready(s: StatusReport) -> bool:
+        if s.state != "verifying":
             return False
         started.append(time.monotonic())
         return time.monotonic() - started[0] >= delay
@@ -155,9 +155,9 @@ def kill_and_resume(source: Path, target: Path, base: dict[str, Any], kills: int
         now = _recorded(run_dir)
         assert {unit: now[unit] for unit in before} == before  # nothing recorded was redone
         before = now
-        landed.append(f"{status['state']}@{len(now)}/{partitions}")
+        landed.append(f"{status.state}@{len(now)}/{partitions}")
         after = run_status(run_dir)
-        assert not after["running"] and after["rollback_possible"]
+        assert not after.running and after.rollback_possible
     done = run(convert_args(source, target, *extra))
     assert done.returncode == 0, done.stderr
     assert "resuming" in done.stderr
@@ -200,15 +200,15 @@ def test_sigint_checkpoints_and_exits_4(source: Path, baseline: dict[str, Any],
     target = tmp_path / "nodes.lance"
     run_dir = tmp_path / "nodes.lance.run"
     proc = start(convert_args(source, target))
-    wait_for(proc, run_dir, lambda s: s["state"] == "exporting" and s["units_committed"] >= 2)
+    wait_for(proc, run_dir, lambda s: s.state == "exporting" and s.units_committed >= 2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 4, err
     assert "interrupted by SIGINT" in err and "again to resume" in err
     assert json.loads(out)["status"] == "error"
     status = run_status(run_dir)
-    assert status["state"] == "exporting" and not status["running"]
-    assert 0 < status["nodes_done"] < NODES
+    assert status.state == "exporting" and not status.running
+    assert 0 < status.nodes_done < NODES
     done = run(convert_args(source, target))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["target_digest"] == baseline["digest"]
@@ -221,13 +221,13 @@ def test_second_migrator_gets_exit_5_and_dead_lock_is_taken_over(
     run_dir = tmp_path / "nodes.lance.run"
     first = start(convert_args(source, target))
     try:
-        wait_for(first, run_dir, lambda s: s["running"])
+        wait_for(first, run_dir, lambda s: s.running)
         started = time.monotonic()
         second = run(convert_args(source, target))
         assert second.returncode == 5
         assert f"pid {first.pid}" in second.stderr and "another migrator" in second.stderr
         assert time.monotonic() - started < 30
-        assert run_status(run_dir)["lock_holder"]["pid"] == first.pid
+        assert run_status(run_dir).lock_holder["pid"] == first.pid
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate()
@@ -245,7 +245,7 @@ def test_full_disk_fails_cleanly_and_resumes(source: Path, tmp_path: Path, fmt: 
     assert failed.returncode == 4, failed.stderr
     assert "No space left on device" in failed.stderr
     status = run_status(tmp_path / "nodes.out.run")
-    assert status["state"] == "failed" and status["units_committed"] == 2
+    assert status.state == "failed" and status.units_committed == 2
     assert not target.exists()
     done = run(args)
     assert done.returncode == 0, done.stderr
@@ -259,7 +259,7 @@ def test_changed_config_or_source_refuses_resume(tmp_path: Path) -> None:
     target = tmp_path / "n.lance"
     run_dir = tmp_path / "n.lance.run"
     proc = start(_cmd("convert", src, target, "--batch-size", "100"))
-    wait_for(proc, run_dir, lambda s: s["units_committed"] >= 1)
+    wait_for(proc, run_dir, lambda s: s.units_committed >= 1)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     changed = run(_cmd("convert", src, target, "--batch-size", "200"))

@@ -34,7 +34,7 @@ from dualmem_bulk.errors import SourceError, UsageError
 from dualmem_bulk.generate import write_generated
 from dualmem_bulk.offline.partition_task import PartitionTask, export_partition
 from dualmem_bulk.offline.run import OfflineConfig, run_offline
-from dualmem_bulk.report import RunReport
+from dualmem_bulk.rundir.run_report import RunReport
 from dualmem_bulk.sources.parquet import ParquetPart
 from dualmem_bulk.sources.scan import scan_source
 from dualmem_bulk.stores import TargetStore
@@ -302,7 +302,7 @@ def test_ctrl_c_checkpoints_and_shuts_the_local_cluster_down(
             "--workers", "2", "--json"]
     mark = _marked_run(monkeypatch)
     proc = start([sys.executable, "-m", "dualmem_bulk", *args])
-    wait_for(proc, run_dir, lambda s: s["state"] == "exporting" and s["units_committed"] >= 2)
+    wait_for(proc, run_dir, lambda s: s.state == "exporting" and s.units_committed >= 2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 4, err

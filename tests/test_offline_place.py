@@ -67,7 +67,7 @@ def test_in_place_conversion(tmp_path: Path, fmt: str) -> None:
         assert backup.name == ".store.dualmem-legacy"
         assert scan_source(backup).snapshot_digest == before
     journal.close()
-    assert run_status(Path(f"{store}.run"))["rollback_possible"]
+    assert run_status(Path(f"{store}.run")).rollback_possible
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "lance"])

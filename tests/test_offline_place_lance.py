@@ -159,7 +159,7 @@ def test_sigkill_in_an_in_place_export_then_resume_is_identical(tmp_path: Path) 
         now = recorded(run_dir)
         assert {unit: now[unit] for unit in before} == before  # nothing recorded was redone
         before = now
-        landed.append(f"{status['state']}@{len(now)}/{parts}")
+        landed.append(f"{status.state}@{len(now)}/{parts}")
         ds = lance.dataset(str(store))  # the readers still see the pre-migration version
         assert ds.version == 4 and ds.schema.names == LEGACY_SCHEMA.names
     # Killed between the publishing commit and its journal record: the resume finds it.

@@ -106,7 +106,7 @@ def test_copy_catch_up_and_cutover(tmp_path: Path) -> None:
     assert journal.state == "done" and journal.values["serving"] == "dual"
     journal.close()
     status = run_status(config.resolved_run_dir)
-    assert status["state"] == "done" and status["rollback_possible"]
+    assert status.state == "done" and status.rollback_possible
     again = run_online(config)
     assert again.status == "done" and again.resumed == 0
 
@@ -247,7 +247,7 @@ def test_sigterm_stops_between_batches_and_resumes(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "dualmem_bulk", "migrate", "--online", str(path),
             str(tmp_path / "n.lance")]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while not (Journal.exists(run_dir) and (run_status(run_dir)["last_event"] or {})
+    while not (Journal.exists(run_dir) and (run_status(run_dir).last_event or {})
                .get("detail", "").startswith("paused")):
         assert proc.poll() is None
         time.sleep(0.01)
@@ -287,8 +287,8 @@ def test_status_and_verify_of_an_online_run(tmp_path: Path) -> None:
     target, run_dir = tmp_path / "n.lance", tmp_path / "n.lance.run"
     run_online(OnlineConfig(store=path, target=target, batch_size=50))
     info = run_status(run_dir)
-    assert info["mode"] == "online" and info["serving"] == "dual" and info["nodes_done"] == 120
-    assert info["cutover_pause_ms"] is not None
+    assert info.mode == "online" and info.serving == "dual" and info.nodes_done == 120
+    assert info.cutover_pause_ms is not None
     with MemoryStore(path, create=False) as store:  # a write the dual store has not seen yet
         store.store(new_memory(7, 1, "late-1"))
     report = verify_run(run_dir)  # applies the change log up to its pin, then compares

@@ -82,7 +82,7 @@ def test_online_wal_catches_up_with_appended_records(tmp_path: Path) -> None:
 
     run_dir = target.with_name("nodes.lance.run")
     assert verify_run(run_dir).ok
-    assert run_status(run_dir)["state"] == "done"
+    assert run_status(run_dir).state == "done"
     before = _files(root)
     rolled = rollback_run(run_dir)
     assert rolled.as_dict()["status"] == "rolled-back" and not target.exists()

@@ -150,7 +150,7 @@ def test_a_resumed_online_copy_reports_this_invocation_and_the_total_apart(
         assert proc.poll() is None
         time.sleep(0.01)
     (run_dir / PAUSE).touch()  # held between two batches, then stopped there
-    while (run_status(run_dir)["last_event"] or {}).get("detail", "")[:6] != "paused":
+    while (run_status(run_dir).last_event or {}).get("detail", "")[:6] != "paused":
         assert proc.poll() is None
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)

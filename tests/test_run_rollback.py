@@ -84,7 +84,7 @@ def test_rollback_of_a_finished_run(small: Path, tmp_path: Path, fmt: str) -> No
     assert state(run_dir) == "rolled-back"
     assert json.loads((run_dir / "rollback.json").read_text()) == report.as_dict()
     status = run_status(run_dir)
-    assert status["state"] == "rolled-back" and not status["rollback_possible"]
+    assert status.state == "rolled-back" and not status.rollback_possible
     again = rollback_run(run_dir)  # a second rollback changes nothing
     assert again.as_dict() == report.as_dict()
 
@@ -246,7 +246,7 @@ def test_finalize_then_rollback_is_refused(small: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert as_json(done)["status"] == "finalized" and as_json(done)["snapshot_dropped"] is False
     assert state(run_dir) == "finalized" and (run_dir / "snapshot.parquet").exists()
-    assert not run_status(run_dir)["rollback_possible"]
+    assert not run_status(run_dir).rollback_possible
     refused = cli("rollback", run_dir, "--yes")
     assert refused.returncode == 2 and "finalized" in refused.stderr
     assert target.exists()

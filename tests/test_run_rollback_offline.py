@@ -145,7 +145,7 @@ def test_rollback_restores_the_store(rows_small: Path, tmp_path: Path, fmt: str)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["target_digest"] == digest
     run_dir = store.with_name(store.name + ".run")
-    assert run_status(run_dir)["rollback_possible"]
+    assert run_status(run_dir).rollback_possible
 
     done = cli("rollback", run_dir, "--yes", "--json")
     assert done.returncode == 0, done.stderr

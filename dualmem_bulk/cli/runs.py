@@ -60,7 +60,7 @@ def status(
     from dualmem_bulk.run.modes import run_status
 
     info = call(lambda: run_status(run_dir), as_json)
-    emit(info, as_json, status_lines(info))
+    emit(info.as_dict(), as_json, status_lines(info))
 
 
 def rollback(

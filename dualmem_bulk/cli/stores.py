@@ -28,7 +28,7 @@ def inspect(
 
     spaces = tuple(space or ())
     info = call_with_progress(lambda progress: inspect_path(path, progress, spaces), as_json,
-                              quiet)
+                              quiet).as_dict()
     emit(info, as_json, readable(info))
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from dualmem_bulk.rundir.reports import StatusReport
+
 __all__ = ["Command", "Group", "readable", "run_lines", "status_lines"]
 
 _METAVARS = {"int": "N", "int range": "N", "float": "NUMBER", "float range": "NUMBER",
@@ -99,31 +101,30 @@ def readable(info: dict[str, Any], indent: int = 0) -> list[str]:
     return lines
 
 
-def status_lines(info: dict[str, Any]) -> list[str]:
+def status_lines(info: StatusReport) -> list[str]:
     """``status`` as text: the same figures as ``status --json``."""
-    done, total = info["nodes_done"], info["nodes_total"]
-    holder = info["lock_holder"]
-    lines = [f"{info['run_dir']}: {info['state']} (phase {info['phase'] or '-'}, "
-             f"{info['mode']} run)"]
+    done, total = info.nodes_done, info.nodes_total
+    holder = info.lock_holder
+    lines = [f"{info.run_dir}: {info.state} (phase {info.phase or '-'}, {info.mode} run)"]
     if done is None:
         lines.append("  nodes            no checkpoint yet (the export writes none: stopped, it "
                      "starts over)")
     else:
         of = f" of {total:,}" if total is not None else " (total known when the copy ends)"
         lines.append(f"  nodes            {done:,}{of}")
-    rate, eta = info["rate_nodes_per_s"], info["eta_s"]
+    rate, eta = info.rate_nodes_per_s, info.eta_s
     lines.append(f"  rate             {_scalar(rate)} nodes/s" if rate is not None else
                  "  rate             - (no checkpoint yet)")
     lines.append(f"  ETA              {eta:,.1f} s" if eta is not None else
                  "  ETA              - (no rate yet)")
-    lines.append(f"  last checkpoint  {info['last_checkpoint'] or '- (none yet)'}")
+    lines.append(f"  last checkpoint  {info.last_checkpoint or '- (none yet)'}")
     lines.append(f"  lock             held by pid {holder['pid']} on {holder['host']} since "
                  f"{holder['started']}" if holder else "  lock             free (no migrator "
                                                        "running)")
-    if "serving" in info:  # an online run
-        lines.append(f"  serving          {info['serving']}; "
-                     f"{_scalar(info['changes_applied'])} changes applied")
-    possible = "possible" if info["rollback_possible"] else "not possible"
+    if info.mode == "online":
+        lines.append(f"  serving          {info.serving}; "
+                     f"{_scalar(info.changes_applied)} changes applied")
+    possible = "possible" if info.rollback_possible else "not possible"
     lines.append(f"  rollback         {possible}")
     return lines
 

@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 from dualmem_bulk.errors import InvalidRows, TargetExists
 from dualmem_bulk.offline.config import OfflineConfig
 from dualmem_bulk.progress import Progress
-from dualmem_bulk.report import RunReport, finish
 from dualmem_bulk.rundir.files import SNAPSHOT
+from dualmem_bulk.rundir.run_report import RunReport, finish
 from dualmem_bulk.schema import LEGACY_SCHEMA
 from dualmem_bulk.sources.parquet import parquet_files
 from dualmem_bulk.sources.scan import Scan, open_checked

@@ -17,7 +17,7 @@ from dualmem_bulk._threads import InOrderWorker
 from dualmem_bulk.errors import InvalidRows, TargetExists
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.quarantine import reason_codes
-from dualmem_bulk.report import RunReport, finish
+from dualmem_bulk.rundir.run_report import RunReport, finish
 from dualmem_bulk.schema import QUARANTINE_SCHEMA, SNAPSHOT_SCHEMA
 from dualmem_bulk.sources import Rejected
 from dualmem_bulk.sources.scan import Scan, open_checked

@@ -37,9 +37,9 @@ from dualmem_bulk.engines import TaskPool
 from dualmem_bulk.errors import InvalidRows, RunChanged
 from dualmem_bulk.offline.partition_task import PartitionDone, PartitionTask, export_partition
 from dualmem_bulk.progress import Progress
-from dualmem_bulk.report import RunReport
 from dualmem_bulk.rundir.files import QUARANTINE, SNAPSHOT
 from dualmem_bulk.rundir.journal import BatchRecord, Journal
+from dualmem_bulk.rundir.run_report import RunReport
 from dualmem_bulk.sources import NoRows, SourcePart
 from dualmem_bulk.sources.detect import Source
 from dualmem_bulk.sources.parquet import ParquetPart

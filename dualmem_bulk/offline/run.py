@@ -45,7 +45,6 @@ from dualmem_bulk.offline.dry_run import dry_run
 from dualmem_bulk.offline.partitioned import PartitionedExport
 from dualmem_bulk.offline.place import discard, in_place_meta, place
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
-from dualmem_bulk.report import RunReport, finish
 from dualmem_bulk.rundir.files import (
     LOCK,
     PRE_MIGRATION_TAG,
@@ -56,6 +55,7 @@ from dualmem_bulk.rundir.files import (
 )
 from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.rundir.keys import JournalValues
+from dualmem_bulk.rundir.run_report import RunReport, finish
 from dualmem_bulk.schema import DUAL_SCHEMA
 from dualmem_bulk.sources.scan import CHUNK_ROWS, open_checked
 from dualmem_bulk.stores import DEFAULT_BATCH_SIZE
@@ -64,7 +64,7 @@ from dualmem_bulk.stores.staging import StagedWriter, staged_writer
 from dualmem_bulk.verify.offline import verify_offline
 from dualmem_bulk.verify.pieces import PieceVerdict
 
-__all__ = ["DEFAULT_BATCH_SIZE", "OfflineConfig", "RunReport", "run_offline"]
+__all__ = ["DEFAULT_BATCH_SIZE", "OfflineConfig", "run_offline"]
 
 
 class _Run(Driver):

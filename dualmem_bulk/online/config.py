@@ -1,9 +1,10 @@
-"""What an online migration is asked to do (its configuration) and what it reports, apart from
-the drivers that run it (:mod:`dualmem_bulk.online.run`)."""
+"""What an online migration is asked to do (its configuration), apart from the drivers that run
+it (:mod:`dualmem_bulk.online.run`) and what it reports
+(:class:`~dualmem_bulk.rundir.run_report.OnlineReport`)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from dualmem_bulk.rundir.files import default_run_dir
 from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
 from dualmem_bulk.sources.engram_wal import is_engram_root
 
-__all__ = ["OnlineConfig", "OnlineReport"]
+__all__ = ["OnlineConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,47 +60,3 @@ class OnlineConfig:
                 "target": str(self.target.resolve()),
                 "schemas": [fingerprint(LEGACY_SCHEMA), fingerprint(DUAL_SCHEMA)],
                 **({"kind": "engram-wal"} if self.wal_source else {})}
-
-
-@dataclass
-class OnlineReport:
-    """What an online run did; ``as_dict()`` is the ``migrate --online --json`` output."""
-
-    status: str
-    """``done`` (cut over), ``running`` while under way."""
-    store: str
-    target: str
-    run_dir: str
-    phase: str = "copying"
-    nodes_copied: int = 0
-    """Nodes copied by the run, every invocation included."""
-    nodes_copied_this_invocation: int = 0
-    copy_s: float = 0.0
-    """Wall time of the copy over every invocation, the ``--max-rate`` throttle's sleeps
-    included (``copy_nodes_per_s`` = ``nodes_copied / copy_s``)."""
-    copy_nodes_per_s: float = 0.0
-    workers: int | None = None
-    """Worker processes that copied this invocation's rowid ranges (0: the driver alone;
-    ``None``: no range copied, or an Engram data root)."""
-    changes_applied: int = 0
-    """Ids upserted or deleted from the change log (after collapsing), pause included."""
-    catch_up_rounds: int = 0
-    lag_at_pause: int | None = None
-    """Change-log entries not yet applied when the cut-over pause began."""
-    changes_in_pause: int | None = None
-    pause_ms: float | None = None
-    """How long the service's writers were held at the cut-over."""
-    verified: bool = False
-    """Source and target digests (recomputed from the fields) were equal at the cut-over."""
-    rows: int | None = None
-    digest: str | None = None
-    resumed: int = 0
-    """How many times this run was resumed."""
-    elapsed_s: float = 0.0
-    """Wall time of this invocation."""
-    notes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
-

@@ -15,11 +15,12 @@ from dualmem_bulk._signals import StopRequest
 from dualmem_bulk._version import __version__
 from dualmem_bulk.driver import Driver
 from dualmem_bulk.errors import Interrupted, RunChanged, TargetExists, UsageError
-from dualmem_bulk.online.config import OnlineConfig, OnlineReport
+from dualmem_bulk.online.config import OnlineConfig
 from dualmem_bulk.progress import Progress
 from dualmem_bulk.rundir.files import LOCK, PAUSE, REPORT
 from dualmem_bulk.rundir.journal import Journal
 from dualmem_bulk.rundir.keys import JournalValues, RangeRecord
+from dualmem_bulk.rundir.run_report import OnlineReport
 from dualmem_bulk.stores.dual import DualStore, writer_lock
 
 __all__ = ["OnlineDriver"]

@@ -38,14 +38,15 @@ from dualmem_bulk._fs import remove
 from dualmem_bulk._signals import StopRequest
 from dualmem_bulk.driver import drive
 from dualmem_bulk.errors import UsageError
-from dualmem_bulk.online.config import OnlineConfig, OnlineReport
+from dualmem_bulk.online.config import OnlineConfig
 from dualmem_bulk.online.driver import OnlineDriver
 from dualmem_bulk.online.store import OnlineMemoryStore
 from dualmem_bulk.online.wal import OnlineWal
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.rundir.journal import Journal
+from dualmem_bulk.rundir.run_report import OnlineReport
 
-__all__ = ["OnlineConfig", "OnlineReport", "run_online"]
+__all__ = ["OnlineConfig", "run_online"]
 
 
 def _driver(config: OnlineConfig) -> type[OnlineDriver]:

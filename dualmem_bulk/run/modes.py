@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from dualmem_bulk.engines import Engine, TaskPool, open_pool
 from dualmem_bulk.errors import RunLocked, SourceError
@@ -22,7 +21,12 @@ from dualmem_bulk.run.rollback_online import OnlineRollback
 from dualmem_bulk.run.status import offline_progress, online_extra, online_progress, status_of
 from dualmem_bulk.rundir.files import SNAPSHOT
 from dualmem_bulk.rundir.journal import Journal, Mode, RunLock, lock_holder
-from dualmem_bulk.rundir.reports import FinalizeReport, RollbackReport, VerifyReport
+from dualmem_bulk.rundir.reports import (
+    FinalizeReport,
+    RollbackReport,
+    StatusReport,
+    VerifyReport,
+)
 from dualmem_bulk.verify.offline import verify_offline
 from dualmem_bulk.verify.online import verify_online
 from dualmem_bulk.verify.pieces import PieceVerdict
@@ -153,7 +157,7 @@ def finalize_plan(run_dir: Path, drop_snapshot: bool = False,
         journal.close()
 
 
-def run_status(run_dir: Path) -> dict[str, Any]:
+def run_status(run_dir: Path) -> StatusReport:
     """State, progress, last checkpoint, rate, ETA, lock holder, whether rollback is possible
     (:mod:`dualmem_bulk.run.status`)."""
     journal = Journal.open(run_dir)

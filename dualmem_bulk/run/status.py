@@ -1,4 +1,5 @@
-"""Where a run stands, read from its journal without disturbing the migrator working on it.
+"""Where a run stands, read from its journal without disturbing the migrator working on it: a
+:class:`~dualmem_bulk.rundir.reports.StatusReport`.
 
 The same keys in every phase of offline and online runs: ``state``, ``phase``, ``nodes_done``,
 ``nodes_total``, ``rate_nodes_per_s``, ``eta_s`` (numbers; ``None`` only before the first
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dualmem_bulk.rundir.journal import Journal, lock_holder
+from dualmem_bulk.rundir.reports import StatusReport
 
 __all__ = ["ROLLBACK_POSSIBLE", "iso", "offline_progress", "online_extra", "online_progress",
            "status_of"]
@@ -26,7 +28,8 @@ Figures = dict[str, Any]
 """Some of the keys of a status: the progress keys, or the keys of one mode."""
 
 
-def status_of(run_dir: Path, journal: Journal, progress: Figures, extra: Figures) -> Figures:
+def status_of(run_dir: Path, journal: Journal, progress: Figures, extra: Figures
+              ) -> StatusReport:
     """State, progress (the mode's :func:`offline_progress` or :func:`online_progress`), last
     checkpoint, lock holder, whether rollback is possible, then the mode's ``extra`` keys."""
     state = journal.state
@@ -34,7 +37,7 @@ def status_of(run_dir: Path, journal: Journal, progress: Figures, extra: Figures
     records = journal.batches()
     events = journal.events()
     holder = lock_holder(run_dir)
-    return {
+    status: Figures = {
         "run_dir": str(run_dir),
         "mode": journal.mode,
         "state": state,
@@ -54,6 +57,7 @@ def status_of(run_dir: Path, journal: Journal, progress: Figures, extra: Figures
                        "detail": events[-1][2]} if events else None,
         **extra,
     }
+    return StatusReport(**status)
 
 
 def _figures(done: int | None, total: int | None, rate: float | None, last: float | None

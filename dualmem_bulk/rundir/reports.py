@@ -1,12 +1,17 @@
-"""What verify, rollback, finalize and cutover report on a run; ``as_dict()`` is each command's
-``--json`` output."""
+"""What verify, rollback, finalize, cutover, status and inspect report on a run or a path;
+``as_dict()`` is each command's ``--json`` output. (What a migration run reports is in
+:mod:`dualmem_bulk.rundir.run_report`.)"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["CutoverReport", "FinalizeReport", "RollbackReport", "VerifyReport"]
+__all__ = ["CutoverReport", "FinalizeReport", "InspectReport", "RollbackReport", "StatusReport",
+           "VerifyReport"]
+
+_ONLINE_ONLY = ("serving", "changes_applied", "cutover_pause_ms")
+"""The keys of an online run's status that an offline run's has not."""
 
 
 @dataclass
@@ -125,3 +130,90 @@ class CutoverReport:
         if self.status == "done":
             return {"status": "done", "run_dir": self.run_dir, "detail": "already cut over"}
         return {"status": self.status, "run_dir": self.run_dir, "phase": self.phase}
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """Where a run stands, read from its journal (:mod:`dualmem_bulk.run.status`); ``as_dict()``
+    is the ``status --json`` output. The progress figures are ``None`` only before the first
+    checkpoint, or a total no checkpoint has counted yet."""
+
+    run_dir: str
+    mode: str
+    """``copy``, ``in-place`` or ``online``."""
+    state: str
+    phase: str | None
+    running: bool
+    """Whether a migrator holds the run's lock."""
+    lock_holder: dict[str, Any] | None
+    """The lock's holder: ``pid``, ``host``, ``started``."""
+    source: str | None
+    target: str | None
+    nodes_done: int | None
+    nodes_total: int | None
+    rate_nodes_per_s: float | None
+    eta_s: float | None
+    last_checkpoint: str | None
+    """ISO 8601."""
+    units_committed: int
+    batches_done: int
+    batches_total: int | None
+    snapshot_digest: str | None
+    target_digest: str | None
+    rollback_possible: bool
+    last_event: dict[str, Any] | None
+    """The last state change: ``at`` (ISO 8601), ``state``, ``detail``."""
+    serving: str | None = None
+    """Online runs: ``legacy``, ``dual`` or ``lance``, the store the service uses."""
+    changes_applied: int | None = None
+    """Online runs: change-log ids applied to the target."""
+    cutover_pause_ms: float | None = None
+    """Online runs: how long the cut-over held the service's writers."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form: an online run's keys only for an online run."""
+        out = asdict(self)
+        if self.mode != "online":
+            for key in _ONLINE_ONLY:
+                del out[key]
+        return out
+
+
+@dataclass(frozen=True)
+class InspectReport:
+    """What a path is (:mod:`dualmem_bulk.inspect`); ``as_dict()`` is the ``inspect --json``
+    output: ``path``, ``kind``, then a run directory's status or the kind's own keys."""
+
+    path: str
+    kind: str
+    """``run directory``, ``dual-store (FORMAT)``, ``snapshot (...)``, ``quarantine``,
+    ``legacy source (KIND)`` or ``Engram data root (WAL)``."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """The kind's own keys, in the order shown: ``schema``, ``nodes`` and ``digest`` of a store,
+    a snapshot or a legacy source (with its ``valid``, ``quarantined`` rows...); ``rows``,
+    ``codes`` and ``reasons`` of a quarantine."""
+    status: StatusReport | None = None
+    """A run directory's status."""
+
+    @property
+    def nodes(self) -> int | None:
+        """Nodes of a store, a snapshot or a legacy source (``None`` for other kinds)."""
+        nodes = self.details.get("nodes")
+        return None if nodes is None else int(nodes)
+
+    @property
+    def digest(self) -> str | None:
+        """The digest of a store, a snapshot or a legacy source's snapshot-to-be."""
+        digest = self.details.get("digest")
+        return None if digest is None else str(digest)
+
+    @classmethod
+    def of(cls, described: dict[str, Any]) -> InspectReport:
+        """A report from a description's keys (``path`` and ``kind`` first)."""
+        details = {k: v for k, v in described.items() if k not in ("path", "kind")}
+        return cls(str(described["path"]), str(described["kind"]), details)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        status = self.status.as_dict() if self.status is not None else {}
+        return {"path": self.path, "kind": self.kind, **status, **self.details}

@@ -20,7 +20,7 @@ from dualmem_bulk.checksum import TableDigest, row_checksums
 from dualmem_bulk.errors import SourceDamaged, UsageError
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.quarantine import reason_codes
-from dualmem_bulk.report import RunReport, finish
+from dualmem_bulk.rundir.run_report import RunReport, finish
 from dualmem_bulk.schema import SNAPSHOT_SCHEMA
 from dualmem_bulk.sources import Rejected
 from dualmem_bulk.sources.detect import Source, open_source

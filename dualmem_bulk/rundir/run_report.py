@@ -1,5 +1,7 @@
-"""The report every long operation returns: counts, digests, timings (``as_dict()`` is the
-``--json`` output)."""
+"""What a migration run reports: the offline run's :class:`RunReport` (also the dry run's and
+the export's) and the online run's :class:`OnlineReport`. Each is kept in the journal (key
+``report``) as the run goes and written to ``report.json`` at its end; ``as_dict()`` is the
+``--json`` output."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 
 from dualmem_bulk.progress import Progress
 
-__all__ = ["RunReport", "finish"]
+__all__ = ["OnlineReport", "RunReport", "finish"]
 
 
 @dataclass
@@ -95,3 +97,47 @@ def finish(report: RunReport, started: float, progress: Progress,
                           if report.elapsed_s else 0.0)
     progress.done()
     return report
+
+
+@dataclass
+class OnlineReport:
+    """What an online run did; ``as_dict()`` is the ``migrate --online --json`` output."""
+
+    status: str
+    """``done`` (cut over), ``running`` while under way."""
+    store: str
+    target: str
+    run_dir: str
+    phase: str = "copying"
+    nodes_copied: int = 0
+    """Nodes copied by the run, every invocation included."""
+    nodes_copied_this_invocation: int = 0
+    copy_s: float = 0.0
+    """Wall time of the copy over every invocation, the ``--max-rate`` throttle's sleeps
+    included (``copy_nodes_per_s`` = ``nodes_copied / copy_s``)."""
+    copy_nodes_per_s: float = 0.0
+    workers: int | None = None
+    """Worker processes that copied this invocation's rowid ranges (0: the driver alone;
+    ``None``: no range copied, or an Engram data root)."""
+    changes_applied: int = 0
+    """Ids upserted or deleted from the change log (after collapsing), pause included."""
+    catch_up_rounds: int = 0
+    lag_at_pause: int | None = None
+    """Change-log entries not yet applied when the cut-over pause began."""
+    changes_in_pause: int | None = None
+    pause_ms: float | None = None
+    """How long the service's writers were held at the cut-over."""
+    verified: bool = False
+    """Source and target digests (recomputed from the fields) were equal at the cut-over."""
+    rows: int | None = None
+    digest: str | None = None
+    resumed: int = 0
+    """How many times this run was resumed."""
+    elapsed_s: float = 0.0
+    """Wall time of this invocation."""
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
