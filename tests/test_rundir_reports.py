@@ -95,7 +95,7 @@ def test_the_run_reports_keys_and_what_the_journal_and_report_json_keep(runs: di
     assert json.loads((run_dir / REPORT).read_text()) == report.as_dict()
     journal = Journal.open(run_dir)
     try:
-        assert journal.get("report") == report.as_dict()
+        assert journal.values["report"] == report.as_dict()
     finally:
         journal.close()
     assert RunReport.from_dict(report.as_dict()) == report
