@@ -14,11 +14,13 @@ import pyarrow.parquet as pq
 
 from dualmem_bulk._fs import source_identity
 from dualmem_bulk.engines import Engine
+from dualmem_bulk.errors import SourceError
 from dualmem_bulk.rundir.files import default_run_dir
 from dualmem_bulk.schema import DUAL_SCHEMA, LEGACY_SCHEMA, fingerprint
+from dualmem_bulk.sources.detect import detect_source
 from dualmem_bulk.stores import DEFAULT_BATCH_SIZE, TargetFormat
 
-__all__ = ["OfflineConfig", "changes", "source_files", "source_rows"]
+__all__ = ["BYTES_PER_ROW", "OfflineConfig", "changes", "source_files", "source_rows"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,16 +78,26 @@ class OfflineConfig:
         return out
 
 
+BYTES_PER_ROW = {"jsonl": 10_000, "engram-wal": 4_000}
+"""About what one node takes in the formats whose rows are only counted by decoding them (the
+generator's: a JSON line 10.4 KB, a WAL episode record 4.0 KB, most of it the embedding)."""
+
+
 def source_rows(config: OfflineConfig) -> int:
-    """Rows in a Parquet source (its footers) or a Lance dataset (its manifest); 0 (run in one
-    process) for other kinds, whose size is only known after decoding them."""
+    """Rows in a Parquet source (its footers) or a Lance dataset (its manifest), or an estimate
+    from the bytes of JSON lines or an Engram data root (:data:`BYTES_PER_ROW`); 0 for a source
+    that cannot be read (the run says why). It sizes the default worker pool, nothing else."""
     try:
-        if (config.source / "_versions").is_dir():
+        kind = detect_source(config.source)
+        if kind == "lance":
             return int(lance.dataset(str(config.source)).count_rows())
-        files = [config.source] if config.source.is_file() else sorted(
-            config.source.rglob("*.parquet"))
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    except (OSError, ValueError, pa.ArrowException):
+        if kind == "parquet":
+            files = [config.source] if config.source.is_file() else sorted(
+                config.source.rglob("*.parquet"))
+            return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        size = sum(int(file[1]) for file in source_identity(config.source))
+        return size // BYTES_PER_ROW[kind]
+    except (SourceError, OSError, ValueError, pa.ArrowException):
         return 0
 
 
