@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import fingerprint, legacy_table, read_snapshot
 from test_e2e_crash import _in_export, wait_for
+from test_e2e_crash import _recorded as recorded
 from test_offline_partitioned import _same, _serial
 
 from dualmem_bulk.generate import generate_batches
@@ -66,16 +67,6 @@ def journal_get(run_dir: Path, *keys: str) -> list[Any]:
     journal = Journal.open(run_dir)
     try:
         return [journal.state if key == "state" else journal.values[key] for key in keys]
-    finally:
-        journal.close()
-
-
-def recorded(run_dir: Path) -> dict[int, tuple[Any, ...]]:
-    """Each recorded partition: its unit row and what its export found, as journalled."""
-    journal = Journal.open(run_dir)
-    try:
-        return {r.unit: (r, stats) for r, stats in zip(journal.batches(), journal.exported(),
-                                                        strict=True)}
     finally:
         journal.close()
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from dualmem_bulk._fs import fsync_path, remove
 from dualmem_bulk.errors import UsageError
 from dualmem_bulk.rundir.journal import Journal
-from dualmem_bulk.rundir.keys import JournalValues, change_number
-from dualmem_bulk.stores.dual import ROUND, DualStore, apply_changes, writer_lock
+from dualmem_bulk.rundir.keys import change_number
+from dualmem_bulk.stores.dual import DualStore, apply_through, writer_lock
 from dualmem_bulk.stores.memory_store import MemoryStore
 
 __all__ = ["end_dual_writing"]
@@ -70,10 +70,5 @@ def _switch(run_dir: Path, journal: Journal, legacy: MemoryStore) -> None:
     with legacy.write_lock(), writer_lock(run_dir):
         dual = DualStore(journal.target)
         position = legacy.change_position()
-        while (after := change_number(journal.values["online_applied"])) < position:
-            applied = apply_changes(legacy, dual, after, limit=ROUND, upto=position)
-            values: JournalValues = {"online_applied": applied.position}
-            if applied.version is not None:
-                values["online_version"] = applied.version
-            journal.set(**values)
+        apply_through(legacy, dual, journal, position)
         journal.set(serving="lance", pending_applied=0)

@@ -21,7 +21,7 @@ from dualmem_bulk.online.config import OnlineConfig
 from dualmem_bulk.online.copy import RangeTask, copy_range, next_size
 from dualmem_bulk.online.driver import OnlineDriver
 from dualmem_bulk.progress import Progress
-from dualmem_bulk.rundir.keys import JournalValues, RangeRecord, change_number
+from dualmem_bulk.rundir.keys import RangeRecord, change_number
 from dualmem_bulk.schema import DUAL_SCHEMA
 from dualmem_bulk.stores.dual import ROUND, Applied, apply_changes, minus, writer_lock
 from dualmem_bulk.stores.memory_store import MemoryStore
@@ -89,10 +89,7 @@ class OnlineMemoryStore(OnlineDriver):
                                 track=track)
         if applied.position != after:
             self._counted(applied)
-            values: JournalValues = {"online_applied": applied.position}
-            if applied.version is not None:
-                values["online_version"] = applied.version
-            self._save(**values)
+            self._save(**applied.journalled())
         return applied
 
     def _counted(self, applied: Applied) -> None:

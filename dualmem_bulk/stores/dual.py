@@ -16,7 +16,7 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +28,8 @@ import pyarrow as pa
 from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_digest, row_checksums
 from dualmem_bulk.convert import to_dual, to_legacy
 from dualmem_bulk.rundir.files import DUAL_LOCK
+from dualmem_bulk.rundir.journal import Journal
+from dualmem_bulk.rundir.keys import JournalValues, change_number
 from dualmem_bulk.schema import DUAL_SCHEMA
 from dualmem_bulk.stores.locator import MEMORY_COLUMNS, RowLocator, table_to_memories
 from dualmem_bulk.stores.memory_store import Memory
@@ -40,6 +42,7 @@ __all__ = [
     "ChangeFeed",
     "DualStore",
     "apply_changes",
+    "apply_through",
     "minus",
     "writer_lock",
 ]
@@ -253,6 +256,14 @@ class Applied:
     target_identity: TableDigest = field(default_factory=TableDigest)
     """The same three as identity digests (with the ``space``/``episode`` checksums)."""
 
+    def journalled(self) -> JournalValues:
+        """What a run's journal records of this round: the position it reached and the Lance
+        version it made, if any."""
+        values: JournalValues = {"online_applied": self.position}
+        if self.version is not None:
+            values["online_version"] = self.version
+        return values
+
 
 class ChangeFeed(Protocol):
     """Where changes come from: the legacy
@@ -263,6 +274,17 @@ class ChangeFeed(Protocol):
                 upto: int | None = None) -> tuple[list[str], int]: ...  # pragma: no cover
 
     def rows(self, ids: Sequence[str]) -> pa.RecordBatch: ...  # pragma: no cover
+
+
+def apply_through(store: ChangeFeed, dual: DualStore, journal: Journal, position: int,
+                  on_apply: Callable[[Applied], None] = lambda _: None) -> None:
+    """Apply the change log from the journal's applied position up to ``position`` in rounds of
+    :data:`ROUND`, journalling each round before the next (the caller holds the locks
+    :func:`apply_changes` asks for)."""
+    while (after := change_number(journal.values["online_applied"])) < position:
+        applied = apply_changes(store, dual, after, limit=ROUND, upto=position)
+        journal.set(**applied.journalled())
+        on_apply(applied)
 
 
 def apply_changes(store: ChangeFeed, dual: DualStore, after: int, *, limit: int,

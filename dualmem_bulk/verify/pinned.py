@@ -17,10 +17,9 @@ from typing import Generic, TypeVar
 from dualmem_bulk.checksum import TableDigest, episode_checksums, identity_digest, row_checksums
 from dualmem_bulk.progress import NULL_PROGRESS, Progress
 from dualmem_bulk.rundir.journal import Journal
-from dualmem_bulk.rundir.keys import JournalValues, change_number
 from dualmem_bulk.sources.engram_wal import WalReport, read_engram_wal
 from dualmem_bulk.sources.engram_wal_feed import Position, legacy_columns
-from dualmem_bulk.stores.dual import ROUND, Applied, DualStore, apply_changes
+from dualmem_bulk.stores.dual import Applied, DualStore, apply_through
 from dualmem_bulk.stores.memory_store import MemoryStore
 
 __all__ = ["Pinned", "WalPinned", "compare_at_pin", "compare_wal", "describe_identity"]
@@ -98,13 +97,7 @@ def compare_at_pin(legacy: MemoryStore, dual: DualStore, journal: Journal,
     """
     with legacy.snapshot():
         position = legacy.change_position()
-        while (after := change_number(journal.values["online_applied"])) < position:
-            applied = apply_changes(legacy, dual, after, limit=ROUND, upto=position)
-            values: JournalValues = {"online_applied": applied.position}
-            if applied.version is not None:
-                values["online_version"] = applied.version
-            journal.set(**values)
-            on_apply(applied)
+        apply_through(legacy, dual, journal, position, on_apply)
         source, identity = TableDigest(), TableDigest()
         for batch in legacy.scan(_VERIFY_BATCH):
             sums = row_checksums(batch)
